@@ -1,0 +1,88 @@
+//! The `mulli` binary: wires the flywheel's stages into one command line.
+//!
+//! Each subcommand lives in its own module; this file only parses arguments, sets up logging
+//! and reports errors (with their chain of causes) in the user's words.
+
+mod bench;
+mod dataset;
+mod progress;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "mulli", version, about = "mulli (물리): the physical-AI data flywheel in one binary")]
+struct Cli {
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole flywheel on the built-in default world: capture → multiply → train →
+    /// evaluate → report.
+    Flywheel(FlywheelArgs),
+    /// Inspect, check and transform LeRobot datasets (v3.0 and v2.1).
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCmd),
+    /// Measure speed: the training loader, the dataset writer.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+}
+
+#[derive(clap::Args)]
+struct FlywheelArgs {
+    /// Flywheel configuration (TOML).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Tiny budgets, for a smoke test.
+    #[arg(long)]
+    quick: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let default = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Command::Flywheel(a) => flywheel(a),
+        Command::Dataset(c) => dataset::run(c),
+        Command::Bench(c) => bench::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn flywheel(args: FlywheelArgs) -> anyhow::Result<std::process::ExitCode> {
+    if let Some(c) = &args.config {
+        anyhow::ensure!(c.exists(), "flywheel config {} does not exist", c.display());
+    }
+    println!("mulli flywheel{}", if args.quick { " --quick" } else { "" });
+    println!("  capture   : not built yet (kitchen world: issue 3)");
+    println!("  multiply  : not built yet (demo multiplication: issue 6)");
+    println!("  train     : not built yet (VLA policy: issue 4)");
+    println!("  evaluate  : not built yet (closed-loop eval: issue 5)");
+    println!("  report    : not built yet (HTML report: issue 5)");
+    println!();
+    println!("flywheel stages not built yet. What works today is the dataset layer:");
+    println!("  mulli dataset demo --out /tmp/demo        # write a LeRobot v3.0 dataset");
+    println!("  mulli dataset info /tmp/demo              # inspect it");
+    println!("  mulli dataset validate /tmp/demo          # check it");
+    println!("  mulli bench loader --data /tmp/demo       # measure the training loader");
+    Ok(std::process::ExitCode::SUCCESS)
+}
