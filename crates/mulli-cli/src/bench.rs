@@ -52,20 +52,51 @@ pub enum BenchCmd {
 
 pub fn run(cmd: BenchCmd) -> Result<ExitCode> {
     match cmd {
-        BenchCmd::Loader { data, batch_size, workers, chunk, batches, seed, baseline } => loader(data, batch_size, workers, chunk, batches, seed, baseline),
-        BenchCmd::Write { episodes, frames, images, baseline } => write(episodes, frames, images, baseline),
+        BenchCmd::Loader {
+            data,
+            batch_size,
+            workers,
+            chunk,
+            batches,
+            seed,
+            baseline,
+        } => loader(data, batch_size, workers, chunk, batches, seed, baseline),
+        BenchCmd::Write {
+            episodes,
+            frames,
+            images,
+            baseline,
+        } => write(episodes, frames, images, baseline),
     }
 }
 
-fn loader(data: Option<PathBuf>, batch_size: usize, workers: Option<usize>, chunk: i64, max_batches: Option<usize>, seed: u64, baseline: Option<f64>) -> Result<ExitCode> {
+fn loader(
+    data: Option<PathBuf>,
+    batch_size: usize,
+    workers: Option<usize>,
+    chunk: i64,
+    max_batches: Option<usize>,
+    seed: u64,
+    baseline: Option<f64>,
+) -> Result<ExitCode> {
     let tmp;
     let root = match data {
         Some(d) => d,
         None => {
             tmp = tempdir()?;
             let spec = DemoSpec::default();
-            eprintln!("writing a demo dataset (50 × 100 frames, two 96×96 H.264 cameras) to {}", tmp.display());
-            spec.write(&tmp, WriterOptions { mode: WriteMode::Overwrite, ..Default::default() }, &mut |_, _| {})?;
+            eprintln!(
+                "writing a demo dataset (50 × 100 frames, two 96×96 H.264 cameras) to {}",
+                tmp.display()
+            );
+            spec.write(
+                &tmp,
+                WriterOptions {
+                    mode: WriteMode::Overwrite,
+                    ..Default::default()
+                },
+                &mut |_, _| {},
+            )?;
             tmp.clone()
         }
     };
@@ -73,8 +104,16 @@ fn loader(data: Option<PathBuf>, batch_size: usize, workers: Option<usize>, chun
     let ds = Arc::new(Dataset::open(&root).with_context(|| format!("opening {}", root.display()))?);
     let open_s = t_open.elapsed().as_secs_f64();
     let fps = ds.fps();
-    anyhow::ensure!(ds.feature("action").is_some(), "{} has no `action` feature to chunk", root.display());
-    let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    anyhow::ensure!(
+        ds.feature("action").is_some(),
+        "{} has no `action` feature to chunk",
+        root.display()
+    );
+    let workers = workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let cfg = LoaderConfig {
         batch_size,
         seed,
@@ -83,10 +122,19 @@ fn loader(data: Option<PathBuf>, batch_size: usize, workers: Option<usize>, chun
         ..Default::default()
     };
     let loader = Loader::new(ds.clone(), cfg)?;
-    let n = max_batches.unwrap_or(loader.num_batches()).min(loader.num_batches());
+    let n = max_batches
+        .unwrap_or(loader.num_batches())
+        .min(loader.num_batches());
     let cams = ds.info.video_keys().len() + ds.info.image_keys().len();
-    println!("dataset     {} ({} frames, {} cameras, fps {fps}), opened in {open_s:.3} s", root.display(), ds.len(), cams);
-    println!("config      batch {batch_size}, {workers} workers, action chunk {chunk}, {n} batches");
+    println!(
+        "dataset     {} ({} frames, {} cameras, fps {fps}), opened in {open_s:.3} s",
+        root.display(),
+        ds.len(),
+        cams
+    );
+    println!(
+        "config      batch {batch_size}, {workers} workers, action chunk {chunk}, {n} batches"
+    );
     let t = Instant::now();
     let mut first = None;
     let (mut samples, mut checksum) = (0usize, 0u64);
@@ -99,15 +147,23 @@ fn loader(data: Option<PathBuf>, batch_size: usize, workers: Option<usize>, chun
         // Touch the data so nothing is optimised away, and so runs can be compared.
         for tensor in b.tensors.values() {
             if let TensorData::U8(v) = &tensor.data {
-                checksum = checksum.wrapping_add(v.iter().step_by(97).map(|&x| u64::from(x)).sum::<u64>());
+                checksum =
+                    checksum.wrapping_add(v.iter().step_by(97).map(|&x| u64::from(x)).sum::<u64>());
             }
         }
     }
     let s = t.elapsed().as_secs_f64();
     let sps = samples as f64 / s;
     println!("first batch {:.3} s", first.unwrap_or(0.0));
-    println!("throughput  {sps:.0} samples/s, {:.1} batches/s, {:.0} camera frames/s ({samples} samples in {s:.2} s)", n as f64 / s, sps * cams as f64);
-    println!("peak memory {} MiB (VmHWM), checksum {checksum}", peak_rss_mib());
+    println!(
+        "throughput  {sps:.0} samples/s, {:.1} batches/s, {:.0} camera frames/s ({samples} samples in {s:.2} s)",
+        n as f64 / s,
+        sps * cams as f64
+    );
+    println!(
+        "peak memory {} MiB (VmHWM), checksum {checksum}",
+        peak_rss_mib()
+    );
     if let Some(b) = baseline {
         println!("vs baseline {b:.0} samples/s: {:.1}×", sps / b);
     }
@@ -116,12 +172,25 @@ fn loader(data: Option<PathBuf>, batch_size: usize, workers: Option<usize>, chun
 
 fn write(episodes: usize, frames: usize, images: bool, baseline: Option<f64>) -> Result<ExitCode> {
     let dir = tempdir()?;
-    let spec = DemoSpec { episodes, frames_per_episode: frames, video: !images, ..Default::default() };
+    let spec = DemoSpec {
+        episodes,
+        frames_per_episode: frames,
+        video: !images,
+        ..Default::default()
+    };
     // Pre-render frames so only the writer is measured.
     let mut walk = vec![0f32; spec.state_dim + spec.action_dim];
     let rendered: Vec<_> = (0..frames).map(|k| spec.frame(0, k, &mut walk)).collect();
     let t = Instant::now();
-    let mut w = mulli_data::DatasetWriter::create(&dir, &spec.features(), WriterOptions { fps: spec.fps, mode: WriteMode::Overwrite, ..Default::default() })?;
+    let mut w = mulli_data::DatasetWriter::create(
+        &dir,
+        &spec.features(),
+        WriterOptions {
+            fps: spec.fps,
+            mode: WriteMode::Overwrite,
+            ..Default::default()
+        },
+    )?;
     for _ in 0..episodes {
         for f in &rendered {
             w.add_frame(f)?;
@@ -131,7 +200,10 @@ fn write(episodes: usize, frames: usize, images: bool, baseline: Option<f64>) ->
     w.finalize()?;
     let s = t.elapsed().as_secs_f64();
     let fps = (episodes * frames) as f64 / s;
-    println!("wrote {episodes} × {frames} frames ({}) in {s:.2} s: {fps:.0} frames/s", if images { "PNG images" } else { "H.264 video" });
+    println!(
+        "wrote {episodes} × {frames} frames ({}) in {s:.2} s: {fps:.0} frames/s",
+        if images { "PNG images" } else { "H.264 video" }
+    );
     if let Some(b) = baseline {
         println!("vs baseline {b:.0} frames/s: {:.1}×", fps / b);
     }
@@ -148,6 +220,11 @@ fn tempdir() -> Result<PathBuf> {
 fn peak_rss_mib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map_or(0, |kb| kb / 1024)
 }

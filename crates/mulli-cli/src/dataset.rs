@@ -96,7 +96,11 @@ pub enum DatasetCmd {
 }
 
 fn mode(force: bool) -> WriteMode {
-    if force { WriteMode::Overwrite } else { WriteMode::Create }
+    if force {
+        WriteMode::Overwrite
+    } else {
+        WriteMode::Create
+    }
 }
 
 fn open(dir: &Path) -> Result<Dataset> {
@@ -112,7 +116,12 @@ pub fn run(cmd: DatasetCmd) -> Result<ExitCode> {
             let problems = validate::validate(&ds, &mut progress::callback(&pb))?;
             pb.finish_and_clear();
             if problems.is_empty() {
-                println!("{}: ok ({} episodes, {} frames)", dir.display(), ds.episodes.len(), ds.len());
+                println!(
+                    "{}: ok ({} episodes, {} frames)",
+                    dir.display(),
+                    ds.episodes.len(),
+                    ds.len()
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             for p in &problems {
@@ -130,7 +139,11 @@ pub fn run(cmd: DatasetCmd) -> Result<ExitCode> {
                 }
             }
             if let Some(f) = &feature {
-                anyhow::ensure!(!out.is_empty(), "no statistics for feature `{f}` (features with stats: {})", ds.stats.keys().cloned().collect::<Vec<_>>().join(", "));
+                anyhow::ensure!(
+                    !out.is_empty(),
+                    "no statistics for feature `{f}` (features with stats: {})",
+                    ds.stats.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
@@ -138,18 +151,26 @@ pub fn run(cmd: DatasetCmd) -> Result<ExitCode> {
         DatasetCmd::Merge { inputs, out, force } => {
             let refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
             let pb = progress::bar(0, "merging");
-            let n = ops::merge(&refs, &out, mode(force), &mut progress::callback(&pb)).with_context(|| format!("merging into {}", out.display()))?;
+            let n = ops::merge(&refs, &out, mode(force), &mut progress::callback(&pb))
+                .with_context(|| format!("merging into {}", out.display()))?;
             pb.finish_and_clear();
             println!("wrote {} episodes to {}", n, out.display());
             Ok(ExitCode::SUCCESS)
         }
-        DatasetCmd::Split { dir, out_dir, splits, seed, force } => {
+        DatasetCmd::Split {
+            dir,
+            out_dir,
+            splits,
+            seed,
+            force,
+        } => {
             let ds = open(&dir)?;
             let plan = ops::plan_split(&splits, ds.episodes.len(), seed)?;
             for (name, eps) in plan {
                 let out = out_dir.join(&name);
                 let pb = progress::bar(eps.len(), &name);
-                let n = ops::subset(&ds, &eps, &out, mode(force), &mut progress::callback(&pb)).with_context(|| format!("writing split `{name}` to {}", out.display()))?;
+                let n = ops::subset(&ds, &eps, &out, mode(force), &mut progress::callback(&pb))
+                    .with_context(|| format!("writing split `{name}` to {}", out.display()))?;
                 pb.finish_and_clear();
                 println!("{name}: {n} episodes → {}", out.display());
             }
@@ -157,26 +178,43 @@ pub fn run(cmd: DatasetCmd) -> Result<ExitCode> {
         }
         DatasetCmd::Convert { dir, out, force } => {
             let pb = progress::bar(0, "converting");
-            let n = ops::convert(&dir, &out, mode(force), &mut progress::callback(&pb)).with_context(|| format!("converting {} into {}", dir.display(), out.display()))?;
+            let n = ops::convert(&dir, &out, mode(force), &mut progress::callback(&pb))
+                .with_context(|| format!("converting {} into {}", dir.display(), out.display()))?;
             pb.finish_and_clear();
-            println!("converted {n} episodes → {} (LeRobot v3.0, H.264)", out.display());
+            println!(
+                "converted {n} episodes → {} (LeRobot v3.0, H.264)",
+                out.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         DatasetCmd::Frames { dir, rows, out } => {
             let ds = open(&dir)?;
             let mut cache = mulli_data::loader::DecoderCache::new(4);
-            let cams: Vec<String> = ds.info.video_keys().into_iter().chain(ds.info.image_keys()).collect();
+            let cams: Vec<String> = ds
+                .info
+                .video_keys()
+                .into_iter()
+                .chain(ds.info.image_keys())
+                .collect();
             anyhow::ensure!(!cams.is_empty(), "{} has no camera features", dir.display());
             for cam in &cams {
                 let (h, w, c) = ds.info.features[cam].image_hwc()?;
                 let mut buf = vec![0u8; h * w * c];
                 let cam_dir = out.join(cam);
-                std::fs::create_dir_all(&cam_dir).with_context(|| format!("creating {}", cam_dir.display()))?;
+                std::fs::create_dir_all(&cam_dir)
+                    .with_context(|| format!("creating {}", cam_dir.display()))?;
                 for &row in &rows {
-                    anyhow::ensure!(row < ds.len(), "row {row} is out of range: {} has {} frames", dir.display(), ds.len());
+                    anyhow::ensure!(
+                        row < ds.len(),
+                        "row {row} is out of range: {} has {} frames",
+                        dir.display(),
+                        ds.len()
+                    );
                     if ds.info.features[cam].dtype == mulli_core::DType::Video {
                         match ds.video_location(cam, row)? {
-                            Some((path, t)) => ds.read_video_frame(cache.get(&path)?, t, &mut buf)?,
+                            Some((path, t)) => {
+                                ds.read_video_frame(cache.get(&path)?, t, &mut buf)?
+                            }
                             None => buf.fill(0),
                         }
                     } else {
@@ -187,24 +225,68 @@ pub fn run(cmd: DatasetCmd) -> Result<ExitCode> {
                     std::fs::write(&p, png).with_context(|| format!("writing {}", p.display()))?;
                 }
             }
-            println!("wrote {} frames of {} camera(s) under {}", rows.len(), cams.len(), out.display());
+            println!(
+                "wrote {} frames of {} camera(s) under {}",
+                rows.len(),
+                cams.len(),
+                out.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         DatasetCmd::Recover { dir } => {
-            let n = mulli_data::writer::recover(&dir).with_context(|| format!("recovering {}", dir.display()))?;
+            let n = mulli_data::writer::recover(&dir)
+                .with_context(|| format!("recovering {}", dir.display()))?;
             println!("{}: consistent, {n} episodes", dir.display());
             Ok(ExitCode::SUCCESS)
         }
-        DatasetCmd::Demo { out, episodes, frames, fps, size, images, seed, force } => {
-            anyhow::ensure!(episodes > 0 && frames > 0, "--episodes and --frames must be > 0");
-            anyhow::ensure!(size >= 16 && size % 2 == 0 && size <= 2048, "--size must be an even number in 16..=2048, got {size}");
-            let spec = DemoSpec { episodes, frames_per_episode: frames, fps, height: size, width: size, video: !images, seed, ..Default::default() };
+        DatasetCmd::Demo {
+            out,
+            episodes,
+            frames,
+            fps,
+            size,
+            images,
+            seed,
+            force,
+        } => {
+            anyhow::ensure!(
+                episodes > 0 && frames > 0,
+                "--episodes and --frames must be > 0"
+            );
+            anyhow::ensure!(
+                size >= 16 && size % 2 == 0 && size <= 2048,
+                "--size must be an even number in 16..=2048, got {size}"
+            );
+            let spec = DemoSpec {
+                episodes,
+                frames_per_episode: frames,
+                fps,
+                height: size,
+                width: size,
+                video: !images,
+                seed,
+                ..Default::default()
+            };
             let pb = progress::bar(episodes, "writing");
             let t = std::time::Instant::now();
-            spec.write(&out, WriterOptions { mode: mode(force), ..Default::default() }, &mut progress::callback(&pb)).with_context(|| format!("writing {}", out.display()))?;
+            spec.write(
+                &out,
+                WriterOptions {
+                    mode: mode(force),
+                    ..Default::default()
+                },
+                &mut progress::callback(&pb),
+            )
+            .with_context(|| format!("writing {}", out.display()))?;
             pb.finish_and_clear();
             let s = t.elapsed().as_secs_f64();
-            println!("wrote {} episodes × {} frames to {} in {s:.1} s ({:.0} frames/s)", episodes, frames, out.display(), (episodes * frames) as f64 / s);
+            println!(
+                "wrote {} episodes × {} frames to {} in {s:.1} s ({:.0} frames/s)",
+                episodes,
+                frames,
+                out.display(),
+                (episodes * frames) as f64 / s
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -229,9 +311,18 @@ fn info(dir: &Path, json: bool) -> Result<ExitCode> {
         mulli_data::Version::V21 => "v2.1",
     };
     println!("{}", dir.display());
-    println!("  format     LeRobot {version}, {} fps, robot_type {}", i.fps, i.robot_type.as_deref().unwrap_or("-"));
+    println!(
+        "  format     LeRobot {version}, {} fps, robot_type {}",
+        i.fps,
+        i.robot_type.as_deref().unwrap_or("-")
+    );
     let secs = ds.len() as f64 / f64::from(i.fps);
-    println!("  episodes   {} ({} frames, {:.1} min)", ds.episodes.len(), ds.len(), secs / 60.0);
+    println!(
+        "  episodes   {} ({} frames, {:.1} min)",
+        ds.episodes.len(),
+        ds.len(),
+        secs / 60.0
+    );
     println!("  tasks      {}", ds.tasks.len());
     for (n, t) in ds.tasks.iter().enumerate().take(10) {
         println!("             [{n}] {t}");
@@ -241,8 +332,19 @@ fn info(dir: &Path, json: bool) -> Result<ExitCode> {
     }
     println!("  features");
     for f in i.features.values() {
-        let codec = f.info.as_ref().and_then(|v| v.get("video.codec")).and_then(|v| v.as_str()).map(|c| format!(" ({c})")).unwrap_or_default();
-        println!("    {:<32} {:<8} {:?}{codec}", f.name, f.dtype.as_str(), f.shape);
+        let codec = f
+            .info
+            .as_ref()
+            .and_then(|v| v.get("video.codec"))
+            .and_then(|v| v.as_str())
+            .map(|c| format!(" ({c})"))
+            .unwrap_or_default();
+        println!(
+            "    {:<32} {:<8} {:?}{codec}",
+            f.name,
+            f.dtype.as_str(),
+            f.shape
+        );
     }
     let mut files: Vec<&PathBuf> = ds.episodes.iter().map(|e| &e.data_path).collect();
     files.dedup();

@@ -4,12 +4,20 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn mulli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mulli")).args(args).output().expect("running mulli")
+    Command::new(env!("CARGO_BIN_EXE_mulli"))
+        .args(args)
+        .output()
+        .expect("running mulli")
 }
 
 fn ok(args: &[&str]) -> String {
     let o = mulli(args);
-    assert!(o.status.success(), "mulli {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "mulli {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -21,28 +29,79 @@ fn s(p: &Path) -> &str {
 fn dataset_commands_work_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let demo = tmp.path().join("demo");
-    let out = ok(&["dataset", "demo", "--out", s(&demo), "--episodes", "6", "--frames", "8", "--size", "32"]);
+    let out = ok(&[
+        "dataset",
+        "demo",
+        "--out",
+        s(&demo),
+        "--episodes",
+        "6",
+        "--frames",
+        "8",
+        "--size",
+        "32",
+    ]);
     assert!(out.contains("wrote 6 episodes"), "{out}");
     let info = ok(&["dataset", "info", s(&demo)]);
-    assert!(info.contains("LeRobot v3.0") && info.contains("6 (48 frames") && info.contains("(h264)"), "{info}");
+    assert!(
+        info.contains("LeRobot v3.0") && info.contains("6 (48 frames") && info.contains("(h264)"),
+        "{info}"
+    );
     assert!(ok(&["dataset", "validate", s(&demo)]).contains("ok (6 episodes, 48 frames)"));
     let stats = ok(&["dataset", "stats", s(&demo), "--feature", "action"]);
     assert!(stats.contains("\"q99\""), "{stats}");
 
     // Writing again into the same directory is refused; --force replaces it.
-    let o = mulli(&["dataset", "demo", "--out", s(&demo), "--episodes", "1", "--frames", "2", "--size", "32"]);
+    let o = mulli(&[
+        "dataset",
+        "demo",
+        "--out",
+        s(&demo),
+        "--episodes",
+        "1",
+        "--frames",
+        "2",
+        "--size",
+        "32",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
 
     let splits = tmp.path().join("splits");
-    let out = ok(&["dataset", "split", s(&demo), "--out-dir", s(&splits), "--splits", "train=0:4,val=4:6"]);
-    assert!(out.contains("train: 4 episodes") && out.contains("val: 2 episodes"), "{out}");
+    let out = ok(&[
+        "dataset",
+        "split",
+        s(&demo),
+        "--out-dir",
+        s(&splits),
+        "--splits",
+        "train=0:4,val=4:6",
+    ]);
+    assert!(
+        out.contains("train: 4 episodes") && out.contains("val: 2 episodes"),
+        "{out}"
+    );
     let merged = tmp.path().join("merged");
-    ok(&["dataset", "merge", s(&splits.join("train")), s(&splits.join("val")), "--out", s(&merged)]);
+    ok(&[
+        "dataset",
+        "merge",
+        s(&splits.join("train")),
+        s(&splits.join("val")),
+        "--out",
+        s(&merged),
+    ]);
     assert!(ok(&["dataset", "validate", s(&merged)]).contains("ok (6 episodes, 48 frames)"));
 
     let frames = tmp.path().join("frames");
-    ok(&["dataset", "frames", s(&merged), "--rows", "0,47", "--out", s(&frames)]);
+    ok(&[
+        "dataset",
+        "frames",
+        s(&merged),
+        "--rows",
+        "0,47",
+        "--out",
+        s(&frames),
+    ]);
     assert!(frames.join("observation.images.front/47.png").exists());
 
     let conv = tmp.path().join("converted");
@@ -52,12 +111,18 @@ fn dataset_commands_work_end_to_end() {
 
 #[test]
 fn converts_a_lerobot_v21_dataset() {
-    let v21 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mulli-data/tests/fixtures/lerobot/v21");
+    let v21 =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../mulli-data/tests/fixtures/lerobot/v21");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("v30");
     ok(&["dataset", "convert", s(&v21), "--out", s(&out)]);
     let info = ok(&["dataset", "info", s(&out)]);
-    assert!(info.contains("LeRobot v3.0") && info.contains("3 (36 frames") && info.contains("케첩을 냉장고에 넣어줘"), "{info}");
+    assert!(
+        info.contains("LeRobot v3.0")
+            && info.contains("3 (36 frames")
+            && info.contains("케첩을 냉장고에 넣어줘"),
+        "{info}"
+    );
     assert!(ok(&["dataset", "validate", s(&out)]).contains("ok"));
 }
 
@@ -67,19 +132,53 @@ fn bad_inputs_fail_with_clear_messages() {
     let o = mulli(&["dataset", "info", s(&tmp.path().join("missing"))]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("info.json") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("info.json") && !err.contains("panicked"),
+        "{err}"
+    );
 
     std::fs::create_dir_all(tmp.path().join("bad/meta")).unwrap();
-    std::fs::write(tmp.path().join("bad/meta/info.json"), r#"{"codebase_version":"v3.0","fps":"fast","features":{}}"#).unwrap();
+    std::fs::write(
+        tmp.path().join("bad/meta/info.json"),
+        r#"{"codebase_version":"v3.0","fps":"fast","features":{}}"#,
+    )
+    .unwrap();
     let o = mulli(&["dataset", "validate", s(&tmp.path().join("bad"))]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("fps") && err.contains("\"fast\""), "{err}");
 
     let demo = tmp.path().join("demo");
-    ok(&["dataset", "demo", "--out", s(&demo), "--episodes", "2", "--frames", "3", "--size", "16"]);
-    let o = mulli(&["dataset", "frames", s(&demo), "--rows", "99", "--out", s(&tmp.path().join("f"))]);
+    ok(&[
+        "dataset",
+        "demo",
+        "--out",
+        s(&demo),
+        "--episodes",
+        "2",
+        "--frames",
+        "3",
+        "--size",
+        "16",
+    ]);
+    let o = mulli(&[
+        "dataset",
+        "frames",
+        s(&demo),
+        "--rows",
+        "99",
+        "--out",
+        s(&tmp.path().join("f")),
+    ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("row 99 is out of range"));
-    let o = mulli(&["dataset", "split", s(&demo), "--out-dir", s(&tmp.path().join("s")), "--splits", "train=0:9"]);
+    let o = mulli(&[
+        "dataset",
+        "split",
+        s(&demo),
+        "--out-dir",
+        s(&tmp.path().join("s")),
+        "--splits",
+        "train=0:9",
+    ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("beyond the 2 episodes"));
 }
 

@@ -174,9 +174,18 @@ mod tests {
         ok.check(&feats).unwrap();
         let short = Frame::new("t").with("observation.state", Value::F32(vec![1.0]));
         let e = short.check(&feats).unwrap_err().to_string();
-        assert!(e.contains("observation.state") && e.contains("expected 2"), "{e}");
+        assert!(
+            e.contains("observation.state") && e.contains("expected 2"),
+            "{e}"
+        );
         let wrong = Frame::new("t").with("observation.state", Value::F64(vec![1.0, 2.0]));
-        assert!(wrong.check(&feats).unwrap_err().to_string().contains("float32"));
+        assert!(
+            wrong
+                .check(&feats)
+                .unwrap_err()
+                .to_string()
+                .contains("float32")
+        );
         let missing = Frame::new("t");
         assert_eq!(
             missing.check(&feats).unwrap_err(),

@@ -101,20 +101,34 @@ impl Dataset {
         self.row_episode
             .get(row)
             .map(|&e| e as usize)
-            .ok_or(DataError::IndexOutOfRange { index: row, len: self.len() })
+            .ok_or(DataError::IndexOutOfRange {
+                index: row,
+                len: self.len(),
+            })
     }
 
     /// Rows `[start, end)` of episode position `ep`.
     pub fn episode_rows(&self, ep: usize) -> Result<(usize, usize)> {
-        let e = self.episodes.get(ep).ok_or(DataError::EpisodeOutOfRange { episode: ep, len: self.episodes.len() })?;
+        let e = self.episodes.get(ep).ok_or(DataError::EpisodeOutOfRange {
+            episode: ep,
+            len: self.episodes.len(),
+        })?;
         let start = self.episode_row[ep];
         Ok((start, start + e.length))
     }
 
     /// Task string of row `row`.
     pub fn task_of_row(&self, row: usize) -> &str {
-        let ti = self.table.i64s("task_index").and_then(|t| t.get(row)).copied().unwrap_or(0);
-        self.tasks.get(ti.max(0) as usize).map(String::as_str).unwrap_or("")
+        let ti = self
+            .table
+            .i64s("task_index")
+            .and_then(|t| t.get(row))
+            .copied()
+            .unwrap_or(0);
+        self.tasks
+            .get(ti.max(0) as usize)
+            .map(String::as_str)
+            .unwrap_or("")
     }
 
     /// Episode-relative timestamp of row `row` (the `timestamp` column).
@@ -123,7 +137,9 @@ impl Dataset {
             Some(Column::F32(v, 1)) => f64::from(v[row]),
             Some(Column::F64(v, 1)) => v[row],
             _ => {
-                let (start, _) = self.episode_rows(self.row_episode[row] as usize).unwrap_or((row, row));
+                let (start, _) = self
+                    .episode_rows(self.row_episode[row] as usize)
+                    .unwrap_or((row, row));
                 (row - start) as f64 / f64::from(self.info.fps)
             }
         }
@@ -136,7 +152,10 @@ impl Dataset {
         let Some(seg) = ep.videos.get(key).and_then(|s| s.as_ref()) else {
             return Ok(None);
         };
-        Ok(Some((self.root.join(&seg.path), seg.from_timestamp + self.timestamp_of_row(row))))
+        Ok(Some((
+            self.root.join(&seg.path),
+            seg.from_timestamp + self.timestamp_of_row(row),
+        )))
     }
 
     /// Decode the frame of camera `key` at row `row` into `out` (HWC RGB8), seeking by the
@@ -159,13 +178,25 @@ impl Dataset {
 
     /// Decode the PNG of image feature `key` at `row` into `out` (HWC).
     pub fn read_image(&self, key: &str, row: usize, out: &mut [u8]) -> Result<()> {
-        let spec = self.feature(key).ok_or_else(|| DataError::Invalid(format!("no feature `{key}`")))?;
+        let spec = self
+            .feature(key)
+            .ok_or_else(|| DataError::Invalid(format!("no feature `{key}`")))?;
         let Some(Column::Image(rows)) = self.table.column(key) else {
-            return Err(DataError::Invalid(format!("feature `{key}` is not an image feature")));
+            return Err(DataError::Invalid(format!(
+                "feature `{key}` is not an image feature"
+            )));
         };
-        let bytes = rows.get(row).ok_or(DataError::IndexOutOfRange { index: row, len: rows.len() })?;
+        let bytes = rows.get(row).ok_or(DataError::IndexOutOfRange {
+            index: row,
+            len: rows.len(),
+        })?;
         let ep = &self.episodes[self.episode_of_row(row)?];
-        crate::png_codec::decode_into(bytes, spec.image_hwc()?, out, (&self.root.join(&ep.data_path), key, row))
+        crate::png_codec::decode_into(
+            bytes,
+            spec.image_hwc()?,
+            out,
+            (&self.root.join(&ep.data_path), key, row),
+        )
     }
 }
 
@@ -184,7 +215,13 @@ fn open_v21(root: PathBuf, info: DatasetInfo) -> Result<Dataset> {
         let t = v.get("task").and_then(Value::as_str);
         match (ti, t) {
             (Some(i), Some(t)) => tasks.push((i as usize, t.to_owned())),
-            _ => return Err(field(&tasks_path, &format!("line {line_no}"), "expected {\"task_index\": int, \"task\": str}")),
+            _ => {
+                return Err(field(
+                    &tasks_path,
+                    &format!("line {line_no}"),
+                    "expected {\"task_index\": int, \"task\": str}",
+                ));
+            }
         }
     }
     tasks.sort();
@@ -195,11 +232,22 @@ fn open_v21(root: PathBuf, info: DatasetInfo) -> Result<Dataset> {
     let stats_path = root.join("meta/episodes_stats.jsonl");
     if stats_path.exists() {
         for (line_no, v) in read_jsonl(&stats_path)? {
-            let ei = v.get("episode_index").and_then(Value::as_u64).ok_or_else(|| field(&stats_path, &format!("line {line_no}"), "missing episode_index"))?;
+            let ei = v
+                .get("episode_index")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| {
+                    field(
+                        &stats_path,
+                        &format!("line {line_no}"),
+                        "missing episode_index",
+                    )
+                })?;
             let mut m = BTreeMap::new();
             if let Some(Value::Object(s)) = v.get("stats") {
                 for (k, sv) in s {
-                    let st = FeatureStats::from_json(sv).map_err(|e| field(&stats_path, &format!("line {line_no}: stats.{k}"), &e))?;
+                    let st = FeatureStats::from_json(sv).map_err(|e| {
+                        field(&stats_path, &format!("line {line_no}: stats.{k}"), &e)
+                    })?;
                     m.insert(k.clone(), st);
                 }
             }
@@ -210,11 +258,38 @@ fn open_v21(root: PathBuf, info: DatasetInfo) -> Result<Dataset> {
     let mut episodes = Vec::new();
     let mut next_from = 0usize;
     for (line_no, v) in read_jsonl(&ep_path)? {
-        let index = v.get("episode_index").and_then(Value::as_u64).ok_or_else(|| field(&ep_path, &format!("line {line_no}"), "missing integer episode_index"))? as usize;
-        let length = v.get("length").and_then(Value::as_u64).ok_or_else(|| field(&ep_path, &format!("line {line_no}"), "missing integer length"))? as usize;
-        let ep_tasks: Vec<String> = v.get("tasks").and_then(Value::as_array).map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+        let index = v
+            .get("episode_index")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| {
+                field(
+                    &ep_path,
+                    &format!("line {line_no}"),
+                    "missing integer episode_index",
+                )
+            })? as usize;
+        let length = v.get("length").and_then(Value::as_u64).ok_or_else(|| {
+            field(
+                &ep_path,
+                &format!("line {line_no}"),
+                "missing integer length",
+            )
+        })? as usize;
+        let ep_tasks: Vec<String> = v
+            .get("tasks")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
         let chunk = index / info.chunks_size;
-        let nums = [("episode_chunk", chunk), ("episode_index", index), ("chunk_index", chunk)];
+        let nums = [
+            ("episode_chunk", chunk),
+            ("episode_index", index),
+            ("chunk_index", chunk),
+        ];
         let data_path = PathBuf::from(fill_template(&info.data_path, &nums, &[]));
         let mut videos = BTreeMap::new();
         for key in &video_keys {
@@ -247,10 +322,25 @@ fn open_v21(root: PathBuf, info: DatasetInfo) -> Result<Dataset> {
     finish(root, info, tasks, episodes, table)
 }
 
-fn finish(root: PathBuf, info: DatasetInfo, tasks: Vec<String>, episodes: Vec<EpisodeMeta>, table: Table) -> Result<Dataset> {
+fn finish(
+    root: PathBuf,
+    info: DatasetInfo,
+    tasks: Vec<String>,
+    episodes: Vec<EpisodeMeta>,
+    table: Table,
+) -> Result<Dataset> {
     // Map rows to episodes from the data itself, and check it agrees with the metadata.
-    let ep_col = table.i64s("episode_index").ok_or_else(|| DataError::Invalid(format!("{}: data has no int64 `episode_index` column", root.display())))?;
-    let pos_of: BTreeMap<i64, usize> = episodes.iter().enumerate().map(|(p, e)| (e.index as i64, p)).collect();
+    let ep_col = table.i64s("episode_index").ok_or_else(|| {
+        DataError::Invalid(format!(
+            "{}: data has no int64 `episode_index` column",
+            root.display()
+        ))
+    })?;
+    let pos_of: BTreeMap<i64, usize> = episodes
+        .iter()
+        .enumerate()
+        .map(|(p, e)| (e.index as i64, p))
+        .collect();
     let mut row_episode = Vec::with_capacity(table.len);
     let mut episode_row = vec![usize::MAX; episodes.len()];
     let mut counts = vec![0usize; episodes.len()];
@@ -259,7 +349,10 @@ fn finish(root: PathBuf, info: DatasetInfo, tasks: Vec<String>, episodes: Vec<Ep
         if episode_row[p] == usize::MAX {
             episode_row[p] = row;
         } else if row_episode.last() != Some(&(p as u32)) {
-            return Err(DataError::Invalid(format!("{}: rows of episode {e} are not contiguous (again at row {row})", root.display())));
+            return Err(DataError::Invalid(format!(
+                "{}: rows of episode {e} are not contiguous (again at row {row})",
+                root.display()
+            )));
         }
         counts[p] += 1;
         row_episode.push(p as u32);
@@ -280,7 +373,16 @@ fn finish(root: PathBuf, info: DatasetInfo, tasks: Vec<String>, episodes: Vec<Ep
         Some(s) => s,
         None => aggregate_episode_stats(&episodes),
     };
-    Ok(Dataset { root, info, tasks, episodes, table, stats, row_episode, episode_row })
+    Ok(Dataset {
+        root,
+        info,
+        tasks,
+        episodes,
+        table,
+        stats,
+        row_episode,
+        episode_row,
+    })
 }
 
 /// Aggregate per-episode stats into dataset stats, feature by feature.
@@ -290,7 +392,8 @@ pub fn aggregate_episode_stats(episodes: &[EpisodeMeta]) -> BTreeMap<String, Fea
     keys.dedup();
     keys.into_iter()
         .filter_map(|k| {
-            let parts: Vec<&FeatureStats> = episodes.iter().filter_map(|e| e.stats.get(k)).collect();
+            let parts: Vec<&FeatureStats> =
+                episodes.iter().filter_map(|e| e.stats.get(k)).collect();
             FeatureStats::aggregate(&parts).map(|s| (k.clone(), s))
         })
         .collect()
@@ -301,19 +404,36 @@ pub fn read_stats_json(path: &Path) -> Result<Option<BTreeMap<String, FeatureSta
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(DataError::Io { path: path.to_owned(), source: e }),
+        Err(e) => {
+            return Err(DataError::Io {
+                path: path.to_owned(),
+                source: e,
+            });
+        }
     };
-    let v: Value = serde_json::from_str(&text).map_err(|e| DataError::Json { path: path.to_owned(), message: e.to_string() })?;
-    let obj = v.as_object().ok_or_else(|| field(path, "(root)", "expected an object of features"))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| DataError::Json {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| field(path, "(root)", "expected an object of features"))?;
     let mut out = BTreeMap::new();
     for (k, s) in obj {
-        out.insert(k.clone(), FeatureStats::from_json(s).map_err(|e| field(path, k, &e))?);
+        out.insert(
+            k.clone(),
+            FeatureStats::from_json(s).map_err(|e| field(path, k, &e))?,
+        );
     }
     Ok(Some(out))
 }
 
 fn read_data_files(root: &Path, info: &DatasetInfo, episodes: &[EpisodeMeta]) -> Result<Table> {
-    let features: Vec<&FeatureSpec> = info.features.values().filter(|f| f.dtype != DType::Video).collect();
+    let features: Vec<&FeatureSpec> = info
+        .features
+        .values()
+        .filter(|f| f.dtype != DType::Video)
+        .collect();
     let mut files: Vec<&PathBuf> = Vec::new();
     for e in episodes {
         if files.last() != Some(&&e.data_path) && !files.contains(&&e.data_path) {
@@ -338,8 +458,12 @@ fn read_tasks_parquet(path: &Path) -> Result<Vec<String>> {
     let mut pairs: Vec<(i64, String)> = Vec::new();
     for b in &batches {
         let ti = int_col(path, b, "task_index")?;
-        let task = b.column_by_name("task").or_else(|| b.column_by_name("__index_level_0__")).ok_or_else(|| col_err(path, "task", "missing"))?;
-        let task = arrow::compute::cast(task, &DataType::Utf8).map_err(|e| col_err(path, "task", &e.to_string()))?;
+        let task = b
+            .column_by_name("task")
+            .or_else(|| b.column_by_name("__index_level_0__"))
+            .ok_or_else(|| col_err(path, "task", "missing"))?;
+        let task = arrow::compute::cast(task, &DataType::Utf8)
+            .map_err(|e| col_err(path, "task", &e.to_string()))?;
         let s = task.as_string::<i32>();
         for r in 0..b.num_rows() {
             pairs.push((ti[r], s.value(r).to_owned()));
@@ -348,7 +472,14 @@ fn read_tasks_parquet(path: &Path) -> Result<Vec<String>> {
     pairs.sort();
     for (pos, (ti, t)) in pairs.iter().enumerate() {
         if *ti != pos as i64 {
-            return Err(col_err(path, "task_index", &format!("task indices must be 0..{} without gaps; `{t}` has {ti}", pairs.len())));
+            return Err(col_err(
+                path,
+                "task_index",
+                &format!(
+                    "task indices must be 0..{} without gaps; `{t}` has {ti}",
+                    pairs.len()
+                ),
+            ));
         }
     }
     Ok(pairs.into_iter().map(|(_, t)| t).collect())
@@ -360,7 +491,10 @@ fn read_episodes_v30(root: &Path, info: &DatasetInfo) -> Result<Vec<EpisodeMeta>
     if dir.exists() {
         collect_parquet(&dir, &mut files)?;
     } else if info.total_episodes > 0 {
-        return Err(DataError::Missing { path: dir, expected_by: format!("info.json (total_episodes = {})", info.total_episodes) });
+        return Err(DataError::Missing {
+            path: dir,
+            expected_by: format!("info.json (total_episodes = {})", info.total_episodes),
+        });
     }
     files.sort();
     let video_keys = info.video_keys();
@@ -385,26 +519,59 @@ fn read_episodes_v30(root: &Path, info: &DatasetInfo) -> Result<Vec<EpisodeMeta>
             }
             let stats_cols = stats_columns(&path, &b)?;
             for r in 0..n {
-                let bad = |c: &str, v: i64| col_err(&path, c, &format!("row {r}: {v} must be non-negative"));
-                let nonneg = |c: &str, v: i64| if v < 0 { Err(bad(c, v)) } else { Ok(v as usize) };
-                let (from_r, to_r) = (nonneg("dataset_from_index", from[r])?, nonneg("dataset_to_index", to[r])?);
+                let bad = |c: &str, v: i64| {
+                    col_err(&path, c, &format!("row {r}: {v} must be non-negative"))
+                };
+                let nonneg = |c: &str, v: i64| {
+                    if v < 0 {
+                        Err(bad(c, v))
+                    } else {
+                        Ok(v as usize)
+                    }
+                };
+                let (from_r, to_r) = (
+                    nonneg("dataset_from_index", from[r])?,
+                    nonneg("dataset_to_index", to[r])?,
+                );
                 let length = nonneg("length", len[r])?;
                 if to_r < from_r || to_r - from_r != length {
-                    return Err(col_err(&path, "dataset_to_index", &format!("row {r}: [{from_r}, {to_r}) does not span length {length}")));
+                    return Err(col_err(
+                        &path,
+                        "dataset_to_index",
+                        &format!("row {r}: [{from_r}, {to_r}) does not span length {length}"),
+                    ));
                 }
-                let (data_chunk, data_file) = (nonneg("data/chunk_index", dc[r])?, nonneg("data/file_index", df[r])?);
+                let (data_chunk, data_file) = (
+                    nonneg("data/chunk_index", dc[r])?,
+                    nonneg("data/file_index", df[r])?,
+                );
                 let mut videos = BTreeMap::new();
                 for (key, c, f, a, z) in &vids {
-                    let seg = match (c.as_ref().and_then(|c| c[r]), f.as_ref().and_then(|f| f[r]), a.as_ref().and_then(|a| a[r]), z.as_ref().and_then(|z| z[r])) {
-                        (Some(c), Some(f), Some(a), Some(z)) if c >= 0 && f >= 0 => Some(VideoSegment {
-                            path: info.video_file(key, c as usize, f as usize),
-                            chunk_index: c as usize,
-                            file_index: f as usize,
-                            from_timestamp: a,
-                            to_timestamp: z,
-                        }),
+                    let seg = match (
+                        c.as_ref().and_then(|c| c[r]),
+                        f.as_ref().and_then(|f| f[r]),
+                        a.as_ref().and_then(|a| a[r]),
+                        z.as_ref().and_then(|z| z[r]),
+                    ) {
+                        (Some(c), Some(f), Some(a), Some(z)) if c >= 0 && f >= 0 => {
+                            Some(VideoSegment {
+                                path: info.video_file(key, c as usize, f as usize),
+                                chunk_index: c as usize,
+                                file_index: f as usize,
+                                from_timestamp: a,
+                                to_timestamp: z,
+                            })
+                        }
                         (None, None, None, None) => None,
-                        _ => return Err(col_err(&path, &format!("videos/{key}/*"), &format!("row {r}: the camera's chunk/file/from/to columns are partly missing"))),
+                        _ => {
+                            return Err(col_err(
+                                &path,
+                                &format!("videos/{key}/*"),
+                                &format!(
+                                    "row {r}: the camera's chunk/file/from/to columns are partly missing"
+                                ),
+                            ));
+                        }
                     };
                     videos.insert((*key).clone(), seg);
                 }
@@ -443,7 +610,10 @@ impl StatsCols {
     fn row(&self, r: usize) -> Option<FeatureStats> {
         let get = |k: &str| self.cols.get(k).and_then(|c| c[r].clone());
         let mut obj = serde_json::Map::new();
-        for k in ["min", "max", "mean", "std", "count"].iter().chain(QUANTILES.iter().map(|(n, _)| n)) {
+        for k in ["min", "max", "mean", "std", "count"]
+            .iter()
+            .chain(QUANTILES.iter().map(|(n, _)| n))
+        {
             if let Some(v) = get(k) {
                 obj.insert((*k).into(), serde_json::json!(v));
             }
@@ -457,8 +627,12 @@ impl StatsCols {
 fn stats_columns(path: &Path, b: &RecordBatch) -> Result<BTreeMap<String, StatsCols>> {
     let mut out: BTreeMap<String, StatsCols> = BTreeMap::new();
     for (i, f) in b.schema().fields().iter().enumerate() {
-        let Some(rest) = f.name().strip_prefix("stats/") else { continue };
-        let Some((feat, stat)) = rest.rsplit_once('/') else { continue };
+        let Some(rest) = f.name().strip_prefix("stats/") else {
+            continue;
+        };
+        let Some((feat, stat)) = rest.rsplit_once('/') else {
+            continue;
+        };
         let col = b.column(i);
         let mut nested = false;
         let mut rows = Vec::with_capacity(b.num_rows());
@@ -467,11 +641,15 @@ fn stats_columns(path: &Path, b: &RecordBatch) -> Result<BTreeMap<String, StatsC
                 rows.push(None);
                 continue;
             }
-            let (vals, n) = flatten_numeric(&col.slice(r, 1)).map_err(|e| col_err(path, f.name(), &format!("row {r}: {e}")))?;
+            let (vals, n) = flatten_numeric(&col.slice(r, 1))
+                .map_err(|e| col_err(path, f.name(), &format!("row {r}: {e}")))?;
             nested |= n;
             rows.push(Some(vals));
         }
-        let entry = out.entry(feat.to_owned()).or_insert_with(|| StatsCols { cols: BTreeMap::new(), nested: false });
+        let entry = out.entry(feat.to_owned()).or_insert_with(|| StatsCols {
+            cols: BTreeMap::new(),
+            nested: false,
+        });
         if stat != "count" {
             entry.nested |= nested;
         }
@@ -489,22 +667,26 @@ fn flatten_numeric(a: &arrow::array::ArrayRef) -> std::result::Result<(Vec<f64>,
             DataType::List(_) => {
                 let l = cur.as_list::<i32>();
                 let o = l.value_offsets();
-                l.values().slice(o[0] as usize, (o[o.len() - 1] - o[0]) as usize)
+                l.values()
+                    .slice(o[0] as usize, (o[o.len() - 1] - o[0]) as usize)
             }
             DataType::LargeList(_) => {
                 let l = cur.as_list::<i64>();
                 let o = l.value_offsets();
-                l.values().slice(o[0] as usize, (o[o.len() - 1] - o[0]) as usize)
+                l.values()
+                    .slice(o[0] as usize, (o[o.len() - 1] - o[0]) as usize)
             }
             DataType::FixedSizeList(_, n) => {
                 let l = cur.as_fixed_size_list();
-                l.values().slice(l.offset() * *n as usize, l.len() * *n as usize)
+                l.values()
+                    .slice(l.offset() * *n as usize, l.len() * *n as usize)
             }
             _ => break,
         };
         depth += 1;
     }
-    let f = arrow::compute::cast(&cur, &DataType::Float64).map_err(|e| format!("not numeric ({}): {e}", cur.data_type()))?;
+    let f = arrow::compute::cast(&cur, &DataType::Float64)
+        .map_err(|e| format!("not numeric ({}): {e}", cur.data_type()))?;
     let f = f.as_primitive::<Float64Type>();
     Ok((f.iter().map(|x| x.unwrap_or(f64::NAN)).collect(), depth > 1))
 }
@@ -529,25 +711,40 @@ fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 pub(crate) fn read_batches(path: &Path) -> Result<Vec<RecordBatch>> {
     let file = std::fs::File::open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            DataError::Missing { path: path.to_owned(), expected_by: "the dataset layout".into() }
+            DataError::Missing {
+                path: path.to_owned(),
+                expected_by: "the dataset layout".into(),
+            }
         } else {
-            DataError::Io { path: path.to_owned(), source: e }
+            DataError::Io {
+                path: path.to_owned(),
+                source: e,
+            }
         }
     })?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.build())
-        .map_err(|e| DataError::Parquet { path: path.to_owned(), message: format!("not a readable parquet file: {e}") })?;
+        .map_err(|e| DataError::Parquet {
+            path: path.to_owned(),
+            message: format!("not a readable parquet file: {e}"),
+        })?;
     reader
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| DataError::Parquet { path: path.to_owned(), message: format!("corrupt data: {e}") })
+        .map_err(|e| DataError::Parquet {
+            path: path.to_owned(),
+            message: format!("corrupt data: {e}"),
+        })
 }
 
 fn int_col(path: &Path, b: &RecordBatch, name: &str) -> Result<Vec<i64>> {
-    let c = b.column_by_name(name).ok_or_else(|| col_err(path, name, "missing"))?;
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| col_err(path, name, "missing"))?;
     if c.null_count() > 0 {
         return Err(col_err(path, name, "contains nulls"));
     }
-    let c = arrow::compute::cast(c, &DataType::Int64).map_err(|e| col_err(path, name, &format!("expected integers: {e}")))?;
+    let c = arrow::compute::cast(c, &DataType::Int64)
+        .map_err(|e| col_err(path, name, &format!("expected integers: {e}")))?;
     Ok(c.as_primitive::<Int64Type>().values().to_vec())
 }
 
@@ -565,8 +762,13 @@ fn list_of_strings(path: &Path, b: &RecordBatch, name: &str) -> Result<Vec<Vec<S
     let Some(c) = b.column_by_name(name) else {
         return Ok(vec![Vec::new(); b.num_rows()]);
     };
-    let target = DataType::List(std::sync::Arc::new(arrow::datatypes::Field::new("element", DataType::Utf8, true)));
-    let c = arrow::compute::cast(c, &target).map_err(|e| col_err(path, name, &format!("expected a list of strings: {e}")))?;
+    let target = DataType::List(std::sync::Arc::new(arrow::datatypes::Field::new(
+        "element",
+        DataType::Utf8,
+        true,
+    )));
+    let c = arrow::compute::cast(c, &target)
+        .map_err(|e| col_err(path, name, &format!("expected a list of strings: {e}")))?;
     let l = c.as_list::<i32>();
     Ok((0..l.len())
         .map(|r| {
@@ -583,9 +785,15 @@ fn list_of_strings(path: &Path, b: &RecordBatch, name: &str) -> Result<Vec<Vec<S
 fn read_jsonl(path: &Path) -> Result<Vec<(usize, Value)>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            DataError::Missing { path: path.to_owned(), expected_by: "a v2.1 dataset".into() }
+            DataError::Missing {
+                path: path.to_owned(),
+                expected_by: "a v2.1 dataset".into(),
+            }
         } else {
-            DataError::Io { path: path.to_owned(), source: e }
+            DataError::Io {
+                path: path.to_owned(),
+                source: e,
+            }
         }
     })?;
     let mut out = Vec::new();
@@ -593,16 +801,27 @@ fn read_jsonl(path: &Path) -> Result<Vec<(usize, Value)>> {
         if line.trim().is_empty() {
             continue;
         }
-        let v = serde_json::from_str(line).map_err(|e| DataError::Json { path: path.to_owned(), message: format!("line {}: {e}", i + 1) })?;
+        let v = serde_json::from_str(line).map_err(|e| DataError::Json {
+            path: path.to_owned(),
+            message: format!("line {}: {e}", i + 1),
+        })?;
         out.push((i + 1, v));
     }
     Ok(out)
 }
 
 fn col_err(path: &Path, column: &str, message: &str) -> DataError {
-    DataError::Column { path: path.to_owned(), column: column.to_owned(), message: message.to_owned() }
+    DataError::Column {
+        path: path.to_owned(),
+        column: column.to_owned(),
+        message: message.to_owned(),
+    }
 }
 
 fn field(path: &Path, f: &str, message: &str) -> DataError {
-    DataError::Field { path: path.to_owned(), field: f.to_owned(), message: message.to_owned() }
+    DataError::Field {
+        path: path.to_owned(),
+        field: f.to_owned(),
+        message: message.to_owned(),
+    }
 }

@@ -44,7 +44,11 @@ impl Default for DemoSpec {
     }
 }
 
-const TASKS: [&str; 3] = ["pick up the cube and place it", "put the ketchup in the fridge", "케첩을 냉장고에 넣어줘"];
+const TASKS: [&str; 3] = [
+    "pick up the cube and place it",
+    "put the ketchup in the fridge",
+    "케첩을 냉장고에 넣어줘",
+];
 
 impl DemoSpec {
     pub fn features(&self) -> Features {
@@ -52,12 +56,21 @@ impl DemoSpec {
         let names = |p: &str, n: usize| (0..n).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
         let s = names("s", self.state_dim);
         let a = names("a", self.action_dim);
-        let state = FeatureSpec::vector("observation.state", &s.iter().map(String::as_str).collect::<Vec<_>>());
-        let action = FeatureSpec::vector("action", &a.iter().map(String::as_str).collect::<Vec<_>>());
+        let state = FeatureSpec::vector(
+            "observation.state",
+            &s.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let action =
+            FeatureSpec::vector("action", &a.iter().map(String::as_str).collect::<Vec<_>>());
         f.insert(state.name.clone(), state);
         f.insert(action.name.clone(), action);
         for c in &self.cameras {
-            let cam = FeatureSpec::camera(format!("observation.images.{c}"), self.height, self.width, self.video);
+            let cam = FeatureSpec::camera(
+                format!("observation.images.{c}"),
+                self.height,
+                self.width,
+                self.video,
+            );
             f.insert(cam.name.clone(), cam);
         }
         f
@@ -71,10 +84,19 @@ impl DemoSpec {
             *w = (*w * 0.95 + ((r.next_u32() % 2001) as f32 / 1000.0 - 1.0) * 0.1).clamp(-2.0, 2.0);
         }
         let mut f = Frame::new(task)
-            .with("observation.state", Value::F32(walk[..self.state_dim].to_vec()))
-            .with("action", Value::F32(walk[self.state_dim..self.state_dim + self.action_dim].to_vec()));
+            .with(
+                "observation.state",
+                Value::F32(walk[..self.state_dim].to_vec()),
+            )
+            .with(
+                "action",
+                Value::F32(walk[self.state_dim..self.state_dim + self.action_dim].to_vec()),
+            );
         for (ci, c) in self.cameras.iter().enumerate() {
-            f = f.with(format!("observation.images.{c}"), Value::U8(self.image(ep, k, ci)));
+            f = f.with(
+                format!("observation.images.{c}"),
+                Value::U8(self.image(ep, k, ci)),
+            );
         }
         f
     }
@@ -84,7 +106,10 @@ impl DemoSpec {
         let (h, w) = (self.height, self.width);
         let mut px = vec![0u8; h * w * 3];
         let t = k as f32 * 0.15 + ep as f32 * 0.7 + cam as f32 * 1.3;
-        let (bx, by) = ((t.sin() * 0.35 + 0.5) * w as f32, ((t * 0.7).cos() * 0.35 + 0.5) * h as f32);
+        let (bx, by) = (
+            (t.sin() * 0.35 + 0.5) * w as f32,
+            ((t * 0.7).cos() * 0.35 + 0.5) * h as f32,
+        );
         let rad2 = (w.min(h) as f32 * 0.12).powi(2);
         for y in 0..h {
             for x in 0..w {
@@ -101,7 +126,12 @@ impl DemoSpec {
     }
 
     /// Write the whole dataset to `root` with `opts` (fps is taken from the spec).
-    pub fn write(&self, root: &Path, mut opts: WriterOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
+    pub fn write(
+        &self,
+        root: &Path,
+        mut opts: WriterOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
         opts.fps = self.fps;
         let mut w = DatasetWriter::create(root, &self.features(), opts)?;
         for ep in 0..self.episodes {

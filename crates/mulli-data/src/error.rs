@@ -33,7 +33,9 @@ pub enum DataError {
     },
     #[error(transparent)]
     Video(#[from] VideoError),
-    #[error("{path}: unsupported dataset version `{version}` (mulli reads v2.1 and v3.0, writes v3.0)")]
+    #[error(
+        "{path}: unsupported dataset version `{version}` (mulli reads v2.1 and v3.0, writes v3.0)"
+    )]
     Version { path: PathBuf, version: String },
     #[error("{path}: missing file (expected by {expected_by})")]
     Missing { path: PathBuf, expected_by: String },
@@ -41,7 +43,9 @@ pub enum DataError {
     IndexOutOfRange { index: usize, len: usize },
     #[error("episode {episode} is out of range: the dataset has {len} episodes")]
     EpisodeOutOfRange { episode: usize, len: usize },
-    #[error("{path}: refusing to write into a non-empty directory; use --force to replace it or open it in append mode")]
+    #[error(
+        "{path}: refusing to write into a non-empty directory; use --force to replace it or open it in append mode"
+    )]
     NotEmpty { path: PathBuf },
     #[error("{0}")]
     Feature(#[from] mulli_core::CoreError),

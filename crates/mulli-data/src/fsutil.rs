@@ -40,7 +40,10 @@ pub fn sync_file(path: &Path) -> Result<()> {
 
 /// The hidden temp name used for `path` while it is being written.
 pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp"))
 }
 
@@ -49,6 +52,9 @@ pub fn is_empty_dir(dir: &Path) -> Result<bool> {
     match std::fs::read_dir(dir) {
         Ok(mut it) => Ok(it.next().is_none()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(crate::DataError::Io { path: dir.to_owned(), source: e }),
+        Err(e) => Err(crate::DataError::Io {
+            path: dir.to_owned(),
+            source: e,
+        }),
     }
 }

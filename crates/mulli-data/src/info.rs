@@ -178,13 +178,23 @@ impl DatasetInfo {
         let data_path = match obj.remove("data_path") {
             None | Some(Value::Null) => default_data.to_owned(),
             Some(Value::String(s)) => s,
-            Some(v) => return Err(field_err(p, "data_path", format!("expected a string, got {v}"))),
+            Some(v) => {
+                return Err(field_err(
+                    p,
+                    "data_path",
+                    format!("expected a string, got {v}"),
+                ));
+            }
         };
         let video_path = match obj.remove("video_path") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s),
             Some(v) => {
-                return Err(field_err(p, "video_path", format!("expected a string or null, got {v}")));
+                return Err(field_err(
+                    p,
+                    "video_path",
+                    format!("expected a string or null, got {v}"),
+                ));
             }
         };
         let has_video = features.values().any(|f| f.dtype == DType::Video);
@@ -203,7 +213,13 @@ impl DatasetInfo {
         let splits = match obj.remove("splits") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => m,
-            Some(v) => return Err(field_err(p, "splits", format!("expected an object, got {v}"))),
+            Some(v) => {
+                return Err(field_err(
+                    p,
+                    "splits",
+                    format!("expected an object, got {v}"),
+                ));
+            }
         };
         Ok(DatasetInfo {
             version,
@@ -249,8 +265,14 @@ impl DatasetInfo {
         obj.insert("total_frames".into(), json!(self.total_frames));
         obj.insert("total_tasks".into(), json!(self.total_tasks));
         obj.insert("chunks_size".into(), json!(self.chunks_size));
-        obj.insert("data_files_size_in_mb".into(), json!(self.data_files_size_in_mb));
-        obj.insert("video_files_size_in_mb".into(), json!(self.video_files_size_in_mb));
+        obj.insert(
+            "data_files_size_in_mb".into(),
+            json!(self.data_files_size_in_mb),
+        );
+        obj.insert(
+            "video_files_size_in_mb".into(),
+            json!(self.video_files_size_in_mb),
+        );
         obj.insert("fps".into(), json!(self.fps));
         obj.insert("splits".into(), Value::Object(self.splits.clone()));
         obj.insert("data_path".into(), json!(self.data_path));
@@ -264,13 +286,21 @@ impl DatasetInfo {
 
     /// Resolve the v3 data path template for a (chunk, file).
     pub fn data_file(&self, chunk: usize, file: usize) -> PathBuf {
-        PathBuf::from(fill_template(&self.data_path, &[("chunk_index", chunk), ("file_index", file)], &[]))
+        PathBuf::from(fill_template(
+            &self.data_path,
+            &[("chunk_index", chunk), ("file_index", file)],
+            &[],
+        ))
     }
 
     /// Resolve the v3 video path template for a camera and (chunk, file).
     pub fn video_file(&self, key: &str, chunk: usize, file: usize) -> PathBuf {
         let t = self.video_path.as_deref().unwrap_or(V30_VIDEO_PATH);
-        PathBuf::from(fill_template(t, &[("chunk_index", chunk), ("file_index", file)], &[("video_key", key)]))
+        PathBuf::from(fill_template(
+            t,
+            &[("chunk_index", chunk), ("file_index", file)],
+            &[("video_key", key)],
+        ))
     }
 }
 
@@ -298,7 +328,11 @@ pub fn fill_template(template: &str, nums: &[(&str, usize)], strs: &[(&str, &str
         let inner = &rest[start + 1..start + end];
         let (name, fmt) = inner.split_once(':').unwrap_or((inner, ""));
         if let Some((_, n)) = nums.iter().find(|(k, _)| *k == name) {
-            let width: usize = fmt.trim_end_matches('d').trim_start_matches('0').parse().unwrap_or(0);
+            let width: usize = fmt
+                .trim_end_matches('d')
+                .trim_start_matches('0')
+                .parse()
+                .unwrap_or(0);
             out.push_str(&format!("{n:0width$}"));
         } else if let Some((_, s)) = strs.iter().find(|(k, _)| *k == name) {
             out.push_str(s);
@@ -327,17 +361,32 @@ fn take_str(p: &Path, obj: &mut Map<String, Value>, key: &str) -> Result<String>
     }
 }
 
-fn take_count(p: &Path, obj: &mut Map<String, Value>, key: &str, default: Option<usize>) -> Result<usize> {
+fn take_count(
+    p: &Path,
+    obj: &mut Map<String, Value>,
+    key: &str,
+    default: Option<usize>,
+) -> Result<usize> {
     match obj.remove(key) {
         None | Some(Value::Null) => default.ok_or_else(|| field_err(p, key, "missing (required)")),
         Some(Value::Number(n)) => match n.as_u64() {
-            Some(v) => usize::try_from(v).map_err(|_| field_err(p, key, format!("{v} is too large"))),
+            Some(v) => {
+                usize::try_from(v).map_err(|_| field_err(p, key, format!("{v} is too large")))
+            }
             None => match n.as_f64() {
                 Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 1e15 => Ok(f as usize),
-                _ => Err(field_err(p, key, format!("expected a non-negative integer, got {n}"))),
+                _ => Err(field_err(
+                    p,
+                    key,
+                    format!("expected a non-negative integer, got {n}"),
+                )),
             },
         },
-        Some(v) => Err(field_err(p, key, format!("expected a non-negative integer, got {v}"))),
+        Some(v) => Err(field_err(
+            p,
+            key,
+            format!("expected a non-negative integer, got {v}"),
+        )),
     }
 }
 
@@ -349,7 +398,11 @@ fn take_fps(p: &Path, obj: &mut Map<String, Value>) -> Result<u32> {
             if f > 0.0 && f <= 100_000.0 && (f - f.round()).abs() < 1e-6 {
                 Ok(f.round() as u32)
             } else {
-                Err(field_err(p, "fps", format!("expected a positive whole number of frames per second, got {n}")))
+                Err(field_err(
+                    p,
+                    "fps",
+                    format!("expected a positive whole number of frames per second, got {n}"),
+                ))
             }
         }
         Some(v) => Err(field_err(p, "fps", format!("expected a number, got {v}"))),
@@ -365,11 +418,21 @@ fn take_features(p: &Path, obj: &mut Map<String, Value>) -> Result<Features> {
     for (name, v) in feats {
         let field = format!("features.{name}");
         let Value::Object(mut f) = v else {
-            return Err(field_err(p, &field, "expected an object with dtype and shape"));
+            return Err(field_err(
+                p,
+                &field,
+                "expected an object with dtype and shape",
+            ));
         };
         let dtype_s = match f.remove("dtype") {
             Some(Value::String(s)) => s,
-            other => return Err(field_err(p, &format!("{field}.dtype"), format!("expected a string, got {}", other.unwrap_or(Value::Null)))),
+            other => {
+                return Err(field_err(
+                    p,
+                    &format!("{field}.dtype"),
+                    format!("expected a string, got {}", other.unwrap_or(Value::Null)),
+                ));
+            }
         };
         let dtype = DType::parse(&dtype_s).ok_or_else(|| {
             field_err(
@@ -384,17 +447,44 @@ fn take_features(p: &Path, obj: &mut Map<String, Value>) -> Result<Features> {
                 .map(|d| d.as_u64().map(|d| d as usize))
                 .collect::<Option<Vec<usize>>>()
                 .filter(|s| !s.is_empty() && s.iter().all(|&d| d > 0 && d < 1 << 24))
-                .ok_or_else(|| field_err(p, &format!("{field}.shape"), format!("expected a non-empty list of positive integers, got {a:?}")))?,
-            other => return Err(field_err(p, &format!("{field}.shape"), format!("expected a list, got {}", other.unwrap_or(Value::Null)))),
+                .ok_or_else(|| {
+                    field_err(
+                        p,
+                        &format!("{field}.shape"),
+                        format!("expected a non-empty list of positive integers, got {a:?}"),
+                    )
+                })?,
+            other => {
+                return Err(field_err(
+                    p,
+                    &format!("{field}.shape"),
+                    format!("expected a list, got {}", other.unwrap_or(Value::Null)),
+                ));
+            }
         };
-        if shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).is_none_or(|n| n > 1 << 28) {
-            return Err(field_err(p, &format!("{field}.shape"), format!("{shape:?} is too large")));
+        if shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .is_none_or(|n| n > 1 << 28)
+        {
+            return Err(field_err(
+                p,
+                &format!("{field}.shape"),
+                format!("{shape:?} is too large"),
+            ));
         }
         let names = f.remove("names").unwrap_or(Value::Null);
         let info = f.remove("info");
-        let spec = FeatureSpec { name: name.clone(), dtype, shape, names, info };
+        let spec = FeatureSpec {
+            name: name.clone(),
+            dtype,
+            shape,
+            names,
+            info,
+        };
         if dtype.is_visual() {
-            spec.image_hwc().map_err(|e| field_err(p, &format!("{field}.shape"), e.to_string()))?;
+            spec.image_hwc()
+                .map_err(|e| field_err(p, &format!("{field}.shape"), e.to_string()))?;
         }
         out.insert(name, spec);
     }
@@ -408,11 +498,19 @@ mod tests {
     #[test]
     fn template_fill() {
         assert_eq!(
-            fill_template(V30_VIDEO_PATH, &[("chunk_index", 2), ("file_index", 17)], &[("video_key", "cam")]),
+            fill_template(
+                V30_VIDEO_PATH,
+                &[("chunk_index", 2), ("file_index", 17)],
+                &[("video_key", "cam")]
+            ),
             "videos/cam/chunk-002/file-017.mp4"
         );
         assert_eq!(
-            fill_template("data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet", &[("episode_chunk", 0), ("episode_index", 42)], &[]),
+            fill_template(
+                "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
+                &[("episode_chunk", 0), ("episode_index", 42)],
+                &[]
+            ),
             "data/chunk-000/episode_000042.parquet"
         );
     }
@@ -432,19 +530,46 @@ mod tests {
     fn bad_fields_are_named() {
         let cases = [
             (r#"{"fps":30,"features":{}}"#, "codebase_version"),
-            (r#"{"codebase_version":"v3.0","fps":29.97,"features":{}}"#, "fps"),
-            (r#"{"codebase_version":"v3.0","fps":"30","features":{}}"#, "fps"),
+            (
+                r#"{"codebase_version":"v3.0","fps":29.97,"features":{}}"#,
+                "fps",
+            ),
+            (
+                r#"{"codebase_version":"v3.0","fps":"30","features":{}}"#,
+                "fps",
+            ),
             (r#"{"codebase_version":"v3.0","fps":30}"#, "features"),
-            (r#"{"codebase_version":"v3.0","fps":30,"features":{"a":{"dtype":"complex64","shape":[1]}}}"#, "features.a.dtype"),
-            (r#"{"codebase_version":"v3.0","fps":30,"features":{"a":{"dtype":"float32","shape":[-1]}}}"#, "features.a.shape"),
-            (r#"{"codebase_version":"v3.0","fps":30,"features":{"c":{"dtype":"video","shape":[96,96,3]}}}"#, "video_path"),
-            (r#"{"codebase_version":"v3.0","fps":30,"total_frames":-3,"features":{}}"#, "total_frames"),
+            (
+                r#"{"codebase_version":"v3.0","fps":30,"features":{"a":{"dtype":"complex64","shape":[1]}}}"#,
+                "features.a.dtype",
+            ),
+            (
+                r#"{"codebase_version":"v3.0","fps":30,"features":{"a":{"dtype":"float32","shape":[-1]}}}"#,
+                "features.a.shape",
+            ),
+            (
+                r#"{"codebase_version":"v3.0","fps":30,"features":{"c":{"dtype":"video","shape":[96,96,3]}}}"#,
+                "video_path",
+            ),
+            (
+                r#"{"codebase_version":"v3.0","fps":30,"total_frames":-3,"features":{}}"#,
+                "total_frames",
+            ),
         ];
         for (text, field) in cases {
-            let e = DatasetInfo::parse(Path::new("meta/info.json"), text).unwrap_err().to_string();
-            assert!(e.contains(field) && e.contains("meta/info.json"), "{text} -> {e}");
+            let e = DatasetInfo::parse(Path::new("meta/info.json"), text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(field) && e.contains("meta/info.json"),
+                "{text} -> {e}"
+            );
         }
-        let e = DatasetInfo::parse(Path::new("i"), r#"{"codebase_version":"v1.6","fps":3,"features":{}}"#).unwrap_err();
+        let e = DatasetInfo::parse(
+            Path::new("i"),
+            r#"{"codebase_version":"v1.6","fps":3,"features":{}}"#,
+        )
+        .unwrap_err();
         assert!(matches!(e, DataError::Version { .. }));
         assert!(DatasetInfo::parse(Path::new("i"), "{").is_err());
     }

@@ -33,7 +33,13 @@ pub struct DeltaTimestamps(pub BTreeMap<String, Vec<f64>>);
 impl DeltaTimestamps {
     /// Offsets given in frames (`range(0, 10)` → an action chunk of 10) at `fps`.
     pub fn frames(mut self, key: &str, offsets: impl IntoIterator<Item = i64>, fps: u32) -> Self {
-        self.0.insert(key.to_owned(), offsets.into_iter().map(|o| o as f64 / f64::from(fps)).collect());
+        self.0.insert(
+            key.to_owned(),
+            offsets
+                .into_iter()
+                .map(|o| o as f64 / f64::from(fps))
+                .collect(),
+        );
         self
     }
 
@@ -43,13 +49,21 @@ impl DeltaTimestamps {
         let mut out = BTreeMap::new();
         for (k, ds) in &self.0 {
             if ds.is_empty() {
-                return Err(DataError::Invalid(format!("delta_timestamps[`{k}`] is empty")));
+                return Err(DataError::Invalid(format!(
+                    "delta_timestamps[`{k}`] is empty"
+                )));
             }
             let mut v = Vec::with_capacity(ds.len());
             for &d in ds {
                 let f = d * f64::from(fps);
-                if !d.is_finite() || (f - f.round()).abs() / f64::from(fps) > tolerance_s || f.abs() > 1e6 {
-                    return Err(DataError::Invalid(format!("delta_timestamps[`{k}`]: {d} s is not a multiple of 1/fps = {:.6} s", 1.0 / f64::from(fps))));
+                if !d.is_finite()
+                    || (f - f.round()).abs() / f64::from(fps) > tolerance_s
+                    || f.abs() > 1e6
+                {
+                    return Err(DataError::Invalid(format!(
+                        "delta_timestamps[`{k}`]: {d} s is not a multiple of 1/fps = {:.6} s",
+                        1.0 / f64::from(fps)
+                    )));
                 }
                 v.push(f.round() as i64);
             }
@@ -82,7 +96,9 @@ impl Default for LoaderConfig {
             batch_size: 64,
             shuffle: true,
             seed: 0,
-            num_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            num_workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             prefetch: 2,
             drop_last: false,
             delta_timestamps: DeltaTimestamps::default(),
@@ -151,12 +167,20 @@ impl Loader {
         };
         for k in frames.keys() {
             if !keys.contains(k) {
-                return Err(DataError::Invalid(format!("delta_timestamps names `{k}`, which is not a loaded feature (features: {})", keys.join(", "))));
+                return Err(DataError::Invalid(format!(
+                    "delta_timestamps names `{k}`, which is not a loaded feature (features: {})",
+                    keys.join(", ")
+                )));
             }
         }
         let mut plan = Vec::new();
         for k in keys {
-            let spec = ds.feature(&k).ok_or_else(|| DataError::Invalid(format!("no feature `{k}` in the dataset (it has: {})", user.keys().cloned().collect::<Vec<_>>().join(", "))))?;
+            let spec = ds.feature(&k).ok_or_else(|| {
+                DataError::Invalid(format!(
+                    "no feature `{k}` in the dataset (it has: {})",
+                    user.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            })?;
             if spec.dtype == DType::String {
                 continue;
             }
@@ -166,9 +190,19 @@ impl Loader {
             } else {
                 spec.shape.clone()
             };
-            plan.push(KeyPlan { dtype: spec.dtype, numel: step_shape.iter().product(), step_shape, offsets: frames.get(&k).cloned(), key: k });
+            plan.push(KeyPlan {
+                dtype: spec.dtype,
+                numel: step_shape.iter().product(),
+                step_shape,
+                offsets: frames.get(&k).cloned(),
+                key: k,
+            });
         }
-        Ok(Loader { ds, cfg, plan: Arc::new(plan) })
+        Ok(Loader {
+            ds,
+            cfg,
+            plan: Arc::new(plan),
+        })
     }
 
     pub fn dataset(&self) -> &Arc<Dataset> {
@@ -178,14 +212,21 @@ impl Loader {
     /// Batches per epoch.
     pub fn num_batches(&self) -> usize {
         let n = self.ds.len();
-        if self.cfg.drop_last { n / self.cfg.batch_size } else { n.div_ceil(self.cfg.batch_size) }
+        if self.cfg.drop_last {
+            n / self.cfg.batch_size
+        } else {
+            n.div_ceil(self.cfg.batch_size)
+        }
     }
 
     /// The sample order of `epoch`.
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.ds.len()).collect();
         if self.cfg.shuffle {
-            rng::shuffle(&mut order, &mut rng::substream(self.cfg.seed, "loader-epoch", epoch));
+            rng::shuffle(
+                &mut order,
+                &mut rng::substream(self.cfg.seed, "loader-epoch", epoch),
+            );
         }
         order
     }
@@ -206,7 +247,16 @@ impl Loader {
         let total = batches.len();
         let workers = self.cfg.num_workers;
         if workers == 0 {
-            return EpochIter { next: 0, total, mode: Mode::Inline { ds: self.ds.clone(), plan: self.plan.clone(), batches, cache: DecoderCache::new(self.cfg.decoder_cache) } };
+            return EpochIter {
+                next: 0,
+                total,
+                mode: Mode::Inline {
+                    ds: self.ds.clone(),
+                    plan: self.plan.clone(),
+                    batches,
+                    cache: DecoderCache::new(self.cfg.decoder_cache),
+                },
+            };
         }
         let batches = Arc::new(batches);
         let mut rxs = Vec::with_capacity(workers);
@@ -228,12 +278,21 @@ impl Loader {
                 .expect("spawning a loader thread");
             rxs.push(rx);
         }
-        EpochIter { next: 0, total, mode: Mode::Threads(rxs) }
+        EpochIter {
+            next: 0,
+            total,
+            mode: Mode::Threads(rxs),
+        }
     }
 }
 
 enum Mode {
-    Inline { ds: Arc<Dataset>, plan: Arc<Vec<KeyPlan>>, batches: Vec<Vec<usize>>, cache: DecoderCache },
+    Inline {
+        ds: Arc<Dataset>,
+        plan: Arc<Vec<KeyPlan>>,
+        batches: Vec<Vec<usize>>,
+        cache: DecoderCache,
+    },
     Threads(Vec<Receiver<Result<Batch>>>),
 }
 
@@ -253,10 +312,17 @@ impl Iterator for EpochIter {
         let b = self.next;
         self.next += 1;
         match &mut self.mode {
-            Mode::Inline { ds, plan, batches, cache } => Some(build_batch(ds, plan, &batches[b], cache)),
+            Mode::Inline {
+                ds,
+                plan,
+                batches,
+                cache,
+            } => Some(build_batch(ds, plan, &batches[b], cache)),
             Mode::Threads(rxs) => {
                 let n = rxs.len();
-                Some(rxs[b % n].recv().unwrap_or_else(|_| Err(DataError::Invalid("a loader worker thread died".into()))))
+                Some(rxs[b % n].recv().unwrap_or_else(|_| {
+                    Err(DataError::Invalid("a loader worker thread died".into()))
+                }))
             }
         }
     }
@@ -274,7 +340,10 @@ pub struct DecoderCache {
 
 impl DecoderCache {
     pub fn new(cap: usize) -> Self {
-        DecoderCache { cap: cap.max(1), open: Vec::new() }
+        DecoderCache {
+            cap: cap.max(1),
+            open: Vec::new(),
+        }
     }
 
     pub fn get(&mut self, path: &PathBuf) -> Result<&mut VideoReader> {
@@ -291,7 +360,12 @@ impl DecoderCache {
     }
 }
 
-fn build_batch(ds: &Dataset, plan: &[KeyPlan], rows: &[usize], cache: &mut DecoderCache) -> Result<Batch> {
+fn build_batch(
+    ds: &Dataset,
+    plan: &[KeyPlan],
+    rows: &[usize],
+    cache: &mut DecoderCache,
+) -> Result<Batch> {
     let b = rows.len();
     let mut ep_index = Vec::with_capacity(b);
     let mut tasks = Vec::with_capacity(b);
@@ -332,10 +406,21 @@ fn build_batch(ds: &Dataset, plan: &[KeyPlan], rows: &[usize], cache: &mut Decod
         let data = gather(ds, kp, &q, cache)?;
         tensors.insert(kp.key.clone(), Tensor { shape, data });
         if kp.offsets.is_some() {
-            tensors.insert(format!("{}_is_pad", kp.key), Tensor { shape: vec![b, steps], data: TensorData::Bool(pad) });
+            tensors.insert(
+                format!("{}_is_pad", kp.key),
+                Tensor {
+                    shape: vec![b, steps],
+                    data: TensorData::Bool(pad),
+                },
+            );
         }
     }
-    Ok(Batch { rows: rows.to_vec(), episode_index: ep_index, tasks, tensors })
+    Ok(Batch {
+        rows: rows.to_vec(),
+        episode_index: ep_index,
+        tasks,
+        tensors,
+    })
 }
 
 fn gather(ds: &Dataset, kp: &KeyPlan, q: &[usize], cache: &mut DecoderCache) -> Result<TensorData> {
@@ -365,15 +450,44 @@ fn gather(ds: &Dataset, kp: &KeyPlan, q: &[usize], cache: &mut DecoderCache) -> 
             Ok(TensorData::U8(out))
         }
         _ => {
-            let col = ds.table.column(&kp.key).ok_or_else(|| DataError::Invalid(format!("column `{}` was not loaded", kp.key)))?;
+            let col = ds
+                .table
+                .column(&kp.key)
+                .ok_or_else(|| DataError::Invalid(format!("column `{}` was not loaded", kp.key)))?;
             Ok(match col {
-                Column::F32(v, w) => TensorData::F32(q.iter().flat_map(|&r| v[r * w..(r + 1) * w].iter().copied()).collect()),
-                Column::F64(v, w) => TensorData::F32(q.iter().flat_map(|&r| v[r * w..(r + 1) * w].iter().map(|&x| x as f32)).collect()),
-                Column::I64(v, w) => TensorData::I64(q.iter().flat_map(|&r| v[r * w..(r + 1) * w].iter().copied()).collect()),
-                Column::I32(v, w) => TensorData::I64(q.iter().flat_map(|&r| v[r * w..(r + 1) * w].iter().map(|&x| i64::from(x))).collect()),
-                Column::U8(v, w) => TensorData::U8(q.iter().flat_map(|&r| v[r * w..(r + 1) * w].iter().copied()).collect()),
-                Column::Bool(v, w) => TensorData::Bool(q.iter().flat_map(|&r| v[r * w..(r + 1) * w].iter().copied()).collect()),
-                Column::Str(_) | Column::Image(_) => return Err(DataError::Invalid(format!("`{}` is not numeric", kp.key))),
+                Column::F32(v, w) => TensorData::F32(
+                    q.iter()
+                        .flat_map(|&r| v[r * w..(r + 1) * w].iter().copied())
+                        .collect(),
+                ),
+                Column::F64(v, w) => TensorData::F32(
+                    q.iter()
+                        .flat_map(|&r| v[r * w..(r + 1) * w].iter().map(|&x| x as f32))
+                        .collect(),
+                ),
+                Column::I64(v, w) => TensorData::I64(
+                    q.iter()
+                        .flat_map(|&r| v[r * w..(r + 1) * w].iter().copied())
+                        .collect(),
+                ),
+                Column::I32(v, w) => TensorData::I64(
+                    q.iter()
+                        .flat_map(|&r| v[r * w..(r + 1) * w].iter().map(|&x| i64::from(x)))
+                        .collect(),
+                ),
+                Column::U8(v, w) => TensorData::U8(
+                    q.iter()
+                        .flat_map(|&r| v[r * w..(r + 1) * w].iter().copied())
+                        .collect(),
+                ),
+                Column::Bool(v, w) => TensorData::Bool(
+                    q.iter()
+                        .flat_map(|&r| v[r * w..(r + 1) * w].iter().copied())
+                        .collect(),
+                ),
+                Column::Str(_) | Column::Image(_) => {
+                    return Err(DataError::Invalid(format!("`{}` is not numeric", kp.key)));
+                }
             })
         }
     }

@@ -45,7 +45,11 @@ pub fn episode_frames(src: &Dataset, ep: usize, cache: &mut DecoderCache) -> Res
                     Value::U8(px)
                 }
                 _ => match src.table.column(name) {
-                    Some(Column::Image(_)) | None => return Err(DataError::Invalid(format!("feature `{name}` has no data column"))),
+                    Some(Column::Image(_)) | None => {
+                        return Err(DataError::Invalid(format!(
+                            "feature `{name}` has no data column"
+                        )));
+                    }
                     Some(c) => c.value(row),
                 },
             };
@@ -57,7 +61,12 @@ pub fn episode_frames(src: &Dataset, ep: usize, cache: &mut DecoderCache) -> Res
 }
 
 /// Append episodes `eps` (positions) of `src` to `writer`.
-pub fn copy_episodes(src: &Dataset, eps: &[usize], writer: &mut DatasetWriter, progress: Progress<'_>) -> Result<()> {
+pub fn copy_episodes(
+    src: &Dataset,
+    eps: &[usize],
+    writer: &mut DatasetWriter,
+    progress: Progress<'_>,
+) -> Result<()> {
     let mut cache = DecoderCache::new(4);
     for (i, &ep) in eps.iter().enumerate() {
         for f in episode_frames(src, ep, &mut cache)? {
@@ -74,30 +83,74 @@ fn writer_for(src: &Dataset, out: &Path, mode: WriteMode) -> Result<DatasetWrite
     for f in features.values_mut() {
         f.info = None; // the writer records its own codec parameters
     }
-    let opts = WriterOptions { fps: src.fps(), robot_type: src.info.robot_type.clone(), mode, ..Default::default() };
+    let opts = WriterOptions {
+        fps: src.fps(),
+        robot_type: src.info.robot_type.clone(),
+        mode,
+        ..Default::default()
+    };
     DatasetWriter::create(out, &features, opts)
 }
 
 /// Merge datasets (same fps and features) into `out`, episodes in input order.
-pub fn merge(inputs: &[&Path], out: &Path, mode: WriteMode, progress: Progress<'_>) -> Result<usize> {
-    let first = inputs.first().ok_or_else(|| DataError::Invalid("merge needs at least one input".into()))?;
-    let datasets = inputs.iter().map(Dataset::open).collect::<Result<Vec<_>>>()?;
+pub fn merge(
+    inputs: &[&Path],
+    out: &Path,
+    mode: WriteMode,
+    progress: Progress<'_>,
+) -> Result<usize> {
+    let first = inputs
+        .first()
+        .ok_or_else(|| DataError::Invalid("merge needs at least one input".into()))?;
+    let datasets = inputs
+        .iter()
+        .map(Dataset::open)
+        .collect::<Result<Vec<_>>>()?;
     let base = &datasets[0];
     let base_feats = base.info.user_features();
     for (d, p) in datasets.iter().zip(inputs).skip(1) {
         if d.fps() != base.fps() {
-            return Err(DataError::Invalid(format!("{}: fps {} differs from {} in {}", p.display(), d.fps(), base.fps(), first.display())));
+            return Err(DataError::Invalid(format!(
+                "{}: fps {} differs from {} in {}",
+                p.display(),
+                d.fps(),
+                base.fps(),
+                first.display()
+            )));
         }
         let feats = d.info.user_features();
         for (k, f) in &base_feats {
             match feats.get(k) {
-                Some(g) if g.dtype == f.dtype && g.image_hwc().ok() == f.image_hwc().ok() && (f.dtype.is_visual() || g.shape == f.shape) => {}
-                Some(g) => return Err(DataError::Invalid(format!("{}: feature `{k}` is {} {:?}, but {} {:?} in {}", p.display(), g.dtype, g.shape, f.dtype, f.shape, first.display()))),
-                None => return Err(DataError::Invalid(format!("{}: lacks feature `{k}` of {}", p.display(), first.display()))),
+                Some(g)
+                    if g.dtype == f.dtype
+                        && g.image_hwc().ok() == f.image_hwc().ok()
+                        && (f.dtype.is_visual() || g.shape == f.shape) => {}
+                Some(g) => {
+                    return Err(DataError::Invalid(format!(
+                        "{}: feature `{k}` is {} {:?}, but {} {:?} in {}",
+                        p.display(),
+                        g.dtype,
+                        g.shape,
+                        f.dtype,
+                        f.shape,
+                        first.display()
+                    )));
+                }
+                None => {
+                    return Err(DataError::Invalid(format!(
+                        "{}: lacks feature `{k}` of {}",
+                        p.display(),
+                        first.display()
+                    )));
+                }
             }
         }
         if let Some(k) = feats.keys().find(|k| !base_feats.contains_key(*k)) {
-            return Err(DataError::Invalid(format!("{}: has feature `{k}` that {} lacks", p.display(), first.display())));
+            return Err(DataError::Invalid(format!(
+                "{}: has feature `{k}` that {} lacks",
+                p.display(),
+                first.display()
+            )));
         }
     }
     let total: usize = datasets.iter().map(|d| d.episodes.len()).sum();
@@ -114,10 +167,19 @@ pub fn merge(inputs: &[&Path], out: &Path, mode: WriteMode, progress: Progress<'
 }
 
 /// Write the episodes `eps` (positions) of `src` to a new dataset at `out`.
-pub fn subset(src: &Dataset, eps: &[usize], out: &Path, mode: WriteMode, progress: Progress<'_>) -> Result<usize> {
+pub fn subset(
+    src: &Dataset,
+    eps: &[usize],
+    out: &Path,
+    mode: WriteMode,
+    progress: Progress<'_>,
+) -> Result<usize> {
     for &e in eps {
         if e >= src.episodes.len() {
-            return Err(DataError::EpisodeOutOfRange { episode: e, len: src.episodes.len() });
+            return Err(DataError::EpisodeOutOfRange {
+                episode: e,
+                len: src.episodes.len(),
+            });
         }
     }
     let mut w = writer_for(src, out, mode)?;
@@ -139,9 +201,15 @@ pub fn convert(src: &Path, out: &Path, mode: WriteMode, progress: Progress<'_>) 
 pub fn plan_split(spec: &str, num_episodes: usize, seed: u64) -> Result<Vec<(String, Vec<usize>)>> {
     let mut parts = Vec::new();
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (name, val) = item.split_once('=').ok_or_else(|| DataError::Invalid(format!("split `{item}`: expected NAME=FRACTION or NAME=START:END")))?;
+        let (name, val) = item.split_once('=').ok_or_else(|| {
+            DataError::Invalid(format!(
+                "split `{item}`: expected NAME=FRACTION or NAME=START:END"
+            ))
+        })?;
         if name.is_empty() || name.contains(['/', '\\']) {
-            return Err(DataError::Invalid(format!("split name `{name}` must be a plain name")));
+            return Err(DataError::Invalid(format!(
+                "split name `{name}` must be a plain name"
+            )));
         }
         parts.push((name.to_owned(), val.to_owned()));
     }
@@ -153,28 +221,55 @@ pub fn plan_split(spec: &str, num_episodes: usize, seed: u64) -> Result<Vec<(Str
     if ranges {
         for (name, v) in parts {
             let (a, b) = v.split_once(':').unwrap_or(("", ""));
-            let a: usize = a.parse().map_err(|_| DataError::Invalid(format!("split `{name}`: bad start `{a}`")))?;
-            let b: usize = b.parse().map_err(|_| DataError::Invalid(format!("split `{name}`: bad end `{b}`")))?;
+            let a: usize = a
+                .parse()
+                .map_err(|_| DataError::Invalid(format!("split `{name}`: bad start `{a}`")))?;
+            let b: usize = b
+                .parse()
+                .map_err(|_| DataError::Invalid(format!("split `{name}`: bad end `{b}`")))?;
             if a >= b || b > num_episodes {
-                return Err(DataError::Invalid(format!("split `{name}`: range {a}:{b} is empty or beyond the {num_episodes} episodes")));
+                return Err(DataError::Invalid(format!(
+                    "split `{name}`: range {a}:{b} is empty or beyond the {num_episodes} episodes"
+                )));
             }
             out.push((name, (a..b).collect()));
         }
         return Ok(out);
     }
-    let fracs = parts.iter().map(|(n, v)| v.parse::<f64>().ok().filter(|f| *f > 0.0 && *f <= 1.0).ok_or_else(|| DataError::Invalid(format!("split `{n}`: `{v}` is not a fraction in (0, 1]")))).collect::<Result<Vec<f64>>>()?;
+    let fracs = parts
+        .iter()
+        .map(|(n, v)| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|f| *f > 0.0 && *f <= 1.0)
+                .ok_or_else(|| {
+                    DataError::Invalid(format!("split `{n}`: `{v}` is not a fraction in (0, 1]"))
+                })
+        })
+        .collect::<Result<Vec<f64>>>()?;
     let sum: f64 = fracs.iter().sum();
     if sum > 1.0 + 1e-9 {
-        return Err(DataError::Invalid(format!("split fractions add up to {sum}, more than 1")));
+        return Err(DataError::Invalid(format!(
+            "split fractions add up to {sum}, more than 1"
+        )));
     }
     let mut order: Vec<usize> = (0..num_episodes).collect();
-    mulli_core::rng::shuffle(&mut order, &mut mulli_core::rng::substream(seed, "split", 0));
+    mulli_core::rng::shuffle(
+        &mut order,
+        &mut mulli_core::rng::substream(seed, "split", 0),
+    );
     let mut at = 0;
     for (i, ((name, _), f)) in parts.into_iter().zip(&fracs).enumerate() {
-        let n = if i + 1 == fracs.len() && (sum - 1.0).abs() < 1e-9 { num_episodes - at } else { (f * num_episodes as f64).round() as usize };
+        let n = if i + 1 == fracs.len() && (sum - 1.0).abs() < 1e-9 {
+            num_episodes - at
+        } else {
+            (f * num_episodes as f64).round() as usize
+        };
         let n = n.min(num_episodes - at);
         if n == 0 {
-            return Err(DataError::Invalid(format!("split `{name}` would get no episodes (the dataset has {num_episodes})")));
+            return Err(DataError::Invalid(format!(
+                "split `{name}` would get no episodes (the dataset has {num_episodes})"
+            )));
         }
         let mut eps = order[at..at + n].to_vec();
         eps.sort();
@@ -197,7 +292,15 @@ mod tests {
         all.sort();
         assert_eq!(all, (0..10).collect::<Vec<_>>());
         assert_eq!(plan_split("a=0:3,b=3:5", 5, 0).unwrap()[1].1, vec![3, 4]);
-        for bad in ["", "train", "a=0:9", "a=1.5", "a=0.7,b=0.7", "a=3:3", "../x=0.5"] {
+        for bad in [
+            "",
+            "train",
+            "a=0:9",
+            "a=1.5",
+            "a=0.7,b=0.7",
+            "a=3:3",
+            "../x=0.5",
+        ] {
             assert!(plan_split(bad, 5, 0).is_err(), "{bad}");
         }
     }

@@ -9,8 +9,13 @@
 
 use serde_json::{Map, Value, json};
 
-pub const QUANTILES: [(&str, f64); 5] =
-    [("q01", 0.01), ("q10", 0.10), ("q50", 0.50), ("q90", 0.90), ("q99", 0.99)];
+pub const QUANTILES: [(&str, f64); 5] = [
+    ("q01", 0.01),
+    ("q10", 0.10),
+    ("q50", 0.50),
+    ("q90", 0.90),
+    ("q99", 0.99),
+];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureStats {
@@ -69,7 +74,12 @@ impl FeatureStats {
             }
             let lo = h.iter().position(|&n| n > 0).unwrap_or(0);
             let hi = h.iter().rposition(|&n| n > 0).unwrap_or(255);
-            let mean = h.iter().enumerate().map(|(v, &n)| v as f64 * n as f64).sum::<f64>() / total as f64;
+            let mean = h
+                .iter()
+                .enumerate()
+                .map(|(v, &n)| v as f64 * n as f64)
+                .sum::<f64>()
+                / total as f64;
             let var = h
                 .iter()
                 .enumerate()
@@ -115,11 +125,17 @@ impl FeatureStats {
         s.count = total;
         for d in 0..dim {
             s.min[d] = parts.iter().map(|p| p.min[d]).fold(f64::INFINITY, f64::min);
-            s.max[d] = parts.iter().map(|p| p.max[d]).fold(f64::NEG_INFINITY, f64::max);
+            s.max[d] = parts
+                .iter()
+                .map(|p| p.max[d])
+                .fold(f64::NEG_INFINITY, f64::max);
             let w = |p: &FeatureStats| p.count as f64 / total as f64;
             let mean: f64 = parts.iter().map(|p| p.mean[d] * w(p)).sum();
             // Pooled variance: E[x²] − mean², with each part's E[x²] = std² + mean².
-            let ex2: f64 = parts.iter().map(|p| (p.std[d].powi(2) + p.mean[d].powi(2)) * w(p)).sum();
+            let ex2: f64 = parts
+                .iter()
+                .map(|p| (p.std[d].powi(2) + p.mean[d].powi(2)) * w(p))
+                .sum();
             s.mean[d] = mean;
             s.std[d] = (ex2 - mean * mean).max(0.0).sqrt();
             for qi in 0..QUANTILES.len() {
@@ -166,7 +182,13 @@ impl FeatureStats {
         let (std, _) = get("std")?.ok_or("missing `std`")?;
         let dim = mean.len();
         if [min.len(), max.len(), std.len()].iter().any(|&l| l != dim) {
-            return Err(format!("min/max/mean/std have different lengths ({}, {}, {}, {})", min.len(), max.len(), dim, std.len()));
+            return Err(format!(
+                "min/max/mean/std have different lengths ({}, {}, {}, {})",
+                min.len(),
+                max.len(),
+                dim,
+                std.len()
+            ));
         }
         let count = match o.get("count") {
             Some(v) => flatten(v)?.0.first().copied().unwrap_or(0.0).max(0.0) as u64,
@@ -176,13 +198,23 @@ impl FeatureStats {
         for (qi, (name, q)) in QUANTILES.iter().enumerate() {
             quantiles[qi] = match get(name)? {
                 Some((v, _)) if v.len() == dim => v,
-                Some((v, _)) => return Err(format!("`{name}` has {} values, expected {dim}", v.len())),
+                Some((v, _)) => {
+                    return Err(format!("`{name}` has {} values, expected {dim}", v.len()));
+                }
                 None if *q < 0.5 => min.clone(),
                 None if *q > 0.5 => max.clone(),
                 None => mean.clone(),
             };
         }
-        Ok(FeatureStats { min, max, mean, std, count, quantiles, image })
+        Ok(FeatureStats {
+            min,
+            max,
+            mean,
+            std,
+            count,
+            quantiles,
+            image,
+        })
     }
 }
 

@@ -152,7 +152,11 @@ impl Column {
             (Column::Str(a), Column::Str(b)) => a.extend_from_slice(b),
             (Column::Image(a), Column::Image(b)) => a.extend_from_slice(b),
             (a, b) => {
-                return Err(DataError::Invalid(format!("cannot append a {} column to a {} column", b.type_name(), a.type_name())));
+                return Err(DataError::Invalid(format!(
+                    "cannot append a {} column to a {} column",
+                    b.type_name(),
+                    a.type_name()
+                )));
             }
         }
         Ok(())
@@ -209,7 +213,9 @@ impl Table {
             return Ok(());
         }
         for (name, col) in &mut self.columns {
-            let o = other.columns.get(name).ok_or_else(|| DataError::Invalid(format!("column `{name}` missing from appended rows")))?;
+            let o = other.columns.get(name).ok_or_else(|| {
+                DataError::Invalid(format!("column `{name}` missing from appended rows"))
+            })?;
             col.extend(o)?;
         }
         self.len += other.len;
@@ -219,19 +225,32 @@ impl Table {
     pub fn slice(&self, from: usize, to: usize) -> Table {
         Table {
             len: to - from,
-            columns: self.columns.iter().map(|(k, c)| (k.clone(), c.slice(from, to))).collect(),
+            columns: self
+                .columns
+                .iter()
+                .map(|(k, c)| (k.clone(), c.slice(from, to)))
+                .collect(),
         }
     }
 }
 
 /// Read the given features (everything but `video`) from a parquet file.
 pub fn read_parquet(path: &Path, features: &[&FeatureSpec]) -> Result<Table> {
-    let pq = |e: &dyn std::fmt::Display| DataError::Parquet { path: path.to_owned(), message: e.to_string() };
+    let pq = |e: &dyn std::fmt::Display| DataError::Parquet {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
     let file = std::fs::File::open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            DataError::Missing { path: path.to_owned(), expected_by: "the dataset's metadata".into() }
+            DataError::Missing {
+                path: path.to_owned(),
+                expected_by: "the dataset's metadata".into(),
+            }
         } else {
-            DataError::Io { path: path.to_owned(), source: e }
+            DataError::Io {
+                path: path.to_owned(),
+                source: e,
+            }
         }
     })?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -246,13 +265,22 @@ pub fn read_parquet(path: &Path, features: &[&FeatureSpec]) -> Result<Table> {
     for batch in reader {
         let batch = batch.map_err(|e| pq(&format!("corrupt data: {e}")))?;
         for f in features {
-            let col = batch.column_by_name(&f.name).ok_or_else(|| DataError::Column {
+            let col = batch
+                .column_by_name(&f.name)
+                .ok_or_else(|| DataError::Column {
+                    path: path.to_owned(),
+                    column: f.name.clone(),
+                    message: format!(
+                        "missing (info.json declares it as {} {:?})",
+                        f.dtype, f.shape
+                    ),
+                })?;
+            let target = table.columns.get_mut(&f.name).expect("inserted above");
+            append_arrow(target, col, f).map_err(|message| DataError::Column {
                 path: path.to_owned(),
                 column: f.name.clone(),
-                message: format!("missing (info.json declares it as {} {:?})", f.dtype, f.shape),
+                message,
             })?;
-            let target = table.columns.get_mut(&f.name).expect("inserted above");
-            append_arrow(target, col, f).map_err(|message| DataError::Column { path: path.to_owned(), column: f.name.clone(), message })?;
         }
         table.len += batch.num_rows();
     }
@@ -272,12 +300,18 @@ fn leaf_values(col: &ArrayRef, numel: usize) -> std::result::Result<ArrayRef, St
         cur = match cur.data_type() {
             DataType::List(_) => {
                 let l = cur.as_list::<i32>();
-                let (a, b) = (l.value_offsets()[0] as usize, *l.value_offsets().last().unwrap_or(&0) as usize);
+                let (a, b) = (
+                    l.value_offsets()[0] as usize,
+                    *l.value_offsets().last().unwrap_or(&0) as usize,
+                );
                 l.values().slice(a, b - a)
             }
             DataType::LargeList(_) => {
                 let l = cur.as_list::<i64>();
-                let (a, b) = (l.value_offsets()[0] as usize, *l.value_offsets().last().unwrap_or(&0) as usize);
+                let (a, b) = (
+                    l.value_offsets()[0] as usize,
+                    *l.value_offsets().last().unwrap_or(&0) as usize,
+                );
                 l.values().slice(a, b - a)
             }
             DataType::FixedSizeList(_, n) => {
@@ -307,18 +341,33 @@ fn cast_to(values: &ArrayRef, to: &DataType) -> std::result::Result<ArrayRef, St
     }
     let numeric = |t: &DataType| t.is_numeric() || matches!(t, DataType::Boolean);
     if !numeric(values.data_type()) {
-        return Err(format!("stored as {}, expected numbers of type {to}", values.data_type()));
+        return Err(format!(
+            "stored as {}, expected numbers of type {to}",
+            values.data_type()
+        ));
     }
-    arrow::compute::cast(values, to).map_err(|e| format!("cannot convert {} to {to}: {e}", values.data_type()))
+    arrow::compute::cast(values, to)
+        .map_err(|e| format!("cannot convert {} to {to}: {e}", values.data_type()))
 }
 
-fn append_arrow(target: &mut Column, col: &ArrayRef, spec: &FeatureSpec) -> std::result::Result<(), String> {
+fn append_arrow(
+    target: &mut Column,
+    col: &ArrayRef,
+    spec: &FeatureSpec,
+) -> std::result::Result<(), String> {
     let numel = spec.numel();
     match target {
         Column::Str(out) => {
-            let arr = arrow::compute::cast(col, &DataType::Utf8).map_err(|e| format!("expected strings, got {}: {e}", col.data_type()))?;
+            let arr = arrow::compute::cast(col, &DataType::Utf8)
+                .map_err(|e| format!("expected strings, got {}: {e}", col.data_type()))?;
             let s: &StringArray = arr.as_string();
-            out.extend((0..s.len()).map(|i| if s.is_null(i) { String::new() } else { s.value(i).to_owned() }));
+            out.extend((0..s.len()).map(|i| {
+                if s.is_null(i) {
+                    String::new()
+                } else {
+                    s.value(i).to_owned()
+                }
+            }));
         }
         Column::Image(out) => append_images(out, col)?,
         Column::Bool(out, _) => {
@@ -326,11 +375,31 @@ fn append_arrow(target: &mut Column, col: &ArrayRef, spec: &FeatureSpec) -> std:
             let b: &BooleanArray = v.as_boolean();
             out.extend(b.iter().map(|x| x.unwrap_or(false)));
         }
-        Column::U8(out, _) => out.extend_from_slice(cast_to(&leaf_values(col, numel)?, &DataType::UInt8)?.as_primitive::<UInt8Type>().values()),
-        Column::I32(out, _) => out.extend_from_slice(cast_to(&leaf_values(col, numel)?, &DataType::Int32)?.as_primitive::<Int32Type>().values()),
-        Column::I64(out, _) => out.extend_from_slice(cast_to(&leaf_values(col, numel)?, &DataType::Int64)?.as_primitive::<Int64Type>().values()),
-        Column::F32(out, _) => out.extend_from_slice(cast_to(&leaf_values(col, numel)?, &DataType::Float32)?.as_primitive::<Float32Type>().values()),
-        Column::F64(out, _) => out.extend_from_slice(cast_to(&leaf_values(col, numel)?, &DataType::Float64)?.as_primitive::<Float64Type>().values()),
+        Column::U8(out, _) => out.extend_from_slice(
+            cast_to(&leaf_values(col, numel)?, &DataType::UInt8)?
+                .as_primitive::<UInt8Type>()
+                .values(),
+        ),
+        Column::I32(out, _) => out.extend_from_slice(
+            cast_to(&leaf_values(col, numel)?, &DataType::Int32)?
+                .as_primitive::<Int32Type>()
+                .values(),
+        ),
+        Column::I64(out, _) => out.extend_from_slice(
+            cast_to(&leaf_values(col, numel)?, &DataType::Int64)?
+                .as_primitive::<Int64Type>()
+                .values(),
+        ),
+        Column::F32(out, _) => out.extend_from_slice(
+            cast_to(&leaf_values(col, numel)?, &DataType::Float32)?
+                .as_primitive::<Float32Type>()
+                .values(),
+        ),
+        Column::F64(out, _) => out.extend_from_slice(
+            cast_to(&leaf_values(col, numel)?, &DataType::Float64)?
+                .as_primitive::<Float64Type>()
+                .values(),
+        ),
     }
     Ok(())
 }
@@ -340,11 +409,23 @@ fn append_images(out: &mut Vec<Vec<u8>>, col: &ArrayRef) -> std::result::Result<
         match arr.data_type() {
             DataType::Binary => {
                 let b: &BinaryArray = arr.as_binary();
-                out.extend((0..b.len()).map(|i| if b.is_null(i) { Vec::new() } else { b.value(i).to_vec() }));
+                out.extend((0..b.len()).map(|i| {
+                    if b.is_null(i) {
+                        Vec::new()
+                    } else {
+                        b.value(i).to_vec()
+                    }
+                }));
             }
             DataType::LargeBinary => {
                 let b: &LargeBinaryArray = arr.as_binary();
-                out.extend((0..b.len()).map(|i| if b.is_null(i) { Vec::new() } else { b.value(i).to_vec() }));
+                out.extend((0..b.len()).map(|i| {
+                    if b.is_null(i) {
+                        Vec::new()
+                    } else {
+                        b.value(i).to_vec()
+                    }
+                }));
             }
             t => return Err(format!("image bytes stored as {t}, expected binary")),
         }
@@ -353,7 +434,9 @@ fn append_images(out: &mut Vec<Vec<u8>>, col: &ArrayRef) -> std::result::Result<
     match col.data_type() {
         DataType::Struct(_) => {
             let s: &StructArray = col.as_struct();
-            let bytes = s.column_by_name("bytes").ok_or("image struct has no `bytes` field (images stored by path only are not supported)")?;
+            let bytes = s.column_by_name("bytes").ok_or(
+                "image struct has no `bytes` field (images stored by path only are not supported)",
+            )?;
             bytes_of(bytes, out)
         }
         _ => bytes_of(col, out),
@@ -384,7 +467,10 @@ pub fn arrow_type(spec: &FeatureSpec) -> DataType {
 }
 
 fn image_struct_type() -> DataType {
-    DataType::Struct(Fields::from(vec![Field::new("bytes", DataType::Binary, true), Field::new("path", DataType::Utf8, true)]))
+    DataType::Struct(Fields::from(vec![
+        Field::new("bytes", DataType::Binary, true),
+        Field::new("path", DataType::Utf8, true),
+    ]))
 }
 
 fn to_arrow(col: &Column, spec: &FeatureSpec) -> Result<ArrayRef> {
@@ -400,8 +486,14 @@ fn to_arrow(col: &Column, spec: &FeatureSpec) -> Result<ArrayRef> {
         Column::Image(v) => {
             let bytes = BinaryArray::from_iter_values(v.iter());
             let paths = StringArray::from(vec![None::<&str>; v.len()]);
-            let DataType::Struct(fields) = image_struct_type() else { unreachable!() };
-            return Ok(Arc::new(StructArray::new(fields, vec![Arc::new(bytes), Arc::new(paths)], None)));
+            let DataType::Struct(fields) = image_struct_type() else {
+                unreachable!()
+            };
+            return Ok(Arc::new(StructArray::new(
+                fields,
+                vec![Arc::new(bytes), Arc::new(paths)],
+                None,
+            )));
         }
     };
     if spec.shape == [1] {
@@ -421,30 +513,57 @@ fn to_arrow(col: &Column, spec: &FeatureSpec) -> Result<ArrayRef> {
 /// Write `table` (columns in `features` order) as a parquet file at `path` (not atomic; the
 /// caller writes to a temp path and commits). `hf_features` is the HF `datasets` schema
 /// metadata so Python's `datasets` restores the exact feature types.
-pub fn write_parquet(path: &Path, table: &Table, features: &[&FeatureSpec], hf_features: Option<String>) -> Result<u64> {
+pub fn write_parquet(
+    path: &Path,
+    table: &Table,
+    features: &[&FeatureSpec],
+    hf_features: Option<String>,
+) -> Result<u64> {
     let mut fields = Vec::with_capacity(features.len());
     let mut arrays = Vec::with_capacity(features.len());
     for f in features {
-        let col = table.columns.get(&f.name).ok_or_else(|| DataError::Invalid(format!("no column for feature `{}`", f.name)))?;
+        let col = table
+            .columns
+            .get(&f.name)
+            .ok_or_else(|| DataError::Invalid(format!("no column for feature `{}`", f.name)))?;
         fields.push(Field::new(&f.name, arrow_type(f), true));
         arrays.push(to_arrow(col, f)?);
     }
     let mut schema = Schema::new(fields);
     if let Some(meta) = hf_features {
-        schema = schema.with_metadata(std::collections::HashMap::from([("huggingface".to_owned(), meta)]));
+        schema = schema.with_metadata(std::collections::HashMap::from([(
+            "huggingface".to_owned(),
+            meta,
+        )]));
     }
-    let batch = RecordBatch::try_new(Arc::new(schema), arrays).map_err(|e| DataError::Parquet { path: path.to_owned(), message: e.to_string() })?;
+    let batch = RecordBatch::try_new(Arc::new(schema), arrays).map_err(|e| DataError::Parquet {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
         .set_max_row_group_row_count(Some(100_000))
         .build();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
     let file = std::fs::File::create(path).map_err(io(path))?;
-    let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| DataError::Parquet { path: path.to_owned(), message: e.to_string() })?;
-    w.write(&batch).map_err(|e| DataError::Parquet { path: path.to_owned(), message: e.to_string() })?;
-    let file = w.into_inner().map_err(|e| DataError::Parquet { path: path.to_owned(), message: e.to_string() })?;
+    let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| {
+        DataError::Parquet {
+            path: path.to_owned(),
+            message: e.to_string(),
+        }
+    })?;
+    w.write(&batch).map_err(|e| DataError::Parquet {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let file = w.into_inner().map_err(|e| DataError::Parquet {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
     file.sync_all().map_err(io(path))?;
     Ok(file.metadata().map(|m| m.len()).unwrap_or(0))
 }

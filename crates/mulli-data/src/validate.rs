@@ -37,18 +37,46 @@ const MAX_PER_KIND: usize = 20;
 pub fn validate(ds: &Dataset, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<Problem>> {
     let mut out = Vec::new();
     let info_path = ds.root.join("meta/info.json");
-    let push = |out: &mut Vec<Problem>, file: PathBuf, row: Option<usize>, message: String| out.push(Problem { file, row, message });
+    let push = |out: &mut Vec<Problem>, file: PathBuf, row: Option<usize>, message: String| {
+        out.push(Problem { file, row, message })
+    };
 
     // Totals.
     let frames: usize = ds.episodes.iter().map(|e| e.length).sum();
     if ds.info.total_episodes != ds.episodes.len() {
-        push(&mut out, info_path.clone(), None, format!("total_episodes is {}, the episodes metadata lists {}", ds.info.total_episodes, ds.episodes.len()));
+        push(
+            &mut out,
+            info_path.clone(),
+            None,
+            format!(
+                "total_episodes is {}, the episodes metadata lists {}",
+                ds.info.total_episodes,
+                ds.episodes.len()
+            ),
+        );
     }
     if ds.info.total_frames != frames {
-        push(&mut out, info_path.clone(), None, format!("total_frames is {}, the episodes add up to {frames}", ds.info.total_frames));
+        push(
+            &mut out,
+            info_path.clone(),
+            None,
+            format!(
+                "total_frames is {}, the episodes add up to {frames}",
+                ds.info.total_frames
+            ),
+        );
     }
     if ds.info.total_tasks != ds.tasks.len() {
-        push(&mut out, info_path.clone(), None, format!("total_tasks is {}, meta/tasks lists {}", ds.info.total_tasks, ds.tasks.len()));
+        push(
+            &mut out,
+            info_path.clone(),
+            None,
+            format!(
+                "total_tasks is {}, meta/tasks lists {}",
+                ds.info.total_tasks,
+                ds.tasks.len()
+            ),
+        );
     }
 
     // Index continuity and timestamps, row by row.
@@ -64,27 +92,79 @@ pub fn validate(ds: &Dataset, progress: &mut dyn FnMut(usize, usize)) -> Result<
             let mut report = |kind: usize, msg: String, out: &mut Vec<Problem>| {
                 kinds[kind] += 1;
                 if kinds[kind] <= MAX_PER_KIND {
-                    out.push(Problem { file: file.clone(), row: Some(row), message: msg });
+                    out.push(Problem {
+                        file: file.clone(),
+                        row: Some(row),
+                        message: msg,
+                    });
                 }
             };
             if idx.get(row).is_some_and(|&i| i != (ep.from + k) as i64) {
-                report(0, format!("episode {}: index is {}, expected {} (dataset_from_index {} + frame {k})", ep.index, idx[row], ep.from + k, ep.from), &mut out);
+                report(
+                    0,
+                    format!(
+                        "episode {}: index is {}, expected {} (dataset_from_index {} + frame {k})",
+                        ep.index,
+                        idx[row],
+                        ep.from + k,
+                        ep.from
+                    ),
+                    &mut out,
+                );
             }
             if fidx.get(row).is_some_and(|&i| i != k as i64) {
-                report(1, format!("episode {}: frame_index is {}, expected {k}", ep.index, fidx[row]), &mut out);
+                report(
+                    1,
+                    format!(
+                        "episode {}: frame_index is {}, expected {k}",
+                        ep.index, fidx[row]
+                    ),
+                    &mut out,
+                );
             }
             let ts = ds.timestamp_of_row(row);
             if (ts - k as f64 / fps).abs() > 1e-4 {
-                report(2, format!("episode {}: timestamp {ts:.6} s is not frame {k} / fps {fps} = {:.6} s", ep.index, k as f64 / fps), &mut out);
+                report(
+                    2,
+                    format!(
+                        "episode {}: timestamp {ts:.6} s is not frame {k} / fps {fps} = {:.6} s",
+                        ep.index,
+                        k as f64 / fps
+                    ),
+                    &mut out,
+                );
             }
-            if tidx.get(row).is_some_and(|&t| t < 0 || t as usize >= ds.tasks.len()) {
-                report(3, format!("episode {}: task_index {} is not in meta/tasks (0..{})", ep.index, tidx[row], ds.tasks.len()), &mut out);
+            if tidx
+                .get(row)
+                .is_some_and(|&t| t < 0 || t as usize >= ds.tasks.len())
+            {
+                report(
+                    3,
+                    format!(
+                        "episode {}: task_index {} is not in meta/tasks (0..{})",
+                        ep.index,
+                        tidx[row],
+                        ds.tasks.len()
+                    ),
+                    &mut out,
+                );
             }
         }
     }
-    for (kind, name) in ["index", "frame_index", "timestamp", "task_index"].iter().enumerate() {
+    for (kind, name) in ["index", "frame_index", "timestamp", "task_index"]
+        .iter()
+        .enumerate()
+    {
         if kinds[kind] > MAX_PER_KIND {
-            push(&mut out, ds.root.join("data"), None, format!("… and {} more `{name}` problems", kinds[kind] - MAX_PER_KIND));
+            push(
+                &mut out,
+                ds.root.join("data"),
+                None,
+                format!(
+                    "… and {} more `{name}` problems",
+                    kinds[kind] - MAX_PER_KIND
+                ),
+            );
         }
     }
 
@@ -97,7 +177,9 @@ pub fn validate(ds: &Dataset, progress: &mut dyn FnMut(usize, usize)) -> Result<
         for ep in &ds.episodes {
             done += 1;
             progress(done, total);
-            let Some(seg) = ep.videos.get(key).and_then(|s| s.as_ref()) else { continue };
+            let Some(seg) = ep.videos.get(key).and_then(|s| s.as_ref()) else {
+                continue;
+            };
             let path = ds.root.join(&seg.path);
             if open.as_ref().is_none_or(|(p, _)| p != &path) {
                 match VideoReader::open(&path) {
@@ -109,22 +191,53 @@ pub fn validate(ds: &Dataset, progress: &mut dyn FnMut(usize, usize)) -> Result<
                     }
                 }
             }
-            let Some((_, reader)) = open.as_mut() else { continue };
+            let Some((_, reader)) = open.as_mut() else {
+                continue;
+            };
             let half = 0.5 / fps;
-            let in_seg = reader.timestamps().iter().filter(|&&t| t >= seg.from_timestamp - half && t < seg.to_timestamp - half).count();
+            let in_seg = reader
+                .timestamps()
+                .iter()
+                .filter(|&&t| t >= seg.from_timestamp - half && t < seg.to_timestamp - half)
+                .count();
             if in_seg != ep.length {
-                push(&mut out, path.clone(), None, format!("camera `{key}`, episode {}: {in_seg} frames in [{:.3}, {:.3}) s, expected {} (the episode's length)", ep.index, seg.from_timestamp, seg.to_timestamp, ep.length));
+                push(
+                    &mut out,
+                    path.clone(),
+                    None,
+                    format!(
+                        "camera `{key}`, episode {}: {in_seg} frames in [{:.3}, {:.3}) s, expected {} (the episode's length)",
+                        ep.index, seg.from_timestamp, seg.to_timestamp, ep.length
+                    ),
+                );
             }
             // Decode the first and last frame of the episode to prove they are readable.
             let (h, w, c) = ds.info.features[key].image_hwc()?;
             let mut buf = vec![0u8; h * w * c];
             if reader.width() as usize != w || reader.height() as usize != h {
-                push(&mut out, path.clone(), None, format!("camera `{key}`: video is {}×{}, info.json says {w}×{h}", reader.width(), reader.height()));
+                push(
+                    &mut out,
+                    path.clone(),
+                    None,
+                    format!(
+                        "camera `{key}`: video is {}×{}, info.json says {w}×{h}",
+                        reader.width(),
+                        reader.height()
+                    ),
+                );
                 continue;
             }
-            for t in [seg.from_timestamp, seg.from_timestamp + (ep.length.saturating_sub(1)) as f64 / fps] {
+            for t in [
+                seg.from_timestamp,
+                seg.from_timestamp + (ep.length.saturating_sub(1)) as f64 / fps,
+            ] {
                 if let Err(e) = ds.read_video_frame(reader, t, &mut buf) {
-                    push(&mut out, path.clone(), None, format!("camera `{key}`, episode {}: {e}", ep.index));
+                    push(
+                        &mut out,
+                        path.clone(),
+                        None,
+                        format!("camera `{key}`, episode {}: {e}", ep.index),
+                    );
                 }
             }
         }
@@ -142,7 +255,9 @@ pub fn validate(ds: &Dataset, progress: &mut dyn FnMut(usize, usize)) -> Result<
             if let Err(e) = ds.read_image(&key, row, &mut buf) {
                 bad += 1;
                 if bad <= MAX_PER_KIND {
-                    let file = ds.root.join(&ds.episodes[ds.episode_of_row(row)?].data_path);
+                    let file = ds
+                        .root
+                        .join(&ds.episodes[ds.episode_of_row(row)?].data_path);
                     push(&mut out, file, Some(row), e.to_string());
                 }
             }
@@ -153,15 +268,24 @@ pub fn validate(ds: &Dataset, progress: &mut dyn FnMut(usize, usize)) -> Result<
     for (p, ep) in ds.episodes.iter().enumerate() {
         let (start, end) = ds.episode_rows(p)?;
         for (name, stored) in &ep.stats {
-            let Some(spec) = ds.feature(name) else { continue };
+            let Some(spec) = ds.feature(name) else {
+                continue;
+            };
             if spec.dtype.is_visual() || spec.dtype == DType::String {
                 continue;
             }
-            let Some(col) = ds.table.column(name) else { continue };
+            let Some(col) = ds.table.column(name) else {
+                continue;
+            };
             if let Some(fresh) = FeatureStats::from_rows(&col.rows_f64(start, end), spec.numel())
                 && let Some(msg) = compare_stats(stored, &fresh)
             {
-                push(&mut out, ds.root.join("meta/episodes"), None, format!("episode {} stats of `{name}`: {msg}", ep.index));
+                push(
+                    &mut out,
+                    ds.root.join("meta/episodes"),
+                    None,
+                    format!("episode {} stats of `{name}`: {msg}", ep.index),
+                );
             }
         }
     }
@@ -171,7 +295,12 @@ pub fn validate(ds: &Dataset, progress: &mut dyn FnMut(usize, usize)) -> Result<
         if let Some(fresh) = agg.get(name)
             && let Some(msg) = compare_stats(stored, fresh)
         {
-            push(&mut out, stats_path.clone(), None, format!("`{name}`: {msg} (compared with the aggregate of the episodes' stats)"));
+            push(
+                &mut out,
+                stats_path.clone(),
+                None,
+                format!("`{name}`: {msg} (compared with the aggregate of the episodes' stats)"),
+            );
         }
     }
     Ok(out)
@@ -180,12 +309,24 @@ pub fn validate(ds: &Dataset, progress: &mut dyn FnMut(usize, usize)) -> Result<
 /// Compare min/max/mean/std (quantiles are approximate in LeRobot, so not compared).
 fn compare_stats(stored: &FeatureStats, fresh: &FeatureStats) -> Option<String> {
     if stored.dim() != fresh.dim() {
-        return Some(format!("{} values stored, the data has {}", stored.dim(), fresh.dim()));
+        return Some(format!(
+            "{} values stored, the data has {}",
+            stored.dim(),
+            fresh.dim()
+        ));
     }
     if stored.count != fresh.count {
-        return Some(format!("count is {}, the data has {}", stored.count, fresh.count));
+        return Some(format!(
+            "count is {}, the data has {}",
+            stored.count, fresh.count
+        ));
     }
-    for (what, a, b) in [("min", &stored.min, &fresh.min), ("max", &stored.max, &fresh.max), ("mean", &stored.mean, &fresh.mean), ("std", &stored.std, &fresh.std)] {
+    for (what, a, b) in [
+        ("min", &stored.min, &fresh.min),
+        ("max", &stored.max, &fresh.max),
+        ("mean", &stored.mean, &fresh.mean),
+        ("std", &stored.std, &fresh.std),
+    ] {
         for (d, (x, y)) in a.iter().zip(b).enumerate() {
             if (x - y).abs() > 1e-4 * (1.0 + y.abs()) {
                 return Some(format!("{what}[{d}] is {x}, the data gives {y}"));

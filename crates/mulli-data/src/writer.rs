@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float64Builder, Int64Array, Int64Builder, ListBuilder, RecordBatch, StringArray,
-    StringBuilder, Float64Array,
+    Array, ArrayRef, Float64Array, Float64Builder, Int64Array, Int64Builder, ListBuilder,
+    RecordBatch, StringArray, StringBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use mulli_core::{DType, FeatureSpec, Features, Frame, Value};
@@ -33,7 +33,9 @@ use crate::fsutil::{commit, is_empty_dir, temp_path, write_atomic};
 use crate::info::{DatasetInfo, INDEX_COLUMNS, Version};
 use crate::stats::{FeatureStats, QUANTILES};
 use crate::table::{Column, Table, read_parquet, write_parquet};
-use crate::video::{EncodedPacket, Mp4H264Writer, packets_from_bytes, packets_to_bytes, write_h264_mp4};
+use crate::video::{
+    EncodedPacket, Mp4H264Writer, packets_from_bytes, packets_to_bytes, write_h264_mp4,
+};
 
 const STAGING: &str = ".mulli-staging";
 
@@ -110,7 +112,11 @@ pub struct DatasetWriter {
 impl DatasetWriter {
     /// Start writing a dataset of `features` at `root` (see [`WriteMode`] for existing dirs).
     /// `features` are the user's features; LeRobot's index columns are added.
-    pub fn create(root: impl AsRef<Path>, features: &Features, opts: WriterOptions) -> Result<Self> {
+    pub fn create(
+        root: impl AsRef<Path>,
+        features: &Features,
+        opts: WriterOptions,
+    ) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         if opts.fps == 0 {
             return Err(DataError::Invalid("fps must be > 0".into()));
@@ -121,10 +127,15 @@ impl DatasetWriter {
                 continue;
             }
             if name != &f.name {
-                return Err(DataError::Invalid(format!("feature key `{name}` and its name `{}` differ", f.name)));
+                return Err(DataError::Invalid(format!(
+                    "feature key `{name}` and its name `{}` differ",
+                    f.name
+                )));
             }
             if name.contains('/') || name.is_empty() {
-                return Err(DataError::Invalid(format!("feature name `{name}` must be non-empty and without `/`")));
+                return Err(DataError::Invalid(format!(
+                    "feature name `{name}` must be non-empty and without `/`"
+                )));
             }
             if f.dtype.is_visual() {
                 let (h, w, c) = f.image_hwc()?;
@@ -185,29 +196,62 @@ impl DatasetWriter {
         clean_temp_files(&root)?;
         let ds = Dataset::open(&root)?;
         if ds.info.version != Version::V30 {
-            return Err(DataError::Invalid(format!("{}: can only append to v3.0 datasets; convert it first (`mulli dataset convert`)", root.display())));
+            return Err(DataError::Invalid(format!(
+                "{}: can only append to v3.0 datasets; convert it first (`mulli dataset convert`)",
+                root.display()
+            )));
         }
         let existing = ds.info.user_features();
         if !user.is_empty() {
             for (k, f) in user {
                 match existing.get(k) {
                     Some(e) if e.dtype == f.dtype && e.shape == f.shape => {}
-                    Some(e) => return Err(DataError::Invalid(format!("{}: feature `{k}` is {} {:?} in the dataset but {} {:?} in the new data", root.display(), e.dtype, e.shape, f.dtype, f.shape))),
-                    None => return Err(DataError::Invalid(format!("{}: feature `{k}` is not in the existing dataset", root.display()))),
+                    Some(e) => {
+                        return Err(DataError::Invalid(format!(
+                            "{}: feature `{k}` is {} {:?} in the dataset but {} {:?} in the new data",
+                            root.display(),
+                            e.dtype,
+                            e.shape,
+                            f.dtype,
+                            f.shape
+                        )));
+                    }
+                    None => {
+                        return Err(DataError::Invalid(format!(
+                            "{}: feature `{k}` is not in the existing dataset",
+                            root.display()
+                        )));
+                    }
                 }
             }
             if let Some(k) = existing.keys().find(|k| !user.contains_key(*k)) {
-                return Err(DataError::Invalid(format!("{}: the new data lacks feature `{k}` of the existing dataset", root.display())));
+                return Err(DataError::Invalid(format!(
+                    "{}: the new data lacks feature `{k}` of the existing dataset",
+                    root.display()
+                )));
             }
         }
         if ds.info.fps != opts.fps {
-            return Err(DataError::Invalid(format!("{}: dataset fps is {}, the writer was given {}", root.display(), ds.info.fps, opts.fps)));
+            return Err(DataError::Invalid(format!(
+                "{}: dataset fps is {}, the writer was given {}",
+                root.display(),
+                ds.info.fps,
+                opts.fps
+            )));
         }
         let committed = ds.episodes.clone();
-        let next_data = next_slot(committed.iter().map(|e| (e.data_chunk, e.data_file)), ds.info.chunks_size);
+        let next_data = next_slot(
+            committed.iter().map(|e| (e.data_chunk, e.data_file)),
+            ds.info.chunks_size,
+        );
         let mut next_video = BTreeMap::new();
         for k in ds.info.video_keys() {
-            let used = committed.iter().filter_map(|e| e.videos.get(&k).and_then(|s| s.as_ref()).map(|s| (s.chunk_index, s.file_index)));
+            let used = committed.iter().filter_map(|e| {
+                e.videos
+                    .get(&k)
+                    .and_then(|s| s.as_ref())
+                    .map(|s| (s.chunk_index, s.file_index))
+            });
             let slot = next_slot(used, ds.info.chunks_size);
             next_video.insert(k, slot);
         }
@@ -242,6 +286,16 @@ impl DatasetWriter {
         self.committed.len() + self.staged.len()
     }
 
+    /// Frames of all saved episodes: the global index of the next saved frame.
+    fn frames_saved(&self) -> usize {
+        // The last saved episode ends where the next one starts.
+        self.staged
+            .last()
+            .map(|s| s.meta.to)
+            .or_else(|| self.committed.last().map(|e| e.to))
+            .unwrap_or(0)
+    }
+
     /// Frames in the episode being recorded.
     pub fn episode_len(&self) -> usize {
         self.rec.table.len
@@ -258,23 +312,46 @@ impl DatasetWriter {
             let value = &frame.values[name];
             match spec.dtype {
                 DType::Video => {
-                    let Value::U8(px) = value else { unreachable!("checked") };
+                    let Value::U8(px) = value else {
+                        unreachable!("checked")
+                    };
                     let (h, w, c) = spec.image_hwc()?;
                     let enc = match self.rec.encoders.get_mut(name) {
                         Some(e) => e,
                         None => {
-                            let e = Mp4H264Writer::new(w as u32, h as u32, self.opts.fps, self.opts.video_gop)?;
+                            let e = Mp4H264Writer::new(
+                                w as u32,
+                                h as u32,
+                                self.opts.fps,
+                                self.opts.video_gop,
+                            )?;
                             self.rec.encoders.entry(name.clone()).or_insert(e)
                         }
                     };
                     enc.push_rgb(px)?;
-                    accumulate_histogram(self.rec.histograms.entry(name.clone()).or_insert_with(|| vec![[0; 256]; c]), px, c);
+                    accumulate_histogram(
+                        self.rec
+                            .histograms
+                            .entry(name.clone())
+                            .or_insert_with(|| vec![[0; 256]; c]),
+                        px,
+                        c,
+                    );
                 }
                 DType::Image => {
-                    let Value::U8(px) = value else { unreachable!("checked") };
+                    let Value::U8(px) = value else {
+                        unreachable!("checked")
+                    };
                     let (h, w, c) = spec.image_hwc()?;
                     let png = crate::png_codec::encode(px, w as u32, h as u32, c)?;
-                    accumulate_histogram(self.rec.histograms.entry(name.clone()).or_insert_with(|| vec![[0; 256]; c]), px, c);
+                    accumulate_histogram(
+                        self.rec
+                            .histograms
+                            .entry(name.clone())
+                            .or_insert_with(|| vec![[0; 256]; c]),
+                        px,
+                        c,
+                    );
                     self.rec.column(name).push(&Value::U8(png))?;
                 }
                 _ => self.rec.column(name).push(value)?,
@@ -288,12 +365,20 @@ impl DatasetWriter {
             }
         };
         let ep = self.num_episodes() as i64;
-        let global = (self.committed.iter().chain(self.staged.iter().map(|s| &s.meta)).map(|e| e.length).sum::<usize>() + frame_index) as i64;
-        self.rec.column("timestamp").push(&Value::F32(vec![(frame_index as f64 / f64::from(self.opts.fps)) as f32]))?;
-        self.rec.column("frame_index").push(&Value::I64(vec![frame_index as i64]))?;
-        self.rec.column("episode_index").push(&Value::I64(vec![ep]))?;
+        let global = (self.frames_saved() + frame_index) as i64;
+        self.rec.column("timestamp").push(&Value::F32(vec![
+            (frame_index as f64 / f64::from(self.opts.fps)) as f32,
+        ]))?;
+        self.rec
+            .column("frame_index")
+            .push(&Value::I64(vec![frame_index as i64]))?;
+        self.rec
+            .column("episode_index")
+            .push(&Value::I64(vec![ep]))?;
         self.rec.column("index").push(&Value::I64(vec![global]))?;
-        self.rec.column("task_index").push(&Value::I64(vec![task_index as i64]))?;
+        self.rec
+            .column("task_index")
+            .push(&Value::I64(vec![task_index as i64]))?;
         self.rec.table.len += 1;
         Ok(())
     }
@@ -307,20 +392,28 @@ impl DatasetWriter {
     pub fn save_episode(&mut self) -> Result<usize> {
         let length = self.rec.table.len;
         if length == 0 {
-            return Err(DataError::Invalid("save_episode: the episode has no frames".into()));
+            return Err(DataError::Invalid(
+                "save_episode: the episode has no frames".into(),
+            ));
         }
         let rec = std::mem::replace(&mut self.rec, Recording::new(&self.info));
         let index = self.num_episodes();
-        let from = self.committed.iter().chain(self.staged.iter().map(|s| &s.meta)).map(|e| e.length).sum::<usize>();
+        let from = self.frames_saved();
 
         // Per-episode stats of every stored feature, as LeRobot computes them.
         let mut stats = BTreeMap::new();
         for (name, spec) in &self.info.features {
-            let s = match spec.dtype {
-                DType::Video | DType::Image => rec.histograms.get(name).and_then(|h| FeatureStats::from_u8_histograms(h, length as u64)),
-                DType::String => None,
-                _ => rec.table.columns.get(name).and_then(|c| FeatureStats::from_rows(&c.rows_f64(0, length), spec.numel())),
-            };
+            let s =
+                match spec.dtype {
+                    DType::Video | DType::Image => rec
+                        .histograms
+                        .get(name)
+                        .and_then(|h| FeatureStats::from_u8_histograms(h, length as u64)),
+                    DType::String => None,
+                    _ => rec.table.columns.get(name).and_then(|c| {
+                        FeatureStats::from_rows(&c.rows_f64(0, length), spec.numel())
+                    }),
+                };
             if let Some(s) = s {
                 stats.insert(name.clone(), s);
             }
@@ -335,7 +428,10 @@ impl DatasetWriter {
         }
 
         let final_dir = self.root.join(STAGING).join(format!("episode-{index:06}"));
-        let tmp_dir = self.root.join(STAGING).join(format!(".episode-{index:06}.tmp"));
+        let tmp_dir = self
+            .root
+            .join(STAGING)
+            .join(format!(".episode-{index:06}.tmp"));
         if tmp_dir.exists() {
             std::fs::remove_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
         }
@@ -384,7 +480,9 @@ impl DatasetWriter {
         let limit = |mb: u64| mb.saturating_mul(1 << 20);
         let staged_data: u64 = self.staged.iter().map(|s| s.data_bytes).sum();
         let staged_video: u64 = self.staged.iter().map(|s| s.video_bytes).sum();
-        if staged_data >= limit(self.opts.data_files_size_in_mb) || staged_video >= limit(self.opts.video_files_size_in_mb) {
+        if staged_data >= limit(self.opts.data_files_size_in_mb)
+            || staged_video >= limit(self.opts.video_files_size_in_mb)
+        {
             self.consolidate()?;
         }
         Ok(index)
@@ -395,7 +493,10 @@ impl DatasetWriter {
     /// (with a warning), as LeRobot does.
     pub fn finalize(mut self) -> Result<DatasetInfo> {
         if self.rec.table.len > 0 {
-            tracing::warn!(frames = self.rec.table.len, "finalize: dropping an unsaved episode");
+            tracing::warn!(
+                frames = self.rec.table.len,
+                "finalize: dropping an unsaved episode"
+            );
         }
         self.consolidate()?;
         let staging = self.root.join(STAGING);
@@ -407,7 +508,11 @@ impl DatasetWriter {
 
     /// Features stored in parquet (everything except video), in info order.
     fn stored_features(&self) -> Vec<&FeatureSpec> {
-        self.info.features.values().filter(|f| f.dtype != DType::Video).collect()
+        self.info
+            .features
+            .values()
+            .filter(|f| f.dtype != DType::Video)
+            .collect()
     }
 
     /// Move staged episodes into v3 files; info.json last.
@@ -448,19 +553,28 @@ impl DatasetWriter {
             for (s, m) in staged.iter().zip(metas.iter_mut()) {
                 let p = s.dir.join(format!("{key}.h264pkt"));
                 let bytes = std::fs::read(&p).map_err(io(&p))?;
-                let ep_packets = packets_from_bytes(&bytes).map_err(|e| DataError::Invalid(format!("{}: {e}", p.display())))?;
+                let ep_packets = packets_from_bytes(&bytes)
+                    .map_err(|e| DataError::Invalid(format!("{}: {e}", p.display())))?;
                 if ep_packets.len() != m.length {
-                    return Err(DataError::Invalid(format!("{}: {} frames staged, episode has {}", p.display(), ep_packets.len(), m.length)));
+                    return Err(DataError::Invalid(format!(
+                        "{}: {} frames staged, episode has {}",
+                        p.display(),
+                        ep_packets.len(),
+                        m.length
+                    )));
                 }
                 let from_ts = packets.len() as f64 / f64::from(self.opts.fps);
                 packets.extend(ep_packets);
-                m.videos.insert(key.clone(), Some(VideoSegment {
-                    path: rel.clone(),
-                    chunk_index: chunk,
-                    file_index: file,
-                    from_timestamp: from_ts,
-                    to_timestamp: from_ts + m.length as f64 / f64::from(self.opts.fps),
-                }));
+                m.videos.insert(
+                    key.clone(),
+                    Some(VideoSegment {
+                        path: rel.clone(),
+                        chunk_index: chunk,
+                        file_index: file,
+                        from_timestamp: from_ts,
+                        to_timestamp: from_ts + m.length as f64 / f64::from(self.opts.fps),
+                    }),
+                );
             }
             let path = self.root.join(&rel);
             let tmp = temp_path(&path);
@@ -470,12 +584,15 @@ impl DatasetWriter {
             write_h264_mp4(&tmp, w as u32, h as u32, self.opts.fps, &packets)?;
             crate::fsutil::sync_file(&tmp)?;
             commit(&tmp, &path)?;
-            self.next_video.insert(key, advance((chunk, file), self.info.chunks_size));
+            self.next_video
+                .insert(key, advance((chunk, file), self.info.chunks_size));
         }
 
         // Episodes metadata for this batch.
         let (mc, mf) = self.next_meta;
-        let ep_path = self.root.join(format!("meta/episodes/chunk-{mc:03}/file-{mf:03}.parquet"));
+        let ep_path = self
+            .root
+            .join(format!("meta/episodes/chunk-{mc:03}/file-{mf:03}.parquet"));
         write_episodes_parquet(&ep_path, &metas, &self.info, (mc, mf))?;
         self.next_meta = advance(self.next_meta, self.info.chunks_size);
 
@@ -492,13 +609,23 @@ impl DatasetWriter {
     fn write_metadata(&mut self) -> Result<()> {
         write_tasks_parquet(&self.root.join("meta/tasks.parquet"), &self.tasks)?;
         let stats = aggregate_episode_stats(&self.committed);
-        let stats_json: Map<String, serde_json::Value> = stats.iter().map(|(k, s)| (k.clone(), s.to_json())).collect();
-        write_atomic(&self.root.join("meta/stats.json"), serde_json::to_string_pretty(&stats_json).unwrap_or_default().as_bytes())?;
+        let stats_json: Map<String, serde_json::Value> = stats
+            .iter()
+            .map(|(k, s)| (k.clone(), s.to_json()))
+            .collect();
+        write_atomic(
+            &self.root.join("meta/stats.json"),
+            serde_json::to_string_pretty(&stats_json)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
         self.info.total_episodes = self.committed.len();
         self.info.total_frames = self.committed.iter().map(|e| e.length).sum();
         self.info.total_tasks = self.tasks.len();
         self.info.splits = Map::new();
-        self.info.splits.insert("train".into(), json!(format!("0:{}", self.committed.len())));
+        self.info
+            .splits
+            .insert("train".into(), json!(format!("0:{}", self.committed.len())));
         let text = serde_json::to_string_pretty(&self.info.to_json()).unwrap_or_default();
         write_atomic(&self.root.join("meta/info.json"), text.as_bytes())
     }
@@ -514,7 +641,10 @@ impl DatasetWriter {
             let entry = entry.map_err(io(&staging))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
-            match name.strip_prefix("episode-").and_then(|n| n.parse::<usize>().ok()) {
+            match name
+                .strip_prefix("episode-")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
                 Some(i) => dirs.push((i, path)),
                 // An episode that was being staged when the writer died: it is lost.
                 None => {
@@ -532,12 +662,22 @@ impl DatasetWriter {
                 continue;
             }
             if i != self.num_episodes() {
-                return Err(DataError::Invalid(format!("{}: staged episode {i} does not follow episode {} (a staged episode is missing)", dir.display(), self.num_episodes())));
+                return Err(DataError::Invalid(format!(
+                    "{}: staged episode {i} does not follow episode {} (a staged episode is missing)",
+                    dir.display(),
+                    self.num_episodes()
+                )));
             }
             let meta_path = dir.join("episode.json");
             let text = std::fs::read_to_string(&meta_path).map_err(io(&meta_path))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| DataError::Json { path: meta_path.clone(), message: e.to_string() })?;
-            let length = v["length"].as_u64().ok_or_else(|| DataError::Invalid(format!("{}: missing length", meta_path.display())))? as usize;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| DataError::Json {
+                    path: meta_path.clone(),
+                    message: e.to_string(),
+                })?;
+            let length = v["length"].as_u64().ok_or_else(|| {
+                DataError::Invalid(format!("{}: missing length", meta_path.display()))
+            })? as usize;
             if let Some(all) = v["all_tasks"].as_array() {
                 for t in all.iter().filter_map(|t| t.as_str()) {
                     if !self.tasks.iter().any(|x| x == t) {
@@ -545,7 +685,14 @@ impl DatasetWriter {
                     }
                 }
             }
-            let tasks = v["tasks"].as_array().map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+            let tasks = v["tasks"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|t| t.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
             let mut stats = BTreeMap::new();
             if let Some(s) = v["stats"].as_object() {
                 for (k, sv) in s {
@@ -554,17 +701,33 @@ impl DatasetWriter {
                     }
                 }
             }
-            let data_bytes = std::fs::metadata(dir.join("data.parquet")).map(|m| m.len()).unwrap_or(0);
+            let data_bytes = std::fs::metadata(dir.join("data.parquet"))
+                .map(|m| m.len())
+                .unwrap_or(0);
             self.staged.push(Staged {
                 dir,
-                meta: EpisodeMeta { index: i, tasks, length, from, to: from + length, data_chunk: 0, data_file: 0, data_path: PathBuf::new(), videos: BTreeMap::new(), stats },
+                meta: EpisodeMeta {
+                    index: i,
+                    tasks,
+                    length,
+                    from,
+                    to: from + length,
+                    data_chunk: 0,
+                    data_file: 0,
+                    data_path: PathBuf::new(),
+                    videos: BTreeMap::new(),
+                    stats,
+                },
                 data_bytes,
                 video_bytes: 0,
             });
             from += length;
         }
         if !self.staged.is_empty() {
-            tracing::info!(episodes = self.staged.len(), "recovered staged episodes from an interrupted write");
+            tracing::info!(
+                episodes = self.staged.len(),
+                "recovered staged episodes from an interrupted write"
+            );
             self.consolidate()?;
         }
         Ok(())
@@ -577,11 +740,18 @@ impl Recording {
         for f in info.features.values().filter(|f| f.dtype != DType::Video) {
             table.columns.insert(f.name.clone(), Column::empty_for(f));
         }
-        Recording { table, encoders: BTreeMap::new(), histograms: BTreeMap::new() }
+        Recording {
+            table,
+            encoders: BTreeMap::new(),
+            histograms: BTreeMap::new(),
+        }
     }
 
     fn column(&mut self, name: &str) -> &mut Column {
-        self.table.columns.get_mut(name).expect("every stored feature has a column")
+        self.table
+            .columns
+            .get_mut(name)
+            .expect("every stored feature has a column")
     }
 }
 
@@ -589,7 +759,12 @@ impl Recording {
 /// temp files removed, staged episodes consolidated. Returns the number of episodes.
 pub fn recover(root: &Path) -> Result<usize> {
     let info = DatasetInfo::load(root)?;
-    let opts = WriterOptions { fps: info.fps, robot_type: info.robot_type.clone(), mode: WriteMode::Append, ..Default::default() };
+    let opts = WriterOptions {
+        fps: info.fps,
+        robot_type: info.robot_type.clone(),
+        mode: WriteMode::Append,
+        ..Default::default()
+    };
     let w = DatasetWriter::create(root, &Features::new(), opts)?;
     let n = w.num_episodes();
     w.finalize()?;
@@ -624,22 +799,41 @@ fn video_info_block(f: &FeatureSpec, fps: u32, gop: u32) -> Result<serde_json::V
 }
 
 fn advance((chunk, file): (usize, usize), chunks_size: usize) -> (usize, usize) {
-    if file + 1 >= chunks_size { (chunk + 1, 0) } else { (chunk, file + 1) }
+    if file + 1 >= chunks_size {
+        (chunk + 1, 0)
+    } else {
+        (chunk, file + 1)
+    }
 }
 
 fn next_slot(used: impl Iterator<Item = (usize, usize)>, chunks_size: usize) -> (usize, usize) {
-    used.max().map(|s| advance(s, chunks_size)).unwrap_or((0, 0))
+    used.max()
+        .map(|s| advance(s, chunks_size))
+        .unwrap_or((0, 0))
 }
 
 fn existing_meta_files(root: &Path) -> Result<Vec<(usize, usize)>> {
     let mut out = Vec::new();
     let dir = root.join("meta/episodes");
-    let Ok(chunks) = std::fs::read_dir(&dir) else { return Ok(out) };
+    let Ok(chunks) = std::fs::read_dir(&dir) else {
+        return Ok(out);
+    };
     for c in chunks.flatten() {
-        let Some(ci) = c.file_name().to_string_lossy().strip_prefix("chunk-").and_then(|s| s.parse().ok()) else { continue };
+        let Some(ci) = c
+            .file_name()
+            .to_string_lossy()
+            .strip_prefix("chunk-")
+            .and_then(|s| s.parse().ok())
+        else {
+            continue;
+        };
         for f in std::fs::read_dir(c.path()).map_err(io(c.path()))?.flatten() {
             let name = f.file_name().to_string_lossy().into_owned();
-            if let Some(fi) = name.strip_prefix("file-").and_then(|s| s.strip_suffix(".parquet")).and_then(|s| s.parse().ok()) {
+            if let Some(fi) = name
+                .strip_prefix("file-")
+                .and_then(|s| s.strip_suffix(".parquet"))
+                .and_then(|s| s.parse().ok())
+            {
                 out.push((ci, fi));
             }
         }
@@ -649,7 +843,9 @@ fn existing_meta_files(root: &Path) -> Result<Vec<(usize, usize)>> {
 
 /// Remove temp files (`.name.tmp`) an interrupted writer left in the dataset tree.
 fn clean_temp_files(dir: &Path) -> Result<()> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return Ok(()) };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
     for e in rd.flatten() {
         let p = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
@@ -676,7 +872,10 @@ fn hf_features_json(features: &[FeatureSpec]) -> String {
             DType::Image => json!({"_type": "Image"}),
             DType::String => value(DType::String),
             d if f.shape == [1] => value(d),
-            d => f.shape.iter().rev().fold(value(d), |inner, &n| json!({"feature": inner, "length": n, "_type": "List"})),
+            d => f.shape.iter().rev().fold(
+                value(d),
+                |inner, &n| json!({"feature": inner, "length": n, "_type": "List"}),
+            ),
         };
         m.insert(f.name.clone(), v);
     }
@@ -697,13 +896,25 @@ fn write_tasks_parquet(path: &Path, tasks: &[String]) -> Result<()> {
         "creator": {"library": "mulli", "version": env!("CARGO_PKG_VERSION")},
         "pandas_version": "2.3.3"
     });
-    let schema = Schema::new(vec![Field::new("task_index", DataType::Int64, true), Field::new("task", DataType::Utf8, true)])
-        .with_metadata(std::collections::HashMap::from([("pandas".to_owned(), pandas.to_string())]));
+    let schema = Schema::new(vec![
+        Field::new("task_index", DataType::Int64, true),
+        Field::new("task", DataType::Utf8, true),
+    ])
+    .with_metadata(std::collections::HashMap::from([(
+        "pandas".to_owned(),
+        pandas.to_string(),
+    )]));
     let batch = RecordBatch::try_new(
         Arc::new(schema),
-        vec![Arc::new(Int64Array::from_iter_values(0..tasks.len() as i64)), Arc::new(StringArray::from_iter_values(tasks.iter()))],
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..tasks.len() as i64)),
+            Arc::new(StringArray::from_iter_values(tasks.iter())),
+        ],
     )
-    .map_err(|e| DataError::Parquet { path: path.to_owned(), message: e.to_string() })?;
+    .map_err(|e| DataError::Parquet {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
     write_batch_atomic(path, &batch)
 }
 
@@ -712,7 +923,10 @@ fn write_batch_atomic(path: &Path, batch: &RecordBatch) -> Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(io(d))?;
     }
-    let pq = |e: parquet::errors::ParquetError| DataError::Parquet { path: path.to_owned(), message: e.to_string() };
+    let pq = |e: parquet::errors::ParquetError| DataError::Parquet {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
     let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
     let mut w = ArrowWriter::try_new(file, batch.schema(), None).map_err(pq)?;
     w.write(batch).map_err(pq)?;
@@ -722,15 +936,31 @@ fn write_batch_atomic(path: &Path, batch: &RecordBatch) -> Result<()> {
 }
 
 /// The episodes table, with LeRobot's column names.
-fn write_episodes_parquet(path: &Path, eps: &[EpisodeMeta], info: &DatasetInfo, (mc, mf): (usize, usize)) -> Result<()> {
+fn write_episodes_parquet(
+    path: &Path,
+    eps: &[EpisodeMeta],
+    info: &DatasetInfo,
+    (mc, mf): (usize, usize),
+) -> Result<()> {
     let mut fields: Vec<Field> = Vec::new();
     let mut cols: Vec<ArrayRef> = Vec::new();
-    let int = |name: &str, f: &dyn Fn(&EpisodeMeta) -> Option<usize>, fields: &mut Vec<Field>, cols: &mut Vec<ArrayRef>| {
+    let int = |name: &str,
+               f: &dyn Fn(&EpisodeMeta) -> Option<usize>,
+               fields: &mut Vec<Field>,
+               cols: &mut Vec<ArrayRef>| {
         fields.push(Field::new(name, DataType::Int64, true));
-        cols.push(Arc::new(eps.iter().map(|e| f(e).map(|v| v as i64)).collect::<Int64Array>()));
+        cols.push(Arc::new(
+            eps.iter()
+                .map(|e| f(e).map(|v| v as i64))
+                .collect::<Int64Array>(),
+        ));
     };
     int("episode_index", &|e| Some(e.index), &mut fields, &mut cols);
-    let mut tb = ListBuilder::new(StringBuilder::new()).with_field(Field::new("element", DataType::Utf8, true));
+    let mut tb = ListBuilder::new(StringBuilder::new()).with_field(Field::new(
+        "element",
+        DataType::Utf8,
+        true,
+    ));
     for e in eps {
         for t in &e.tasks {
             tb.values().append_value(t);
@@ -741,17 +971,58 @@ fn write_episodes_parquet(path: &Path, eps: &[EpisodeMeta], info: &DatasetInfo, 
     fields.push(Field::new("tasks", tasks_arr.data_type().clone(), true));
     cols.push(Arc::new(tasks_arr));
     int("length", &|e| Some(e.length), &mut fields, &mut cols);
-    int("data/chunk_index", &|e| Some(e.data_chunk), &mut fields, &mut cols);
-    int("data/file_index", &|e| Some(e.data_file), &mut fields, &mut cols);
-    int("dataset_from_index", &|e| Some(e.from), &mut fields, &mut cols);
+    int(
+        "data/chunk_index",
+        &|e| Some(e.data_chunk),
+        &mut fields,
+        &mut cols,
+    );
+    int(
+        "data/file_index",
+        &|e| Some(e.data_file),
+        &mut fields,
+        &mut cols,
+    );
+    int(
+        "dataset_from_index",
+        &|e| Some(e.from),
+        &mut fields,
+        &mut cols,
+    );
     int("dataset_to_index", &|e| Some(e.to), &mut fields, &mut cols);
     for key in info.video_keys() {
         let seg = |e: &EpisodeMeta| e.videos.get(&key).and_then(|s| s.clone());
-        int(&format!("videos/{key}/chunk_index"), &|e| seg(e).map(|s| s.chunk_index), &mut fields, &mut cols);
-        int(&format!("videos/{key}/file_index"), &|e| seg(e).map(|s| s.file_index), &mut fields, &mut cols);
+        int(
+            &format!("videos/{key}/chunk_index"),
+            &|e| seg(e).map(|s| s.chunk_index),
+            &mut fields,
+            &mut cols,
+        );
+        int(
+            &format!("videos/{key}/file_index"),
+            &|e| seg(e).map(|s| s.file_index),
+            &mut fields,
+            &mut cols,
+        );
         for (suffix, pick) in [("from_timestamp", true), ("to_timestamp", false)] {
-            fields.push(Field::new(format!("videos/{key}/{suffix}"), DataType::Float64, true));
-            cols.push(Arc::new(eps.iter().map(|e| seg(e).map(|s| if pick { s.from_timestamp } else { s.to_timestamp })).collect::<Float64Array>()));
+            fields.push(Field::new(
+                format!("videos/{key}/{suffix}"),
+                DataType::Float64,
+                true,
+            ));
+            cols.push(Arc::new(
+                eps.iter()
+                    .map(|e| {
+                        seg(e).map(|s| {
+                            if pick {
+                                s.from_timestamp
+                            } else {
+                                s.to_timestamp
+                            }
+                        })
+                    })
+                    .collect::<Float64Array>(),
+            ));
         }
     }
     // Per-episode stats, flattened as `stats/<feature>/<stat>`.
@@ -765,7 +1036,11 @@ fn write_episodes_parquet(path: &Path, eps: &[EpisodeMeta], info: &DatasetInfo, 
         for stat in stat_names {
             let col_name = format!("stats/{name}/{stat}");
             let arr: ArrayRef = if stat == "count" {
-                let mut b = ListBuilder::new(Int64Builder::new()).with_field(Field::new("element", DataType::Int64, true));
+                let mut b = ListBuilder::new(Int64Builder::new()).with_field(Field::new(
+                    "element",
+                    DataType::Int64,
+                    true,
+                ));
                 for e in eps {
                     match e.stats.get(name) {
                         Some(s) => {
@@ -783,16 +1058,22 @@ fn write_episodes_parquet(path: &Path, eps: &[EpisodeMeta], info: &DatasetInfo, 
                         "max" => s.max.clone(),
                         "mean" => s.mean.clone(),
                         "std" => s.std.clone(),
-                        q => QUANTILES.iter().position(|(n, _)| *n == q).map(|i| s.quantiles[i].clone()).unwrap_or_default(),
+                        q => QUANTILES
+                            .iter()
+                            .position(|(n, _)| *n == q)
+                            .map(|i| s.quantiles[i].clone())
+                            .unwrap_or_default(),
                     }
                 };
                 if image {
                     // (C, 1, 1) nested lists, as LeRobot stores image stats.
                     let el = |t| Field::new("element", t, true);
-                    let inner = ListBuilder::new(Float64Builder::new()).with_field(el(DataType::Float64));
+                    let inner =
+                        ListBuilder::new(Float64Builder::new()).with_field(el(DataType::Float64));
                     let mid_t = DataType::List(Arc::new(el(DataType::Float64)));
                     let mid = ListBuilder::new(inner).with_field(el(mid_t.clone()));
-                    let mut outer = ListBuilder::new(mid).with_field(el(DataType::List(Arc::new(el(mid_t)))));
+                    let mut outer =
+                        ListBuilder::new(mid).with_field(el(DataType::List(Arc::new(el(mid_t)))));
                     for e in eps {
                         match e.stats.get(name) {
                             Some(s) => {
@@ -809,7 +1090,11 @@ fn write_episodes_parquet(path: &Path, eps: &[EpisodeMeta], info: &DatasetInfo, 
                     }
                     Arc::new(outer.finish())
                 } else {
-                    let mut b = ListBuilder::new(Float64Builder::new()).with_field(Field::new("element", DataType::Float64, true));
+                    let mut b = ListBuilder::new(Float64Builder::new()).with_field(Field::new(
+                        "element",
+                        DataType::Float64,
+                        true,
+                    ));
                     for e in eps {
                         match e.stats.get(name) {
                             Some(s) => {
@@ -826,8 +1111,23 @@ fn write_episodes_parquet(path: &Path, eps: &[EpisodeMeta], info: &DatasetInfo, 
             cols.push(arr);
         }
     }
-    int("meta/episodes/chunk_index", &|_| Some(mc), &mut fields, &mut cols);
-    int("meta/episodes/file_index", &|_| Some(mf), &mut fields, &mut cols);
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| DataError::Parquet { path: path.to_owned(), message: e.to_string() })?;
+    int(
+        "meta/episodes/chunk_index",
+        &|_| Some(mc),
+        &mut fields,
+        &mut cols,
+    );
+    int(
+        "meta/episodes/file_index",
+        &|_| Some(mf),
+        &mut fields,
+        &mut cols,
+    );
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| {
+        DataError::Parquet {
+            path: path.to_owned(),
+            message: e.to_string(),
+        }
+    })?;
     write_batch_atomic(path, &batch)
 }

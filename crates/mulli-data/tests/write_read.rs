@@ -9,19 +9,36 @@ use mulli_data::loader::DecoderCache;
 use mulli_data::{DataError, Dataset, DatasetWriter, WriteMode, WriterOptions, validate};
 
 fn small(video: bool) -> DemoSpec {
-    DemoSpec { episodes: 3, frames_per_episode: 7, height: 32, width: 48, video, ..Default::default() }
+    DemoSpec {
+        episodes: 3,
+        frames_per_episode: 7,
+        height: 32,
+        width: 48,
+        video,
+        ..Default::default()
+    }
 }
 
 fn opts(mode: WriteMode) -> WriterOptions {
-    WriterOptions { fps: 10, mode, ..Default::default() }
+    WriterOptions {
+        fps: 10,
+        mode,
+        ..Default::default()
+    }
 }
 
 fn write(spec: &DemoSpec, dir: &Path) {
-    spec.write(dir, opts(WriteMode::Create), &mut |_, _| {}).unwrap();
+    spec.write(dir, opts(WriteMode::Create), &mut |_, _| {})
+        .unwrap();
 }
 
 fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    let mse = a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum::<f64>() / a.len() as f64;
+    let mse = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
     10.0 * (255.0f64 * 255.0 / mse.max(1e-9)).log10()
 }
 
@@ -33,7 +50,13 @@ fn video_dataset_round_trips() {
     let ds = Dataset::open(dir.path()).unwrap();
     assert_eq!((ds.episodes.len(), ds.len()), (3, 21));
     assert_eq!(ds.info.total_frames, 21);
-    assert_eq!(ds.info.features["observation.images.front"].info.as_ref().unwrap()["video.codec"], "h264");
+    assert_eq!(
+        ds.info.features["observation.images.front"]
+            .info
+            .as_ref()
+            .unwrap()["video.codec"],
+        "h264"
+    );
     assert_eq!(ds.tasks.len(), 3);
     assert!(ds.tasks.contains(&"케첩을 냉장고에 넣어줘".to_string()));
     let mut cache = DecoderCache::new(2);
@@ -43,21 +66,31 @@ fn video_dataset_round_trips() {
         for k in 0..7 {
             let row = ep * 7 + k;
             let f = spec.frame(ep, k, &mut walk);
-            assert_eq!(ds.table.column("observation.state").unwrap().value(row), f.values["observation.state"]);
+            assert_eq!(
+                ds.table.column("observation.state").unwrap().value(row),
+                f.values["observation.state"]
+            );
             assert_eq!(ds.task_of_row(row), f.task);
             for (ci, cam) in ["front", "wrist"].iter().enumerate() {
                 let key = format!("observation.images.{cam}");
                 let (p, t) = ds.video_location(&key, row).unwrap().unwrap();
-                ds.read_video_frame(cache.get(&p).unwrap(), t, &mut buf).unwrap();
+                ds.read_video_frame(cache.get(&p).unwrap(), t, &mut buf)
+                    .unwrap();
                 let q = psnr(&buf, &spec.image(ep, k, ci));
                 assert!(q > 30.0, "episode {ep} frame {k} {cam}: PSNR {q:.1} dB");
             }
         }
     }
     // The episodes' video segments tile the concatenated file.
-    let segs: Vec<_> = ds.episodes.iter().map(|e| e.videos["observation.images.front"].clone().unwrap()).collect();
+    let segs: Vec<_> = ds
+        .episodes
+        .iter()
+        .map(|e| e.videos["observation.images.front"].clone().unwrap())
+        .collect();
     assert_eq!(segs[0].from_timestamp, 0.0);
-    assert!((segs[1].from_timestamp - 0.7).abs() < 1e-9 && (segs[2].to_timestamp - 2.1).abs() < 1e-9);
+    assert!(
+        (segs[1].from_timestamp - 0.7).abs() < 1e-9 && (segs[2].to_timestamp - 2.1).abs() < 1e-9
+    );
     assert!(validate::validate(&ds, &mut |_, _| {}).unwrap().is_empty());
     // Stats: image stats per channel in [0, 1], numeric stats exact.
     let s = &ds.stats["observation.images.front"];
@@ -74,7 +107,8 @@ fn image_dataset_round_trips_losslessly() {
     let mut buf = vec![0u8; 32 * 48 * 3];
     for row in 0..ds.len() {
         let (ep, k) = (row / 7, row % 7);
-        ds.read_image("observation.images.wrist", row, &mut buf).unwrap();
+        ds.read_image("observation.images.wrist", row, &mut buf)
+            .unwrap();
         assert_eq!(buf, spec.image(ep, k, 1), "row {row}");
     }
     assert!(validate::validate(&ds, &mut |_, _| {}).unwrap().is_empty());
@@ -86,7 +120,14 @@ fn same_seed_gives_the_same_bytes() {
     let b = tempfile::tempdir().unwrap();
     write(&small(true), a.path());
     write(&small(true), b.path());
-    for rel in ["data/chunk-000/file-000.parquet", "videos/observation.images.front/chunk-000/file-000.mp4", "meta/episodes/chunk-000/file-000.parquet", "meta/stats.json", "meta/info.json", "meta/tasks.parquet"] {
+    for rel in [
+        "data/chunk-000/file-000.parquet",
+        "videos/observation.images.front/chunk-000/file-000.mp4",
+        "meta/episodes/chunk-000/file-000.parquet",
+        "meta/stats.json",
+        "meta/info.json",
+        "meta/tasks.parquet",
+    ] {
         let x = std::fs::read(a.path().join(rel)).unwrap();
         let y = std::fs::read(b.path().join(rel)).unwrap();
         assert!(x == y, "{rel} differs between two runs with the same seed");
@@ -98,12 +139,18 @@ fn refuses_a_non_empty_directory_unless_forced() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("precious.txt"), "keep me").unwrap();
     let spec = small(true);
-    let e = DatasetWriter::create(dir.path(), &spec.features(), opts(WriteMode::Create)).err().unwrap();
+    let e = DatasetWriter::create(dir.path(), &spec.features(), opts(WriteMode::Create))
+        .err()
+        .unwrap();
     assert!(matches!(e, DataError::NotEmpty { .. }), "{e}");
     assert!(e.to_string().contains("--force"));
-    assert_eq!(std::fs::read_to_string(dir.path().join("precious.txt")).unwrap(), "keep me");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("precious.txt")).unwrap(),
+        "keep me"
+    );
     // Overwrite replaces it.
-    spec.write(dir.path(), opts(WriteMode::Overwrite), &mut |_, _| {}).unwrap();
+    spec.write(dir.path(), opts(WriteMode::Overwrite), &mut |_, _| {})
+        .unwrap();
     assert!(!dir.path().join("precious.txt").exists());
     assert_eq!(Dataset::open(dir.path()).unwrap().episodes.len(), 3);
 }
@@ -112,7 +159,8 @@ fn refuses_a_non_empty_directory_unless_forced() {
 fn a_crash_loses_at_most_the_episode_being_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let spec = small(true);
-    let mut w = DatasetWriter::create(dir.path(), &spec.features(), opts(WriteMode::Create)).unwrap();
+    let mut w =
+        DatasetWriter::create(dir.path(), &spec.features(), opts(WriteMode::Create)).unwrap();
     for ep in 0..3 {
         let mut walk = vec![0f32; 15];
         for k in 0..7 {
@@ -127,14 +175,22 @@ fn a_crash_loses_at_most_the_episode_being_recorded() {
     // Debris of a staging write and of a consolidation that were interrupted.
     std::fs::create_dir_all(dir.path().join(".mulli-staging/.episode-000002.tmp")).unwrap();
     std::fs::create_dir_all(dir.path().join("data/chunk-000")).unwrap();
-    std::fs::write(dir.path().join("data/chunk-000/.file-000.parquet.tmp"), b"half a file").unwrap();
+    std::fs::write(
+        dir.path().join("data/chunk-000/.file-000.parquet.tmp"),
+        b"half a file",
+    )
+    .unwrap();
 
     let n = mulli_data::writer::recover(dir.path()).unwrap();
     assert_eq!(n, 2);
     let ds = Dataset::open(dir.path()).unwrap();
     assert_eq!((ds.episodes.len(), ds.len()), (2, 14));
     assert!(validate::validate(&ds, &mut |_, _| {}).unwrap().is_empty());
-    assert!(!dir.path().join("data/chunk-000/.file-000.parquet.tmp").exists());
+    assert!(
+        !dir.path()
+            .join("data/chunk-000/.file-000.parquet.tmp")
+            .exists()
+    );
     assert!(!dir.path().join(".mulli-staging").exists());
 }
 
@@ -143,7 +199,8 @@ fn append_mode_adds_episodes_in_new_files() {
     let dir = tempfile::tempdir().unwrap();
     let spec = small(true);
     write(&spec, dir.path());
-    let mut w = DatasetWriter::create(dir.path(), &spec.features(), opts(WriteMode::Append)).unwrap();
+    let mut w =
+        DatasetWriter::create(dir.path(), &spec.features(), opts(WriteMode::Append)).unwrap();
     assert_eq!(w.num_episodes(), 3);
     let mut walk = vec![0f32; 15];
     for k in 0..5 {
@@ -158,7 +215,10 @@ fn append_mode_adds_episodes_in_new_files() {
     // Appending data of another shape is refused, naming the feature.
     let mut other = spec.features();
     other.insert("action".into(), FeatureSpec::vector("action", &["a"]));
-    let e = DatasetWriter::create(dir.path(), &other, opts(WriteMode::Append)).err().unwrap().to_string();
+    let e = DatasetWriter::create(dir.path(), &other, opts(WriteMode::Append))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("action"), "{e}");
 }
 
@@ -166,24 +226,50 @@ fn append_mode_adds_episodes_in_new_files() {
 fn bad_frames_are_refused_with_the_feature_named() {
     let dir = tempfile::tempdir().unwrap();
     let spec = small(true);
-    let mut w = DatasetWriter::create(dir.path(), &spec.features(), opts(WriteMode::Create)).unwrap();
+    let mut w =
+        DatasetWriter::create(dir.path(), &spec.features(), opts(WriteMode::Create)).unwrap();
     let mut walk = vec![0f32; 15];
     let good = spec.frame(0, 0, &mut walk);
     let mut short = good.clone();
-    short.values.insert("action".into(), Value::F32(vec![0.0; 2]));
-    assert!(w.add_frame(&short).unwrap_err().to_string().contains("action"));
+    short
+        .values
+        .insert("action".into(), Value::F32(vec![0.0; 2]));
+    assert!(
+        w.add_frame(&short)
+            .unwrap_err()
+            .to_string()
+            .contains("action")
+    );
     let mut wrong = good.clone();
-    wrong.values.insert("observation.images.front".into(), Value::F32(vec![0.0; 32 * 48 * 3]));
-    assert!(w.add_frame(&wrong).unwrap_err().to_string().contains("observation.images.front"));
+    wrong.values.insert(
+        "observation.images.front".into(),
+        Value::F32(vec![0.0; 32 * 48 * 3]),
+    );
+    assert!(
+        w.add_frame(&wrong)
+            .unwrap_err()
+            .to_string()
+            .contains("observation.images.front")
+    );
     let mut no_task = good.clone();
     no_task.task.clear();
     assert!(w.add_frame(&no_task).is_err());
-    assert!(w.save_episode().is_err(), "an empty episode must not be saved");
+    assert!(
+        w.save_episode().is_err(),
+        "an empty episode must not be saved"
+    );
     // Odd video sizes cannot be H.264-encoded: refused up front.
     let mut feats = Features::new();
     let cam = FeatureSpec::camera("cam", 31, 32, true);
     feats.insert("cam".into(), cam);
-    let e = DatasetWriter::create(tempfile::tempdir().unwrap().path(), &feats, opts(WriteMode::Create)).err().unwrap().to_string();
+    let e = DatasetWriter::create(
+        tempfile::tempdir().unwrap().path(),
+        &feats,
+        opts(WriteMode::Create),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("cam") && e.contains("even"), "{e}");
 }
 
@@ -210,7 +296,10 @@ fn every_dtype_round_trips() {
             .with("u", Value::U8(vec![k as u8]))
             .with("i", Value::I32(vec![-(k as i32), 0, i32::MAX]))
             .with("l", Value::I64(vec![i64::MIN + k as i64]))
-            .with("f", Value::F32((0..6).map(|x| x as f32 * 0.5 + k as f32).collect()))
+            .with(
+                "f",
+                Value::F32((0..6).map(|x| x as f32 * 0.5 + k as f32).collect()),
+            )
             .with("d", Value::F64(vec![f64::MAX, -1e-300]))
             .with("s", Value::Str(format!("문장 {k}")))
     };
@@ -222,7 +311,11 @@ fn every_dtype_round_trips() {
     let ds = Dataset::open(dir.path()).unwrap();
     for k in 0..4 {
         for (name, v) in frame(k).values {
-            assert_eq!(ds.table.column(&name).unwrap().value(k), v, "feature {name} row {k}");
+            assert_eq!(
+                ds.table.column(&name).unwrap().value(k),
+                v,
+                "feature {name} row {k}"
+            );
         }
     }
 }
@@ -243,7 +336,11 @@ fn bad_datasets_give_errors_that_name_the_file() {
     assert!(e.contains("info.json"), "{e}");
     // Malformed info.json.
     let d = copy("info");
-    std::fs::write(d.path().join("meta/info.json"), "{\"codebase_version\": \"v3.0\", \"fps\": ").unwrap();
+    std::fs::write(
+        d.path().join("meta/info.json"),
+        "{\"codebase_version\": \"v3.0\", \"fps\": ",
+    )
+    .unwrap();
     let e = Dataset::open(d.path()).unwrap_err().to_string();
     assert!(e.contains("info.json") && e.contains("JSON"), "{e}");
     // Truncated data parquet.
@@ -257,27 +354,43 @@ fn bad_datasets_give_errors_that_name_the_file() {
     let d = copy("missing");
     std::fs::remove_file(d.path().join("data/chunk-000/file-000.parquet")).unwrap();
     let e = Dataset::open(d.path()).unwrap_err().to_string();
-    assert!(e.contains("file-000.parquet") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("file-000.parquet") && e.contains("missing"),
+        "{e}"
+    );
     // Corrupt MP4: opening works (metadata only), reading a frame names the video.
     let d = copy("mp4");
-    let p = d.path().join("videos/observation.images.front/chunk-000/file-000.mp4");
+    let p = d
+        .path()
+        .join("videos/observation.images.front/chunk-000/file-000.mp4");
     let mut bytes = std::fs::read(&p).unwrap();
     bytes.truncate(bytes.len() / 3);
     std::fs::write(&p, &bytes).unwrap();
     let ds = Dataset::open(d.path()).unwrap();
     let problems = validate::validate(&ds, &mut |_, _| {}).unwrap();
-    assert!(problems.iter().any(|p| p.file.ends_with("file-000.mp4")), "{problems:#?}");
+    assert!(
+        problems.iter().any(|p| p.file.ends_with("file-000.mp4")),
+        "{problems:#?}"
+    );
     // Wrong dtype declared for a column.
     let d = copy("dtype");
     let ip = d.path().join("meta/info.json");
-    let text = std::fs::read_to_string(&ip).unwrap().replacen("\"float32\"", "\"string\"", 1);
+    let text = std::fs::read_to_string(&ip)
+        .unwrap()
+        .replacen("\"float32\"", "\"string\"", 1);
     std::fs::write(&ip, text).unwrap();
     let e = Dataset::open(d.path()).map(|_| ()).unwrap_err().to_string();
     assert!(e.contains("file-000.parquet"), "{e}");
     // Out-of-range access.
     let ds = Dataset::open(root).unwrap();
-    assert!(matches!(ds.episode_of_row(10_000), Err(DataError::IndexOutOfRange { .. })));
-    assert!(matches!(ds.episode_rows(99), Err(DataError::EpisodeOutOfRange { .. })));
+    assert!(matches!(
+        ds.episode_of_row(10_000),
+        Err(DataError::IndexOutOfRange { .. })
+    ));
+    assert!(matches!(
+        ds.episode_rows(99),
+        Err(DataError::EpisodeOutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -285,18 +398,27 @@ fn validate_reports_inconsistent_metadata() {
     let dir = tempfile::tempdir().unwrap();
     write(&small(true), dir.path());
     let ip = dir.path().join("meta/info.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ip).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ip).unwrap()).unwrap();
     v["total_frames"] = serde_json::json!(999);
     std::fs::write(&ip, v.to_string()).unwrap();
     let sp = dir.path().join("meta/stats.json");
-    let mut s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&sp).unwrap()).unwrap();
+    let mut s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sp).unwrap()).unwrap();
     s["action"]["mean"][0] = serde_json::json!(123.0);
     std::fs::write(&sp, s.to_string()).unwrap();
     let ds = Dataset::open(dir.path()).unwrap();
     let problems = validate::validate(&ds, &mut |_, _| {}).unwrap();
     let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
-    assert!(text.iter().any(|p| p.contains("total_frames is 999")), "{text:#?}");
-    assert!(text.iter().any(|p| p.contains("stats.json") && p.contains("action")), "{text:#?}");
+    assert!(
+        text.iter().any(|p| p.contains("total_frames is 999")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|p| p.contains("stats.json") && p.contains("action")),
+        "{text:#?}"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -310,4 +432,41 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), &dest).unwrap();
         }
     }
+}
+
+#[test]
+fn files_roll_over_by_size_and_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = small(true);
+    // A 0 MB limit puts every episode in its own data and video file; chunks of 2 files.
+    let o = WriterOptions {
+        fps: 10,
+        mode: WriteMode::Create,
+        data_files_size_in_mb: 0,
+        video_files_size_in_mb: 0,
+        chunks_size: 2,
+        ..Default::default()
+    };
+    spec.write(dir.path(), o, &mut |_, _| {}).unwrap();
+    let ds = Dataset::open(dir.path()).unwrap();
+    let files: Vec<_> = ds
+        .episodes
+        .iter()
+        .map(|e| (e.data_chunk, e.data_file))
+        .collect();
+    assert_eq!(files, vec![(0, 0), (0, 1), (1, 0)]);
+    assert!(dir.path().join("data/chunk-001/file-000.parquet").exists());
+    assert!(
+        dir.path()
+            .join("videos/observation.images.wrist/chunk-001/file-000.mp4")
+            .exists()
+    );
+    let seg = ds.episodes[2].videos["observation.images.wrist"]
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (seg.chunk_index, seg.file_index, seg.from_timestamp),
+        (1, 0, 0.0)
+    );
+    assert!(validate::validate(&ds, &mut |_, _| {}).unwrap().is_empty());
 }

@@ -1,9 +1,14 @@
 //! AV1 decoding with `rav1d` (dav1d ported to Rust), through its dav1d C ABI, wrapped once here.
 //!
 //! All `unsafe` for AV1 lives in this file: the context, input buffers and pictures are owned
-//! by RAII guards that release them in `Drop`, so no error path leaks or double-frees. The
-//! decoder runs single-threaded with a frame delay of 1 (the loader parallelises across
-//! samples), which makes it synchronous: a temporal unit in, its picture out.
+//! by RAII guards that release them in `Drop`, so no error path leaks or double-frees.
+//!
+//! Threads: the loader parallelises across samples, so one thread per decoder would do, but
+//! rav1d 1.1 aborts the process on any decode error when it has a single frame context
+//! (memorysafety/rav1d#1497: a panic inside its `extern "C"` API), i.e. on any corrupt file.
+//! Two threads and a frame delay of 2 take the other error path; measured CPU time per frame
+//! is the same. The decoder is still used synchronously: after each temporal unit the reader
+//! drains (a second `dav1d_get_picture` waits for the frame), so its picture comes out at once.
 
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
@@ -89,10 +94,7 @@ impl Picture {
     fn planes(&self) -> Result<YuvPlanes<'_>, String> {
         let p = &self.0;
         if p.p.bpc != 8 {
-            return Err(format!(
-                "{}-bit AV1 is not supported (8-bit only)",
-                p.p.bpc
-            ));
+            return Err(format!("{}-bit AV1 is not supported (8-bit only)", p.p.bpc));
         }
         if p.p.layout != DAV1D_PIXEL_LAYOUT_I420 {
             return Err(format!(
@@ -165,8 +167,8 @@ impl Av1Decoder {
             dav1d_default_settings(NonNull::new_unchecked(settings.as_mut_ptr()));
             settings.assume_init()
         };
-        settings.n_threads = 1;
-        settings.max_frame_delay = 1;
+        settings.n_threads = 2; // see the module docs
+        settings.max_frame_delay = 2;
         settings.frame_size_limit = FRAME_SIZE_LIMIT;
         // SAFETY: no callback means no logging; there is nothing for dav1d to call.
         settings.logger = unsafe { Dav1dLogger::new(None, None) };
@@ -241,17 +243,23 @@ impl Av1Decoder {
         Err("rav1d made no progress on this sample".into())
     }
 
-    /// Takes every picture dav1d has ready.
+    /// Takes every picture dav1d has, waiting for frames in flight: with frame threading the
+    /// first `dav1d_get_picture` after new data answers EAGAIN, the next one drains.
     pub(crate) fn drain(&mut self, sink: &mut PictureSink<'_>) -> Result<(), String> {
         let Some(c) = self.context else {
             return Err("the AV1 decoder is closed".into());
         };
+        let mut again = 0;
         loop {
             let mut pic = Picture(Dav1dPicture::default());
             // SAFETY: `c` is open; `pic.0` is valid for writes (it holds no references yet).
             let res = unsafe { dav1d_get_picture(Some(c), Some(NonNull::from(&mut pic.0))) };
             if res.0 == EAGAIN {
-                return Ok(());
+                again += 1;
+                if again >= 2 {
+                    return Ok(());
+                }
+                continue;
             }
             if res.0 != 0 {
                 return Err(describe(res.0));

@@ -15,7 +15,7 @@ use openh264::OpenH264API;
 use openh264::Timestamp;
 use openh264::decoder::{Decoder, DecoderConfig};
 use openh264::encoder::{
-    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, QpRange,
+    Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, QpRange,
     RateControlMode, UsageType,
 };
 use openh264::formats::YUVSource;
@@ -287,11 +287,9 @@ impl std::fmt::Debug for Mp4H264Writer {
     }
 }
 
-/// Rate control: constant-quality-ish. openh264's quality mode with a generous bitrate target
-/// and a QP ceiling keeps smooth camera images well above 30 dB PSNR at sizes comparable to
-/// LeRobot's libx264 crf 30 output.
-const QP_MAX: u8 = 30;
-const BITS_PER_PIXEL: f64 = 0.5;
+/// Rate control: a constant QP (openh264's buffer-based mode with `min == max` QP). It keeps
+/// quality uniform across episodes and frames, unlike a bitrate target, and never skips.
+const QP: u8 = 26;
 
 impl Mp4H264Writer {
     pub fn new(width: u32, height: u32, fps: u32, gop: u32) -> Result<Self, VideoError> {
@@ -311,24 +309,22 @@ impl Mp4H264Writer {
                 "fps and gop must be positive, got fps {fps}, gop {gop}"
             ));
         }
-        let bitrate = (f64::from(width) * f64::from(height) * f64::from(fps) * BITS_PER_PIXEL)
-            .clamp(64_000.0, 100_000_000.0) as u32;
         let config = EncoderConfig::new()
             .usage_type(UsageType::CameraVideoRealTime)
-            .rate_control_mode(RateControlMode::Quality)
-            .bitrate(BitRate::from_bps(bitrate))
+            .rate_control_mode(RateControlMode::Bufferbased)
+            .qp(QpRange::new(QP, QP))
             .max_frame_rate(FrameRate::from_hz(fps as f32))
-            .qp(QpRange::new(0, QP_MAX))
             .skip_frames(false)
             .scene_change_detect(false)
             .complexity(Complexity::Medium)
             .intra_frame_period(IntraFramePeriod::from_num_frames(gop))
             .num_threads(1);
-        let encoder = Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|e| {
-            VideoError::Encode {
-                message: format!("cannot create the openh264 encoder: {e}"),
-            }
-        })?;
+        let encoder =
+            Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|e| {
+                VideoError::Encode {
+                    message: format!("cannot create the openh264 encoder: {e}"),
+                }
+            })?;
         let (w, h) = (width as usize, height as usize);
         Ok(Self {
             encoder,
@@ -381,7 +377,7 @@ impl Mp4H264Writer {
         }
         // An IDR exactly every `gop` frames (openh264's intra period counts from its own
         // start, so force it rather than trust the count).
-        if index % self.gop as usize == 0 && index > 0 {
+        if index > 0 && index.is_multiple_of(self.gop as usize) {
             self.encoder.force_intra_frame();
         }
         let millis = index as u64 * 1000 / u64::from(self.fps);

@@ -55,7 +55,9 @@ pub enum VideoError {
         index: usize,
         len: usize,
     },
-    #[error("{path}: output buffer for frame {frame} has {got} bytes, expected {expected} (width x height x 3)")]
+    #[error(
+        "{path}: output buffer for frame {frame} has {got} bytes, expected {expected} (width x height x 3)"
+    )]
     OutputSize {
         path: PathBuf,
         frame: usize,
@@ -310,7 +312,7 @@ impl VideoReader {
 
         if let Some(pos) = self.ahead.iter().position(|(d, _)| *d == target) {
             let (_, buf) = self.ahead.swap_remove(pos);
-            let res = check_size(&buf.planes(), w, h).and_then(|()| buf.planes().to_rgb(out));
+            let res = check_size(&buf.planes(), w, h).and_then(|()| buf.planes().write_rgb(out));
             self.spare.push(buf);
             return res;
         }
@@ -352,7 +354,7 @@ impl VideoReader {
                 pending.borrow_mut().retain(|&p| p != d);
                 if d == target {
                     check_size(pic, w, h)?;
-                    pic.to_rgb(out)?;
+                    pic.write_rgb(out)?;
                     found.set(true);
                 } else if d < n && dec_to_pres[d] as usize > index {
                     // Presented after the target but already decoded (B-frames, or released
@@ -384,19 +386,21 @@ impl VideoReader {
                     }
                     restart = false;
                     next += 1;
-                } else {
-                    match decoder {
-                        FrameDecoder::H264(d) => {
-                            // Any keyframe pushes the held-back pictures out, one per call.
-                            let filler = &self.samples[self.first_sync];
-                            read_sample(&mut self.file, filler, &mut self.sample_buf)?;
-                            d.feed(&self.sample_buf, FILLER_TAG, true, &mut sink)?;
-                            used_filler = true;
-                        }
-                        FrameDecoder::Av1(d) => {
-                            d.drain(&mut sink)?;
-                            break;
-                        }
+                    continue;
+                }
+                match decoder {
+                    FrameDecoder::H264(d) => {
+                        // A keyframe starts a new sequence, which makes openh264 release the
+                        // pictures it holds back, one per call. (Decoding a non-key sample a
+                        // second time instead is rejected as a bitstream error.)
+                        let filler = &self.samples[self.first_sync];
+                        read_sample(&mut self.file, filler, &mut self.sample_buf)?;
+                        d.feed(&self.sample_buf, FILLER_TAG, true, &mut sink)?;
+                        used_filler = true;
+                    }
+                    FrameDecoder::Av1(d) => {
+                        d.drain(&mut sink)?;
+                        break;
                     }
                 }
             }

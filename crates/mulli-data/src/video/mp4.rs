@@ -363,7 +363,9 @@ fn sample_entry(path: &Path, stbl: &[u8]) -> Result<(Codec, u32, u32, CodecConfi
         message,
     };
     let stsd = need(stbl, b"stsd", "stbl").map_err(demux)?;
-    let entries = stsd.get(8..).ok_or_else(|| demux("'stsd' is truncated".into()))?;
+    let entries = stsd
+        .get(8..)
+        .ok_or_else(|| demux("'stsd' is truncated".into()))?;
     let (typ, entry) = boxes(entries)
         .next()
         .ok_or_else(|| demux("'stsd' has no sample entry".into()))?
@@ -515,7 +517,9 @@ fn sample_table(stbl: &[u8], file_len: u64, edit_shift: i64) -> R<Vec<SampleRef>
         let mut c = Cursor::new(stco);
         c.skip(4, "stco")?;
         let k = c.count(4, "stco")?;
-        (0..k).map(|_| c.u32("stco").map(u64::from)).collect::<R<_>>()?
+        (0..k)
+            .map(|_| c.u32("stco").map(u64::from))
+            .collect::<R<_>>()?
     } else if let Some(co64) = child(stbl, b"co64")? {
         let mut c = Cursor::new(co64);
         c.skip(4, "co64")?;
@@ -541,9 +545,13 @@ fn sample_table(stbl: &[u8], file_len: u64, edit_shift: i64) -> R<Vec<SampleRef>
     // Byte ranges.
     let mut offsets = Vec::with_capacity(n);
     'runs: for (i, &(first, per_chunk)) in runs.iter().enumerate() {
-        let end_chunk = runs.get(i + 1).map_or(chunk_offsets.len() as u64 + 1, |r| r.0 as u64);
+        let end_chunk = runs
+            .get(i + 1)
+            .map_or(chunk_offsets.len() as u64 + 1, |r| r.0 as u64);
         if first == 0 || (first as u64) > end_chunk {
-            return Err(format!("'stsc' entry {i} has an invalid first chunk {first}"));
+            return Err(format!(
+                "'stsc' entry {i} has an invalid first chunk {first}"
+            ));
         }
         for chunk in first as u64..end_chunk {
             let Some(&base) = chunk_offsets.get((chunk - 1) as usize) else {
@@ -566,7 +574,10 @@ fn sample_table(stbl: &[u8], file_len: u64, edit_shift: i64) -> R<Vec<SampleRef>
         ));
     }
     for (i, (&off, &size)) in offsets.iter().zip(&sizes).enumerate() {
-        if off.checked_add(size as u64).is_none_or(|end| end > file_len) {
+        if off
+            .checked_add(size as u64)
+            .is_none_or(|end| end > file_len)
+        {
             return Err(format!(
                 "sample {i} (bytes {off}..{}) lies beyond the end of the file ({file_len} bytes): the file is truncated",
                 off.saturating_add(size as u64)
@@ -659,12 +670,7 @@ pub fn write_h264_mp4(
         source,
     })?;
     let mut muxer = muxide::api::MuxerBuilder::new(BufWriter::new(file))
-        .video(
-            muxide::api::VideoCodec::H264,
-            width,
-            height,
-            f64::from(fps),
-        )
+        .video(muxide::api::VideoCodec::H264, width, height, f64::from(fps))
         .build()
         .map_err(|e| mux(e.to_string()))?;
     for (i, p) in packets.iter().enumerate() {
@@ -684,4 +690,139 @@ pub fn write_h264_mp4(
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/video")
+            .join(name)
+    }
+
+    fn track(path: &Path) -> VideoTrack {
+        read_video_track(path, &mut File::open(path).unwrap()).unwrap()
+    }
+
+    /// The sample tables agree with re_mp4's parser (offsets, sizes, sync flags, and
+    /// presentation times: re_mp4 shifts composition times to start at 0, which for these
+    /// files is what their edit lists do).
+    #[test]
+    fn sample_tables_agree_with_re_mp4() {
+        for name in ["tiny_h264.mp4", "tiny_av1.mp4", "tiny_av1_odd.mp4"] {
+            let path = fixture(name);
+            let ours = track(&path);
+            let bytes = std::fs::read(&path).unwrap();
+            let mp4 = re_mp4::Mp4::read_bytes(&bytes).unwrap();
+            let theirs = mp4
+                .tracks()
+                .values()
+                .find(|t| t.kind == Some(re_mp4::TrackKind::Video))
+                .unwrap();
+            assert_eq!(ours.timescale as u64, theirs.timescale, "{name}");
+            assert_eq!(ours.samples.len(), theirs.samples.len(), "{name}");
+            for (a, b) in ours.samples.iter().zip(&theirs.samples) {
+                assert_eq!(
+                    (a.offset, a.size as u64, a.is_sync, a.pts),
+                    (b.offset, b.size, b.is_sync, b.composition_timestamp),
+                    "{name} sample {}",
+                    b.id
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn b_frame_fixture_has_reordered_presentation_times() {
+        let t = track(&fixture("tiny_h264.mp4"));
+        assert_eq!(t.codec, Codec::H264);
+        let pts: Vec<i64> = t.samples.iter().map(|s| s.pts).collect();
+        let mut sorted = pts.clone();
+        sorted.sort_unstable();
+        assert_ne!(
+            pts, sorted,
+            "decode order should differ from presentation order"
+        );
+        assert_eq!(
+            sorted.first(),
+            Some(&0),
+            "edit list shifts the first frame to 0"
+        );
+        let CodecConfig::Avc {
+            nal_length_size,
+            sps,
+            pps,
+        } = &t.config
+        else {
+            panic!("not AVC")
+        };
+        assert_eq!((*nal_length_size, sps.len(), pps.len()), (4, 1, 1));
+    }
+
+    #[test]
+    fn written_mp4_marks_keyframes_as_sync_samples() {
+        let (w, h, fps, gop, n) = (32u32, 16u32, 30u32, 4u32, 11usize);
+        let mut writer = super::super::Mp4H264Writer::new(w, h, fps, gop).unwrap();
+        for k in 0..n {
+            let frame: Vec<u8> = (0..(w * h * 3) as usize)
+                .map(|i| ((i + 7 * k) % 200) as u8 + 20)
+                .collect();
+            writer.push_rgb(&frame).unwrap();
+        }
+        let dir = std::env::temp_dir().join(format!("mulli-mp4-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gop.mp4");
+        writer.write_mp4(&path).unwrap();
+        let t = track(&path);
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!((t.width, t.height, t.samples.len()), (w, h, n));
+        for (i, s) in t.samples.iter().enumerate() {
+            assert_eq!(s.is_sync, i % gop as usize == 0, "sample {i}");
+            // 90 kHz: exact for 30 fps
+            assert_eq!(
+                s.pts * fps as i64,
+                i as i64 * t.timescale as i64,
+                "sample {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn box_walker_rejects_bad_sizes() {
+        // size 0 inside a container means "to the end": fine, one box.
+        let b: Vec<_> = boxes(&[0, 0, 0, 0, b'f', b'r', b'e', b'e', 1, 2]).collect();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].as_ref().unwrap().1, &[1, 2]);
+        // Smaller than its header, larger than its parent, truncated largesize.
+        for bad in [
+            vec![0, 0, 0, 4, b'f', b'r', b'e', b'e'],
+            vec![0, 0, 0, 9, b'f', b'r', b'e', b'e'],
+            vec![0, 0, 0, 1, b'f', b'r', b'e', b'e', 0, 0],
+            vec![0, 0, 0, 1, b'f', b'r', b'e', b'e', 0, 0, 0, 0, 0, 0, 0, 8],
+        ] {
+            let r: Vec<_> = boxes(&bad).collect();
+            assert_eq!(r.len(), 1, "{bad:?}");
+            assert!(r[0].is_err(), "{bad:?}");
+        }
+        // Short trailing bytes are ignored.
+        assert_eq!(boxes(&[0, 0, 0]).count(), 0);
+    }
+
+    #[test]
+    fn table_counts_must_fit_their_box() {
+        let mut c = Cursor::new(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+        assert!(c.count(4, "stsz").is_err());
+        let mut c = Cursor::new(&[0, 0, 0, 1, 0, 0, 0, 0]);
+        assert_eq!(c.count(4, "stsz").unwrap(), 1);
+        assert!(Cursor::new(&[1, 2]).u32("x").is_err());
+    }
+
+    #[test]
+    fn run_tables_expand_leniently() {
+        assert_eq!(expand_runs(&[(2, 5), (1, 7)], 5, 0), vec![5, 5, 7, 7, 7]);
+        assert_eq!(expand_runs(&[(10, 5)], 3, 0), vec![5, 5, 5]);
+        assert_eq!(expand_runs(&[], 2, 9), vec![9, 9]);
+    }
 }

@@ -119,7 +119,7 @@ impl YuvPlanes<'_> {
     }
 
     /// Converts to packed RGB8 (HWC). `out` must hold exactly `width * height * 3` bytes.
-    pub(crate) fn to_rgb(&self, out: &mut [u8]) -> Result<(), String> {
+    pub(crate) fn write_rgb(&self, out: &mut [u8]) -> Result<(), String> {
         self.check()?;
         let (w, h) = (self.width, self.height);
         if out.len() != w * h * 3 {
@@ -192,8 +192,7 @@ impl YuvBuf {
         self.data.clear();
         self.data.reserve(w * h + 2 * cw * ch);
         for row in 0..h {
-            self.data
-                .extend_from_slice(&p.y[row * p.y_stride..][..w]);
+            self.data.extend_from_slice(&p.y[row * p.y_stride..][..w]);
         }
         for plane in [p.u, p.v] {
             for row in 0..ch {
@@ -226,7 +225,14 @@ impl YuvBuf {
 /// RGB8 (HWC) → I420, BT.601 limited range, each chroma sample the rounded mean of its (up to)
 /// 2×2 block, as FFmpeg/libx264 pipelines feed encoders. `y` must hold `w*h` bytes, `u` and `v`
 /// `ceil(w/2)*ceil(h/2)` bytes each.
-pub(crate) fn rgb_to_i420(rgb: &[u8], w: usize, h: usize, y: &mut [u8], u: &mut [u8], v: &mut [u8]) {
+pub(crate) fn rgb_to_i420(
+    rgb: &[u8],
+    w: usize,
+    h: usize,
+    y: &mut [u8],
+    u: &mut [u8],
+    v: &mut [u8],
+) {
     let cw = w.div_ceil(2);
     // Luma: Y = 16 + (66 R + 129 G + 25 B) / 256, rounded.
     for (px, yo) in rgb.chunks_exact(3).zip(y.iter_mut()) {
@@ -234,7 +240,11 @@ pub(crate) fn rgb_to_i420(rgb: &[u8], w: usize, h: usize, y: &mut [u8], u: &mut 
         *yo = (((66 * r + 129 * g + 25 * b + 128) >> 8) + 16) as u8;
     }
     // Chroma from the block means of R, G, B (kept as sums ×4 for precision).
-    for (cy, (u_row, v_row)) in u.chunks_exact_mut(cw).zip(v.chunks_exact_mut(cw)).enumerate() {
+    for (cy, (u_row, v_row)) in u
+        .chunks_exact_mut(cw)
+        .zip(v.chunks_exact_mut(cw))
+        .enumerate()
+    {
         for (cx, (uo, vo)) in u_row.iter_mut().zip(v_row.iter_mut()).enumerate() {
             let (mut sr, mut sg, mut sb, mut n) = (0i32, 0i32, 0i32, 0i32);
             for yy in (2 * cy)..(2 * cy + 2).min(h) {
@@ -302,7 +312,7 @@ mod tests {
             height: h,
         };
         let mut out = vec![0u8; w * h * 3];
-        p.to_rgb(&mut out).unwrap();
+        p.write_rgb(&mut out).unwrap();
         for row in 0..h {
             for col in 0..w {
                 let want = reference(
@@ -310,14 +320,18 @@ mod tests {
                     u[(row / 2) * uv_stride + col / 2],
                     v[(row / 2) * uv_stride + col / 2],
                 );
-                assert_eq!(&out[(row * w + col) * 3..][..3], &want, "pixel ({row},{col})");
+                assert_eq!(
+                    &out[(row * w + col) * 3..][..3],
+                    &want,
+                    "pixel ({row},{col})"
+                );
             }
         }
         // The packed copy converts identically.
         let mut buf = YuvBuf::default();
         buf.copy_from(&p).unwrap();
         let mut out2 = vec![0u8; w * h * 3];
-        buf.planes().to_rgb(&mut out2).unwrap();
+        buf.planes().write_rgb(&mut out2).unwrap();
         assert_eq!(out, out2);
     }
 
@@ -335,9 +349,9 @@ mod tests {
             height: 4,
         };
         let mut out = vec![0u8; 48];
-        assert!(p.to_rgb(&mut out).is_err());
+        assert!(p.write_rgb(&mut out).is_err());
         let p = YuvPlanes { y_stride: 2, ..p };
-        assert!(p.to_rgb(&mut out).is_err());
+        assert!(p.write_rgb(&mut out).is_err());
     }
 
     #[test]
@@ -350,7 +364,11 @@ mod tests {
                 let (x, y) = (i % w, i / w);
                 let block = (x / 2 + 3 * (y / 2)) as u8;
                 let ripple = ((x % 2) + (y % 2)) as u8 * 2;
-                [60 + 9 * block + ripple, 120 + ripple, 200 - 7 * block + ripple]
+                [
+                    60 + 9 * block + ripple,
+                    120 + ripple,
+                    200 - 7 * block + ripple,
+                ]
             })
             .collect();
         let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
@@ -366,7 +384,7 @@ mod tests {
             height: h,
         };
         let mut back = vec![0u8; w * h * 3];
-        p.to_rgb(&mut back).unwrap();
+        p.write_rgb(&mut back).unwrap();
         let max = rgb
             .iter()
             .zip(&back)
