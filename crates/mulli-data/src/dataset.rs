@@ -158,20 +158,26 @@ impl Dataset {
         )))
     }
 
-    /// Decode the frame of camera `key` at row `row` into `out` (HWC RGB8), seeking by the
-    /// true presentation timestamp. Returns false (and zeroes `out`) if the camera is absent
-    /// in that episode. `reader` must be open on the right file (see [`Self::video_location`]).
-    pub fn read_video_frame(&self, reader: &mut VideoReader, t: f64, out: &mut [u8]) -> Result<()> {
+    /// The frame of `reader` shown at time `t` (seconds in the file): the frame whose true
+    /// presentation timestamp is nearest, which must be within half a frame period.
+    pub fn locate_video_frame(&self, reader: &VideoReader, t: f64) -> Result<usize> {
         let idx = reader.index_at(t);
         let pts = reader.timestamps().get(idx).copied().unwrap_or(f64::NAN);
         let tol = 0.5 / f64::from(self.info.fps);
-        if (pts - t).abs() > tol {
+        if (pts - t).abs() > tol || reader.is_empty() {
             return Err(DataError::Invalid(format!(
                 "{}: no frame near t={t:.4}s (nearest is frame {idx} at {pts:.4}s; the video has {} frames): the episode's video timestamps do not match its data",
                 reader.path().display(),
                 reader.len()
             )));
         }
+        Ok(idx)
+    }
+
+    /// Decode the frame at time `t` of `reader` into `out` (HWC RGB8), seeking by the true
+    /// presentation timestamp (see [`Self::locate_video_frame`], [`Self::video_location`]).
+    pub fn read_video_frame(&self, reader: &mut VideoReader, t: f64, out: &mut [u8]) -> Result<()> {
+        let idx = self.locate_video_frame(reader, t)?;
         reader.decode_into(idx, out)?;
         Ok(())
     }

@@ -13,7 +13,7 @@
 //! Determinism: the order of samples in epoch `e` depends only on (seed, e); batch `b` is
 //! built by worker `b % W` and handed out in order, so thread timing never changes a batch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -86,8 +86,10 @@ pub struct LoaderConfig {
     pub delta_timestamps: DeltaTimestamps,
     /// Features to load; `None` = every user feature.
     pub keys: Option<Vec<String>>,
-    /// Open videos kept per worker (each holds its file's compressed bytes).
+    /// Open videos kept per worker (each holds a file handle, its sample table and a decoder).
     pub decoder_cache: usize,
+    /// Decoded frames kept per worker, in MiB.
+    pub frame_cache_mb: usize,
 }
 
 impl Default for LoaderConfig {
@@ -104,6 +106,7 @@ impl Default for LoaderConfig {
             delta_timestamps: DeltaTimestamps::default(),
             keys: None,
             decoder_cache: 8,
+            frame_cache_mb: 64,
         }
     }
 }
@@ -263,11 +266,11 @@ impl Loader {
         for w in 0..workers {
             let (tx, rx) = bounded(self.cfg.prefetch.max(1));
             let (ds, plan, batches) = (self.ds.clone(), self.plan.clone(), batches.clone());
-            let cap = self.cfg.decoder_cache;
+            let (cap, budget) = (self.cfg.decoder_cache, self.cfg.frame_cache_mb << 20);
             std::thread::Builder::new()
                 .name(format!("mulli-loader-{w}"))
                 .spawn(move || {
-                    let mut cache = DecoderCache::new(cap);
+                    let mut cache = DecoderCache::with_frame_budget(cap, budget);
                     for b in (w..batches.len()).step_by(workers) {
                         let r = build_batch(&ds, &plan, &batches[b], &mut cache);
                         if tx.send(r).is_err() {
@@ -332,17 +335,40 @@ impl Iterator for EpochIter {
     }
 }
 
-/// A bounded LRU of open videos.
+/// Per-worker decoding state: a bounded LRU of open videos and a bounded LRU of decoded
+/// frames (so samples that share frames — observation history, repeated epochs on small
+/// datasets — decode them once). Both bounds are what keeps memory flat on large datasets.
 pub struct DecoderCache {
     cap: usize,
     open: Vec<(PathBuf, VideoReader)>,
+    frames: HashMap<(PathBuf, usize), (Vec<u8>, u64)>,
+    frames_by_age: BTreeMap<u64, (PathBuf, usize)>,
+    frame_bytes: usize,
+    frame_budget: usize,
+    clock: u64,
+    /// Frame-cache hits and misses (for benchmarks).
+    pub hits: u64,
+    pub misses: u64,
 }
 
 impl DecoderCache {
+    /// `cap` open videos, no frame cache.
     pub fn new(cap: usize) -> Self {
+        Self::with_frame_budget(cap, 0)
+    }
+
+    /// `cap` open videos and up to `frame_budget` bytes of decoded frames.
+    pub fn with_frame_budget(cap: usize, frame_budget: usize) -> Self {
         DecoderCache {
             cap: cap.max(1),
             open: Vec::new(),
+            frames: HashMap::new(),
+            frames_by_age: BTreeMap::new(),
+            frame_bytes: 0,
+            frame_budget,
+            clock: 0,
+            hits: 0,
+            misses: 0,
         }
     }
 
@@ -357,6 +383,52 @@ impl DecoderCache {
             self.open.push((path.clone(), VideoReader::open(path)?));
         }
         Ok(&mut self.open.last_mut().expect("just pushed").1)
+    }
+
+    /// Decode the frame of `path` at time `t` into `out`, through the frame cache.
+    pub fn read_frame(
+        &mut self,
+        ds: &Dataset,
+        path: &PathBuf,
+        t: f64,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let reader = self.get(path)?;
+        let idx = ds.locate_video_frame(reader, t)?;
+        if self.frame_budget == 0 {
+            return Ok(self.get(path)?.decode_into(idx, out)?);
+        }
+        self.clock += 1;
+        let key = (path.clone(), idx);
+        if let Some((px, age)) = self.frames.get_mut(&key) {
+            if px.len() == out.len() {
+                out.copy_from_slice(px);
+                self.frames_by_age.remove(age);
+                *age = self.clock;
+                self.frames_by_age.insert(self.clock, key);
+                self.hits += 1;
+                return Ok(());
+            }
+        }
+        self.misses += 1;
+        self.get(path)?.decode_into(idx, out)?;
+        while self.frame_bytes + out.len() > self.frame_budget {
+            let Some((_, old)) = self.frames_by_age.pop_first() else {
+                break;
+            };
+            if let Some((px, _)) = self.frames.remove(&old) {
+                self.frame_bytes -= px.len();
+            }
+        }
+        if out.len() <= self.frame_budget {
+            self.frame_bytes += out.len();
+            self.frames_by_age.insert(self.clock, key.clone());
+            if let Some((old, age)) = self.frames.insert(key, (out.to_vec(), self.clock)) {
+                self.frame_bytes -= old.len();
+                self.frames_by_age.remove(&age);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -437,8 +509,7 @@ fn gather(ds: &Dataset, kp: &KeyPlan, q: &[usize], cache: &mut DecoderCache) -> 
             }
             reqs.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
             for (path, t, slot) in reqs {
-                let reader = cache.get(&path)?;
-                ds.read_video_frame(reader, t, &mut out[slot * n..(slot + 1) * n])?;
+                cache.read_frame(ds, &path, t, &mut out[slot * n..(slot + 1) * n])?;
             }
             Ok(TensorData::U8(out))
         }

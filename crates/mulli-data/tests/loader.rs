@@ -147,3 +147,47 @@ fn bad_loader_configs_are_explained() {
     let loader = Loader::new(ds.clone(), cfg(&ds, 0)).unwrap();
     assert!(loader.batch(&[999], &mut DecoderCache::new(1)).is_err());
 }
+
+#[test]
+fn frame_cache_is_bounded_and_transparent() {
+    let (_d, ds) = dataset(true);
+    let key = "observation.images.front";
+    let n = 16 * 16 * 3;
+    let (path, t) = ds.video_location(key, 3).unwrap().unwrap();
+    let mut plain = vec![0u8; n];
+    DecoderCache::new(1)
+        .read_frame(&ds, &path, t, &mut plain)
+        .unwrap();
+    // Room for two frames: the third evicts the oldest.
+    let mut c = DecoderCache::with_frame_budget(1, 2 * n);
+    let mut out = vec![0u8; n];
+    c.read_frame(&ds, &path, t, &mut out).unwrap();
+    c.read_frame(&ds, &path, t, &mut out).unwrap();
+    assert_eq!((c.hits, c.misses), (1, 1));
+    assert_eq!(out, plain, "a cached frame is the decoded frame");
+    for row in [4, 5, 3] {
+        let (p, t) = ds.video_location(key, row).unwrap().unwrap();
+        c.read_frame(&ds, &p, t, &mut out).unwrap();
+    }
+    assert_eq!(
+        (c.hits, c.misses),
+        (1, 4),
+        "row 3 was evicted by rows 4 and 5"
+    );
+    // Batches are the same with and without the frame cache.
+    let mut with = cfg(&ds, 2);
+    with.frame_cache_mb = 1;
+    let mut without = cfg(&ds, 2);
+    without.frame_cache_mb = 0;
+    let a: Vec<_> = Loader::new(ds.clone(), with)
+        .unwrap()
+        .epoch(0)
+        .map(Result::unwrap)
+        .collect();
+    let b: Vec<_> = Loader::new(ds.clone(), without)
+        .unwrap()
+        .epoch(0)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(a, b);
+}

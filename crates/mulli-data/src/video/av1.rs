@@ -250,7 +250,8 @@ impl Av1Decoder {
             return Err("the AV1 decoder is closed".into());
         };
         let mut again = 0;
-        loop {
+        // At most a frame delay's worth of pictures can be waiting; the bound is a backstop.
+        for _ in 0..64 {
             let mut pic = Picture(Dav1dPicture::default());
             // SAFETY: `c` is open; `pic.0` is valid for writes (it holds no references yet).
             let res = unsafe { dav1d_get_picture(Some(c), Some(NonNull::from(&mut pic.0))) };
@@ -267,5 +268,6 @@ impl Av1Decoder {
             let tag = pic.0.m.timestamp as u64;
             sink(tag, &pic.planes()?)?;
         }
+        Err("rav1d kept returning pictures".into())
     }
 }

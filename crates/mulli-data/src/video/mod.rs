@@ -131,7 +131,7 @@ pub struct VideoReader {
     first_sync: usize,
     /// Decode index of the next sample the warm decoder expects; `None` = restart needed.
     next_sample: Option<usize>,
-    /// Samples fed but whose pictures have not come out yet.
+    /// Samples fed since the last restart whose pictures have not come out yet.
     pending: Vec<usize>,
     /// Pictures decoded ahead of the request, by decode index.
     ahead: Vec<(usize, YuvBuf)>,
@@ -326,10 +326,12 @@ impl VideoReader {
                 (next, false)
             }
             _ => {
+                // H.264 needs no reset: the keyframe clears the references, and pictures still
+                // held back from before come out later under their own tags (still correct).
                 if let Some(FrameDecoder::Av1(d)) = &mut self.decoder {
                     d.reset()?;
-                    self.pending.clear();
                 }
+                self.pending.clear();
                 (sync, true)
             }
         };
