@@ -61,7 +61,7 @@ def main():
             worst = max(worst, d.max())
             assert d.mean() < 1.0 and d.max() <= 6, f"row {r} {cam}: mean diff {d.mean():.2f}, max {d.max()}"
     print(f"OK: LeRobot 0.6.1 loaded {root} ({len(ds)} frames, {ds.num_episodes} episodes, cameras {cams}); "
-          f"values, pads and stats match; {len(rows)} rows of video frames within {worst} of mulli's decode")
+          f"values, pads and stats match; camera frames of {len(rows)} rows within {worst} (max abs) of mulli's")
 
 
 if __name__ == "__main__":

@@ -22,5 +22,6 @@ cargo run --release -q -- dataset demo --out "$WORK/video" --episodes 4 --frames
 cargo run --release -q -- dataset demo --out "$WORK/images" --episodes 2 --frames 10 --images
 ROWS=0,1,24,25,57,99
 cargo run --release -q -- dataset frames "$WORK/video" --rows $ROWS --out "$WORK/video-frames"
+cargo run --release -q -- dataset frames "$WORK/images" --rows 0,9,19 --out "$WORK/image-frames"
 "$VENV/bin/python" scripts/lerobot_interop.py "$WORK/video" "$WORK/video-frames" "$ROWS"
-"$VENV/bin/python" scripts/lerobot_interop.py "$WORK/images" "" ""
+"$VENV/bin/python" scripts/lerobot_interop.py "$WORK/images" "$WORK/image-frames" 0,9,19

@@ -2,14 +2,16 @@
 //! them) and H.264 MP4 writing.
 //!
 //! This module owns everything between an `.mp4` path and RGB8 pixels: the MP4 sample table
-//! ([`mp4`]), the decoders (openh264 in [`h264`], rav1d in [`av1`]), YUV ↔ RGB conversion
-//! ([`yuv`], bit-exact with what LeRobot gets from PyAV on x86-64) and the encoder/muxer used by
-//! the dataset writer. It knows nothing about datasets: callers map episode timestamps to
-//! frames with [`VideoReader::index_at`].
+//! (`mp4.rs`), the decoders (openh264 in `h264.rs`, rav1d in `av1.rs`), YUV → RGB conversion
+//! (`yuv.rs`, bit-exact with what LeRobot gets from PyAV on x86-64) and the H.264
+//! encoder/muxer the dataset writer uses. It knows nothing about datasets: callers map episode
+//! timestamps to frames with [`VideoReader::index_at`].
 //!
 //! Random access is GOP-aware: a [`VideoReader`] keeps its decoder warm and decodes forward
-//! when the requested frame follows the last one with no sync sample in between, otherwise it
-//! restarts at the nearest preceding sync sample (LeRobot writes a keyframe every 2 frames).
+//! when the requested frame follows the last one with no sync sample in between (or is already
+//! in flight), otherwise it restarts at the nearest preceding sync sample (LeRobot writes a
+//! keyframe every 2 frames). Decoded pictures are matched to samples by a tag carried through
+//! the decoder, so B-frame reordering and decoder delays cannot shift frames.
 
 mod av1;
 mod h264;
