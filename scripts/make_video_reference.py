@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Make the reference frames (and two tiny videos) that mulli's video tests compare against.
+"""Make the reference frames (and three tiny videos) that mulli's video tests compare against.
 
 Run inside a venv with `pip install "lerobot[dataset]==0.6.1"` (it brings PyAV 15, whose FFmpeg
 has libx264, libsvtav1 and libaom), from the workspace root:

@@ -471,8 +471,8 @@ fn read_tasks_parquet(path: &Path) -> Result<Vec<String>> {
         let task = arrow::compute::cast(task, &DataType::Utf8)
             .map_err(|e| col_err(path, "task", &e.to_string()))?;
         let s = task.as_string::<i32>();
-        for r in 0..b.num_rows() {
-            pairs.push((ti[r], s.value(r).to_owned()));
+        for (r, &t) in ti.iter().enumerate() {
+            pairs.push((t, s.value(r).to_owned()));
         }
     }
     pairs.sort();

@@ -400,15 +400,15 @@ impl DecoderCache {
         }
         self.clock += 1;
         let key = (path.clone(), idx);
-        if let Some((px, age)) = self.frames.get_mut(&key) {
-            if px.len() == out.len() {
-                out.copy_from_slice(px);
-                self.frames_by_age.remove(age);
-                *age = self.clock;
-                self.frames_by_age.insert(self.clock, key);
-                self.hits += 1;
-                return Ok(());
-            }
+        if let Some((px, age)) = self.frames.get_mut(&key)
+            && px.len() == out.len()
+        {
+            out.copy_from_slice(px);
+            self.frames_by_age.remove(age);
+            *age = self.clock;
+            self.frames_by_age.insert(self.clock, key);
+            self.hits += 1;
+            return Ok(());
         }
         self.misses += 1;
         self.get(path)?.decode_into(idx, out)?;

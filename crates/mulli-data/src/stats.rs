@@ -37,7 +37,7 @@ impl FeatureStats {
 
     /// Exact stats of `n` rows of `dim` values each (row-major).
     pub fn from_rows(values: &[f64], dim: usize) -> Option<Self> {
-        if dim == 0 || values.is_empty() || values.len() % dim != 0 {
+        if dim == 0 || values.is_empty() || !values.len().is_multiple_of(dim) {
             return None;
         }
         let n = values.len() / dim;
@@ -302,9 +302,9 @@ mod tests {
     #[test]
     fn image_json_is_c11_and_parses_back() {
         let mut h = [[0u64; 256]; 3];
-        for c in 0..3 {
-            h[c][0] = 10;
-            h[c][255] = 10;
+        for ch in &mut h {
+            ch[0] = 10;
+            ch[255] = 10;
         }
         let s = FeatureStats::from_u8_histograms(&h, 5).unwrap();
         assert_eq!(s.mean, vec![0.5; 3]);

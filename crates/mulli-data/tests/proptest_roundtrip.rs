@@ -30,7 +30,10 @@ fn value_strategy(dtype: DType, n: usize) -> BoxedStrategy<Value> {
     }
 }
 
-fn case() -> impl Strategy<Value = (Vec<(DType, Vec<usize>)>, Vec<usize>, u64)> {
+/// (features as (dtype, shape), episode lengths, value seed)
+type Case = (Vec<(DType, Vec<usize>)>, Vec<usize>, u64);
+
+fn case() -> impl Strategy<Value = Case> {
     let dtype = prop::sample::select(vec![
         DType::Bool,
         DType::UInt8,

@@ -292,7 +292,7 @@ fn every_dtype_round_trips() {
     let mut w = DatasetWriter::create(dir.path(), &feats, opts(WriteMode::Create)).unwrap();
     let frame = |k: usize| {
         Frame::new("t")
-            .with("b", Value::Bool(vec![k % 2 == 0, true]))
+            .with("b", Value::Bool(vec![k.is_multiple_of(2), true]))
             .with("u", Value::U8(vec![k as u8]))
             .with("i", Value::I32(vec![-(k as i32), 0, i32::MAX]))
             .with("l", Value::I64(vec![i64::MIN + k as i64]))

@@ -771,12 +771,10 @@ mod tests {
                 .collect();
             writer.push_rgb(&frame).unwrap();
         }
-        let dir = std::env::temp_dir().join(format!("mulli-mp4-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("gop.mp4");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gop.mp4");
         writer.write_mp4(&path).unwrap();
         let t = track(&path);
-        std::fs::remove_dir_all(&dir).ok();
         assert_eq!((t.width, t.height, t.samples.len()), (w, h, n));
         for (i, s) in t.samples.iter().enumerate() {
             assert_eq!(s.is_sync, i % gop as usize == 0, "sample {i}");
