@@ -42,7 +42,7 @@ def main():
         if i + 1 >= a.batches:
             break
     s = time.perf_counter() - t0
-    print(f"lerobot backend={ds.video_backend} workers={a.workers}: {n / s:.0f} samples/s "
+    print(f"lerobot backend={a.backend or "default"} workers={a.workers}: {n / s:.0f} samples/s "
           f"({n} samples in {s:.2f} s, first batch {first:.2f} s)")
 
 
