@@ -715,19 +715,7 @@ fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 pub(crate) fn read_batches(path: &Path) -> Result<Vec<RecordBatch>> {
-    let file = std::fs::File::open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            DataError::Missing {
-                path: path.to_owned(),
-                expected_by: "the dataset layout".into(),
-            }
-        } else {
-            DataError::Io {
-                path: path.to_owned(),
-                source: e,
-            }
-        }
-    })?;
+    let file = crate::fsutil::open_existing(path, "the dataset layout")?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.build())
         .map_err(|e| DataError::Parquet {
@@ -789,19 +777,7 @@ fn list_of_strings(path: &Path, b: &RecordBatch, name: &str) -> Result<Vec<Vec<S
 }
 
 fn read_jsonl(path: &Path) -> Result<Vec<(usize, Value)>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            DataError::Missing {
-                path: path.to_owned(),
-                expected_by: "a v2.1 dataset".into(),
-            }
-        } else {
-            DataError::Io {
-                path: path.to_owned(),
-                source: e,
-            }
-        }
-    })?;
+    let text = crate::fsutil::read_existing(path, "a v2.1 dataset")?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

@@ -58,3 +58,27 @@ pub fn is_empty_dir(dir: &Path) -> Result<bool> {
         }),
     }
 }
+
+/// Open a file the dataset needs; a missing one is reported as such, naming who expects it.
+pub fn open_existing(path: &Path, expected_by: &str) -> Result<std::fs::File> {
+    std::fs::File::open(path).map_err(|e| missing_or_io(path, expected_by, e))
+}
+
+/// Read a text file the dataset needs (see [`open_existing`]).
+pub fn read_existing(path: &Path, expected_by: &str) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| missing_or_io(path, expected_by, e))
+}
+
+fn missing_or_io(path: &Path, expected_by: &str, e: std::io::Error) -> crate::DataError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        crate::DataError::Missing {
+            path: path.to_owned(),
+            expected_by: expected_by.to_owned(),
+        }
+    } else {
+        crate::DataError::Io {
+            path: path.to_owned(),
+            source: e,
+        }
+    }
+}

@@ -113,19 +113,8 @@ impl DatasetInfo {
     /// Read and parse `root/meta/info.json`.
     pub fn load(root: &Path) -> Result<Self> {
         let path = root.join("meta/info.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                DataError::Missing {
-                    path: path.clone(),
-                    expected_by: "every LeRobot dataset (is this a dataset root?)".into(),
-                }
-            } else {
-                DataError::Io {
-                    path: path.clone(),
-                    source: e,
-                }
-            }
-        })?;
+        let text =
+            crate::fsutil::read_existing(&path, "every LeRobot dataset (is this a dataset root?)")?;
         Self::parse(&path, &text)
     }
 

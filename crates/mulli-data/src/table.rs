@@ -240,19 +240,7 @@ pub fn read_parquet(path: &Path, features: &[&FeatureSpec]) -> Result<Table> {
         path: path.to_owned(),
         message: e.to_string(),
     };
-    let file = std::fs::File::open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            DataError::Missing {
-                path: path.to_owned(),
-                expected_by: "the dataset's metadata".into(),
-            }
-        } else {
-            DataError::Io {
-                path: path.to_owned(),
-                source: e,
-            }
-        }
-    })?;
+    let file = crate::fsutil::open_existing(path, "the dataset's metadata")?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| pq(&format!("not a readable parquet file: {e}")))?
         .with_batch_size(64 * 1024)

@@ -462,18 +462,7 @@ impl DatasetWriter {
         commit(&tmp_dir, &final_dir)?;
         self.staged.push(Staged {
             dir: final_dir,
-            meta: EpisodeMeta {
-                index,
-                tasks,
-                length,
-                from,
-                to: from + length,
-                data_chunk: 0,
-                data_file: 0,
-                data_path: PathBuf::new(),
-                videos: BTreeMap::new(),
-                stats,
-            },
+            meta: staged_meta(index, tasks, length, from, stats),
             data_bytes,
             video_bytes,
         });
@@ -706,18 +695,7 @@ impl DatasetWriter {
                 .unwrap_or(0);
             self.staged.push(Staged {
                 dir,
-                meta: EpisodeMeta {
-                    index: i,
-                    tasks,
-                    length,
-                    from,
-                    to: from + length,
-                    data_chunk: 0,
-                    data_file: 0,
-                    data_path: PathBuf::new(),
-                    videos: BTreeMap::new(),
-                    stats,
-                },
+                meta: staged_meta(i, tasks, length, from, stats),
                 data_bytes,
                 video_bytes: 0,
             });
@@ -769,6 +747,28 @@ pub fn recover(root: &Path) -> Result<usize> {
     let n = w.num_episodes();
     w.finalize()?;
     Ok(n)
+}
+
+/// Metadata of a staged episode; file locations are filled in at consolidation.
+fn staged_meta(
+    index: usize,
+    tasks: Vec<String>,
+    length: usize,
+    from: usize,
+    stats: BTreeMap<String, FeatureStats>,
+) -> EpisodeMeta {
+    EpisodeMeta {
+        index,
+        tasks,
+        length,
+        from,
+        to: from + length,
+        data_chunk: 0,
+        data_file: 0,
+        data_path: PathBuf::new(),
+        videos: BTreeMap::new(),
+        stats,
+    }
 }
 
 fn accumulate_histogram(hist: &mut [[u64; 256]], px: &[u8], c: usize) {
