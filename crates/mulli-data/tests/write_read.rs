@@ -470,3 +470,84 @@ fn files_roll_over_by_size_and_chunk() {
     );
     assert!(validate::validate(&ds, &mut |_, _| {}).unwrap().is_empty());
 }
+
+/// A camera absent in one episode (all its `videos/<key>/*` columns null, as LeRobot allows):
+/// the episode reads as black frames for that camera, the others are untouched.
+#[test]
+fn a_camera_missing_in_an_episode_reads_as_black() {
+    use arrow::array::{Array, ArrayRef, new_null_array};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    write(&small(true), dir.path());
+    let ep_path = dir.path().join("meta/episodes/chunk-000/file-000.parquet");
+    let file = std::fs::File::open(&ep_path).unwrap();
+    let batch = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let schema = batch.schema();
+    let cols: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| {
+            if !f.name().starts_with("videos/observation.images.wrist/") {
+                return c.clone();
+            }
+            // Null in row 1 only.
+            let nulls = new_null_array(c.data_type(), 1);
+            arrow::compute::concat(&[
+                c.slice(0, 1).as_ref(),
+                nulls.as_ref(),
+                c.slice(2, c.len() - 2).as_ref(),
+            ])
+            .unwrap()
+        })
+        .collect();
+    let patched = arrow::array::RecordBatch::try_new(schema.clone(), cols).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&ep_path).unwrap(),
+        schema,
+        None,
+    )
+    .unwrap();
+    w.write(&patched).unwrap();
+    w.close().unwrap();
+
+    let ds = Arc::new(Dataset::open(dir.path()).unwrap());
+    assert!(ds.episodes[1].videos["observation.images.wrist"].is_none());
+    assert!(ds.episodes[1].videos["observation.images.front"].is_some());
+    assert!(
+        ds.video_location("observation.images.wrist", 8)
+            .unwrap()
+            .is_none()
+    );
+    let loader = mulli_data::Loader::new(
+        ds.clone(),
+        mulli_data::LoaderConfig {
+            num_workers: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let b = loader.batch(&[8, 15], &mut DecoderCache::new(2)).unwrap();
+    let mulli_data::loader::TensorData::U8(px) = &b.tensors["observation.images.wrist"].data else {
+        panic!()
+    };
+    let n = 32 * 48 * 3;
+    assert!(
+        px[..n].iter().all(|&p| p == 0),
+        "episode 1's wrist frame is black"
+    );
+    assert!(
+        px[n..].iter().any(|&p| p != 0),
+        "episode 2's wrist frame is real"
+    );
+    assert_eq!(
+        b.tensors["observation.images.front"].shape,
+        vec![2, 32, 48, 3]
+    );
+}
