@@ -311,48 +311,35 @@ impl DatasetWriter {
         for (name, spec) in &self.user {
             let value = &frame.values[name];
             match spec.dtype {
-                DType::Video => {
+                DType::Video | DType::Image => {
                     let Value::U8(px) = value else {
                         unreachable!("checked")
                     };
                     let (h, w, c) = spec.image_hwc()?;
-                    let enc = match self.rec.encoders.get_mut(name) {
-                        Some(e) => e,
-                        None => {
-                            let e = Mp4H264Writer::new(
-                                w as u32,
-                                h as u32,
-                                self.opts.fps,
-                                self.opts.video_gop,
-                            )?;
-                            self.rec.encoders.entry(name.clone()).or_insert(e)
-                        }
-                    };
-                    enc.push_rgb(px)?;
-                    accumulate_histogram(
-                        self.rec
-                            .histograms
-                            .entry(name.clone())
-                            .or_insert_with(|| vec![[0; 256]; c]),
-                        px,
-                        c,
-                    );
-                }
-                DType::Image => {
-                    let Value::U8(px) = value else {
-                        unreachable!("checked")
-                    };
-                    let (h, w, c) = spec.image_hwc()?;
-                    let png = crate::png_codec::encode(px, w as u32, h as u32, c)?;
-                    accumulate_histogram(
-                        self.rec
-                            .histograms
-                            .entry(name.clone())
-                            .or_insert_with(|| vec![[0; 256]; c]),
-                        px,
-                        c,
-                    );
-                    self.rec.column(name).push(&Value::U8(png))?;
+                    if spec.dtype == DType::Video {
+                        let enc = match self.rec.encoders.get_mut(name) {
+                            Some(e) => e,
+                            None => {
+                                let e = Mp4H264Writer::new(
+                                    w as u32,
+                                    h as u32,
+                                    self.opts.fps,
+                                    self.opts.video_gop,
+                                )?;
+                                self.rec.encoders.entry(name.clone()).or_insert(e)
+                            }
+                        };
+                        enc.push_rgb(px)?;
+                    } else {
+                        let png = crate::png_codec::encode(px, w as u32, h as u32, c)?;
+                        self.rec.column(name).push(&Value::U8(png))?;
+                    }
+                    let hist = self
+                        .rec
+                        .histograms
+                        .entry(name.clone())
+                        .or_insert_with(|| vec![[0; 256]; c]);
+                    accumulate_histogram(hist, px, c);
                 }
                 _ => self.rec.column(name).push(value)?,
             }
