@@ -1,7 +1,8 @@
 //! mulli-core: the vocabulary every other mulli crate speaks.
 //!
 //! It owns the shape of data, not how it is stored: [`FeatureSpec`] (name, dtype, shape, axis
-//! names), [`Frame`] and [`Episode`] (what a recorder produces), task strings ([`Task`]),
+//! names), [`Frame`] and [`Episode`] (what a recorder produces), task strings ([`Task`]), what a policy
+//! sees ([`Observation`]),
 //! [`Embodiment`] descriptions, seeded randomness ([`rng`]), and the errors these raise.
 //! Nothing here knows about files, simulators or models.
 
@@ -9,9 +10,11 @@ pub mod embodiment;
 pub mod error;
 pub mod feature;
 pub mod frame;
+pub mod observation;
 pub mod rng;
 
 pub use embodiment::Embodiment;
 pub use error::CoreError;
 pub use feature::{DType, FeatureKind, FeatureSpec, Features, ImageLayout};
 pub use frame::{Episode, Frame, Task, Value};
+pub use observation::{CameraImage, Observation};

@@ -1,0 +1,576 @@
+//! The `Env` API: reset a kitchen from a seed, a task and an instruction; step it with an
+//! action; get observations (two cameras + proprio), rewards and success.
+
+use crate::error::SimError;
+use crate::layout::{Layout, LayoutOptions};
+use crate::objects::ObjectKind;
+use crate::render::{Camera, Image, Rasterizer};
+use crate::robot::{self, DOF, IkSettings, Joints};
+use crate::scene::{PHYSICS_DT, Scene};
+use crate::tasks::{FailureReason, Task};
+use glam::{DAffine3, DMat3, DQuat, DVec3, Vec3};
+use mulli_core::{CameraImage, Observation};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Maximum end-effector translation per control step (m) and rotation (rad) in
+/// [`ActionMode::EndEffectorDelta`]; larger commands are clipped.
+pub const MAX_DPOS: f32 = 0.03;
+pub const MAX_DROT: f32 = 0.25;
+/// Lowest the tool centre point may go (m above the table top).
+pub const MIN_TCP_Z: f64 = 0.012;
+
+/// How actions are interpreted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionMode {
+    /// `[dx, dy, dz, drx, dry, drz, gripper]`: world-frame end-effector translation (m),
+    /// rotation as an axis-angle vector (rad), gripper in [-1 open, +1 closed]. (LIBERO/OpenVLA.)
+    #[default]
+    EndEffectorDelta,
+    /// `[q1..q7, gripper]`: absolute joint position targets (rad), gripper as above.
+    JointPosition,
+}
+
+impl ActionMode {
+    pub fn dim(self) -> usize {
+        match self {
+            ActionMode::EndEffectorDelta => 7,
+            ActionMode::JointPosition => DOF + 1,
+        }
+    }
+    pub fn names(self) -> Vec<String> {
+        match self {
+            ActionMode::EndEffectorDelta => ["dx", "dy", "dz", "drx", "dry", "drz", "gripper"]
+                .map(String::from)
+                .to_vec(),
+            ActionMode::JointPosition => (1..=DOF)
+                .map(|i| format!("q{i}"))
+                .chain(["gripper".to_string()])
+                .collect(),
+        }
+    }
+}
+
+/// Camera settings shared by both cameras.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CameraConfig {
+    pub width: usize,
+    pub height: usize,
+    /// Vertical field of view of the agent-view camera (degrees).
+    pub agent_fov_deg: f32,
+    /// Vertical field of view of the wrist camera (degrees).
+    pub wrist_fov_deg: f32,
+    /// Agent-view eye and look-at point (world, m), before layout jitter.
+    pub agent_eye: [f32; 3],
+    pub agent_target: [f32; 3],
+    /// Also produce metric depth images.
+    pub depth: bool,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        Self {
+            width: 96,
+            height: 96,
+            agent_fov_deg: 55.0,
+            wrist_fov_deg: 75.0,
+            agent_eye: [-0.2, -0.45, 0.85],
+            agent_target: [0.5, 0.05, 0.05],
+            depth: true,
+        }
+    }
+}
+
+/// Environment configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnvConfig {
+    /// Control frequency (Hz); physics runs at 100 Hz, so this must divide 100.
+    pub control_hz: u32,
+    pub action_mode: ActionMode,
+    pub cameras: CameraConfig,
+    /// Render camera images (turn off for fast expert rollouts).
+    pub render: bool,
+    pub layout: LayoutOptions,
+    /// Override of the task's step budget.
+    pub max_steps: Option<usize>,
+}
+
+impl Default for EnvConfig {
+    fn default() -> Self {
+        Self {
+            control_hz: 20,
+            action_mode: ActionMode::EndEffectorDelta,
+            cameras: CameraConfig::default(),
+            render: true,
+            layout: LayoutOptions::default(),
+            max_steps: None,
+        }
+    }
+}
+
+impl EnvConfig {
+    pub fn validate(&self) -> Result<(), SimError> {
+        let hz = self.control_hz;
+        if hz == 0 || (1.0 / PHYSICS_DT) as u32 % hz != 0 {
+            return Err(SimError::Config(format!(
+                "control_hz = {hz}: must divide the physics rate of 100 Hz (e.g. 10, 20, 25, 50)"
+            )));
+        }
+        let c = &self.cameras;
+        if c.width == 0 || c.height == 0 || c.width > 4096 || c.height > 4096 {
+            return Err(SimError::Config(format!(
+                "camera size {}x{}: must be between 1 and 4096 pixels per side",
+                c.width, c.height
+            )));
+        }
+        for (name, fov) in [
+            ("agent_fov_deg", c.agent_fov_deg),
+            ("wrist_fov_deg", c.wrist_fov_deg),
+        ] {
+            if !(fov > 1.0 && fov < 170.0) {
+                return Err(SimError::Config(format!(
+                    "cameras.{name} = {fov}: must be between 1 and 170 degrees"
+                )));
+            }
+        }
+        let (lo, hi) = self.layout.distractors;
+        if lo > hi || hi > 6 {
+            return Err(SimError::Config(format!(
+                "layout.distractors = ({lo}, {hi}): need min <= max <= 6"
+            )));
+        }
+        if self.max_steps == Some(0) {
+            return Err(SimError::Config("max_steps = 0: must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    pub fn substeps(&self) -> usize {
+        ((1.0 / PHYSICS_DT) as u32 / self.control_hz.max(1)) as usize
+    }
+}
+
+/// Step information.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StepInfo {
+    /// The task's success predicate holds now.
+    pub success: bool,
+    /// Why the episode ended without success (set when terminated/truncated and not success).
+    pub failure: Option<FailureReason>,
+    /// Steps taken so far in the episode.
+    pub step: usize,
+}
+
+pub struct StepResult {
+    pub observation: Observation,
+    pub reward: f32,
+    pub terminated: bool,
+    pub truncated: bool,
+    pub info: StepInfo,
+}
+
+/// Names of the proprioceptive state vector.
+pub fn state_names() -> Vec<String> {
+    let mut n: Vec<String> = (1..=DOF).map(|i| format!("joint_{i}")).collect();
+    n.extend(
+        [
+            "ee_x",
+            "ee_y",
+            "ee_z",
+            "ee_qx",
+            "ee_qy",
+            "ee_qz",
+            "ee_qw",
+            "gripper_width",
+        ]
+        .map(String::from),
+    );
+    n
+}
+
+/// Objects whose poses are in the privileged environment state.
+pub const STATE_OBJECTS: [ObjectKind; 5] = ObjectKind::MAIN;
+
+/// Names of the privileged environment-state vector.
+pub fn environment_state_names() -> Vec<String> {
+    let mut n = Vec::new();
+    let pose = ["x", "y", "z", "qx", "qy", "qz", "qw"];
+    for o in STATE_OBJECTS {
+        n.extend(pose.iter().map(|p| format!("{}.{p}", o.id())));
+    }
+    for r in crate::objects::Receptacle::ALL {
+        n.extend(pose.iter().map(|p| format!("{}.{p}", r.id())));
+    }
+    n.extend(
+        [
+            "fridge.x",
+            "fridge.y",
+            "cabinet.x",
+            "cabinet.y",
+            "fridge_door.angle",
+            "drawer.opening",
+        ]
+        .map(String::from),
+    );
+    n.extend(pose.iter().map(|p| format!("ee.{p}")));
+    n.push("gripper.width".into());
+    n
+}
+
+/// One kitchen environment. Not `Sync`; run many in parallel with [`crate::VecEnv`].
+pub struct KitchenEnv {
+    config: EnvConfig,
+    task: Arc<dyn Task>,
+    scene: Scene,
+    instruction: String,
+    raster: Rasterizer,
+    images: [Image; 2],
+    steps: usize,
+    max_steps: usize,
+    done: bool,
+    ever_lifted: Vec<ObjectKind>,
+    ik: IkSettings,
+}
+
+impl KitchenEnv {
+    /// Create and reset an environment.
+    pub fn new(
+        config: EnvConfig,
+        task: Arc<dyn Task>,
+        seed: u64,
+        instruction: &str,
+    ) -> Result<Self, SimError> {
+        config.validate()?;
+        let mut layout = Layout::sample(seed, &config.layout);
+        task.prepare(&mut layout, seed);
+        let scene = Scene::build(&layout, robot::HOME);
+        let max_steps = config.max_steps.unwrap_or_else(|| task.max_steps());
+        let mut env = KitchenEnv {
+            config,
+            task,
+            scene,
+            instruction: instruction.to_string(),
+            raster: Rasterizer::default(),
+            images: [Image::new(0, 0), Image::new(0, 0)],
+            steps: 0,
+            max_steps,
+            done: false,
+            ever_lifted: Vec::new(),
+            ik: IkSettings::default(),
+        };
+        env.settle();
+        Ok(env)
+    }
+
+    /// Reset to a new seed, task and instruction; returns the first observation.
+    pub fn reset(
+        &mut self,
+        seed: u64,
+        task: Arc<dyn Task>,
+        instruction: &str,
+    ) -> Result<Observation, SimError> {
+        *self = KitchenEnv::new(self.config.clone(), task, seed, instruction)?;
+        Ok(self.observe())
+    }
+
+    /// Let objects come to rest before the first observation.
+    fn settle(&mut self) {
+        let q = self.scene.arm.q;
+        for _ in 0..30 {
+            self.scene.drive_arm(&q);
+            self.scene.world.step();
+        }
+    }
+
+    pub fn config(&self) -> &EnvConfig {
+        &self.config
+    }
+    pub fn scene(&self) -> &Scene {
+        &self.scene
+    }
+    pub fn task(&self) -> &Arc<dyn Task> {
+        &self.task
+    }
+    pub fn instruction(&self) -> &str {
+        &self.instruction
+    }
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+    pub fn max_steps(&self) -> usize {
+        self.max_steps
+    }
+
+    /// Apply one action for one control period.
+    pub fn step(&mut self, action: &[f32]) -> Result<StepResult, SimError> {
+        let dim = self.config.action_mode.dim();
+        if action.len() != dim {
+            return Err(SimError::Action(format!(
+                "expected {dim} values ({}), got {}",
+                self.config.action_mode.names().join(", "),
+                action.len()
+            )));
+        }
+        if let Some(i) = action.iter().position(|v| !v.is_finite()) {
+            return Err(SimError::Action(format!(
+                "value {i} ({}) is {}",
+                self.config.action_mode.names()[i],
+                action[i]
+            )));
+        }
+        if self.done {
+            return Err(SimError::Action(
+                "episode is over (terminated or truncated); call reset".into(),
+            ));
+        }
+        let control_dt = 1.0 / self.config.control_hz as f64;
+        let q0 = self.scene.arm.q;
+        let target_q = match self.config.action_mode {
+            ActionMode::EndEffectorDelta => self.ee_delta_to_joints(&action[..6]),
+            ActionMode::JointPosition => std::array::from_fn(|k| {
+                (action[k] as f64).clamp(robot::JOINT_LOWER[k], robot::JOINT_UPPER[k])
+            }),
+        };
+        let q1 = robot::limit_step(&q0, &target_q, control_dt);
+        let g = action[dim - 1].clamp(-1.0, 1.0);
+        self.scene
+            .set_gripper((1.0 - g) / 2.0 * robot::GRIPPER_MAX_WIDTH as f32);
+        let n = self.config.substeps();
+        for s in 1..=n {
+            let t = s as f64 / n as f64;
+            let q: Joints = std::array::from_fn(|k| q0[k] + (q1[k] - q0[k]) * t);
+            self.scene.drive_arm(&q);
+            self.scene.world.step();
+        }
+        self.steps += 1;
+        self.track_progress();
+
+        let finite = self.scene.is_finite();
+        let success = finite && self.task.success(&self.scene);
+        let truncated = !success && self.steps >= self.max_steps;
+        let terminated = success || !finite;
+        let failure = if !finite {
+            Some(FailureReason::PhysicsFault)
+        } else if truncated {
+            Some(self.task.diagnose(&self.scene, &self.ever_lifted))
+        } else {
+            None
+        };
+        self.done = terminated || truncated;
+        let observation = if finite {
+            self.observe()
+        } else {
+            self.blank_observation()
+        };
+        Ok(StepResult {
+            observation,
+            reward: if success { 1.0 } else { 0.0 },
+            terminated,
+            truncated,
+            info: StepInfo {
+                success,
+                failure,
+                step: self.steps,
+            },
+        })
+    }
+
+    fn track_progress(&mut self) {
+        for o in &self.scene.objects {
+            let z = self.scene.body_pose(o.body).translation.z - o.kind.shape().half_height();
+            if z > 0.05 && !self.ever_lifted.contains(&o.kind) && self.scene.is_grasped(o.kind) {
+                self.ever_lifted.push(o.kind);
+            }
+        }
+    }
+
+    /// Resolve an end-effector delta into joint targets with IK.
+    fn ee_delta_to_joints(&self, delta: &[f32]) -> Joints {
+        let q = self.scene.arm.q;
+        let tcp = robot::forward(&q).tcp;
+        let mut dp = DVec3::new(delta[0] as f64, delta[1] as f64, delta[2] as f64);
+        let lim = MAX_DPOS as f64;
+        dp = dp.clamp(DVec3::splat(-lim), DVec3::splat(lim));
+        let mut dr = DVec3::new(delta[3] as f64, delta[4] as f64, delta[5] as f64);
+        let lim = MAX_DROT as f64;
+        dr = dr.clamp(DVec3::splat(-lim), DVec3::splat(lim));
+        let mut pos = tcp.translation + dp;
+        pos.z = pos.z.max(MIN_TCP_Z);
+        let rot = if dr.length() > 1e-9 {
+            DQuat::from_scaled_axis(dr) * DQuat::from_mat3(&tcp.matrix3)
+        } else {
+            DQuat::from_mat3(&tcp.matrix3)
+        };
+        let target = DAffine3 {
+            matrix3: DMat3::from_quat(rot.normalize()),
+            translation: pos,
+        };
+        robot::inverse(&q, &target, &self.ik).0
+    }
+
+    fn cameras(&self) -> [Camera; 2] {
+        let c = &self.config.cameras;
+        let l = &self.scene.layout;
+        let eye = Vec3::from(c.agent_eye) + l.camera_eye_jitter;
+        let target = Vec3::from(c.agent_target) + l.camera_target_jitter;
+        let agent = Camera::look_at(
+            eye,
+            target,
+            Vec3::Z,
+            c.agent_fov_deg.to_radians(),
+            c.width,
+            c.height,
+        );
+        // Wrist camera: on the hand, behind and beside the fingers, looking along the approach axis.
+        let tcp = robot::forward(&self.scene.arm.q).tcp;
+        let at = |p: DVec3| (tcp.transform_point3(p)).as_vec3();
+        let w_eye = at(DVec3::new(0.07, 0.0, -0.10));
+        let w_target = at(DVec3::new(0.0, 0.0, 0.08));
+        let w_up = tcp.transform_vector3(DVec3::X).as_vec3();
+        let wrist = Camera::look_at(
+            w_eye,
+            w_target,
+            w_up,
+            c.wrist_fov_deg.to_radians(),
+            c.width,
+            c.height,
+        );
+        [agent, wrist]
+    }
+
+    /// Render both cameras into the env's image buffers.
+    fn render(&mut self) {
+        let cams = self.cameras();
+        let items = self.scene.draw_items();
+        let bg = self.scene.floor_color.map(|c| c * 0.6);
+        for (k, cam) in cams.iter().enumerate() {
+            self.raster.render(
+                cam,
+                &items,
+                &self.scene.layout.lighting,
+                bg,
+                &mut self.images[k],
+            );
+        }
+    }
+
+    /// The camera names, in image order.
+    pub const CAMERAS: [&'static str; 2] = ["agentview", "wrist"];
+
+    /// Current observation.
+    pub fn observe(&mut self) -> Observation {
+        let mut obs = Observation {
+            state: self.state(),
+            instruction: self.instruction.clone(),
+            ..Default::default()
+        };
+        if self.config.render {
+            self.render();
+            for (k, name) in Self::CAMERAS.iter().enumerate() {
+                let img = &self.images[k];
+                obs.images.insert(
+                    name.to_string(),
+                    CameraImage {
+                        width: img.width,
+                        height: img.height,
+                        rgb: img.rgb.clone(),
+                        depth: self.config.cameras.depth.then(|| img.depth.clone()),
+                    },
+                );
+            }
+        }
+        obs
+    }
+
+    fn blank_observation(&self) -> Observation {
+        let c = &self.config.cameras;
+        let mut obs = Observation {
+            state: vec![0.0; state_names().len()],
+            instruction: self.instruction.clone(),
+            ..Default::default()
+        };
+        if self.config.render {
+            for name in Self::CAMERAS {
+                obs.images.insert(
+                    name.into(),
+                    CameraImage {
+                        width: c.width,
+                        height: c.height,
+                        rgb: vec![0; c.width * c.height * 3],
+                        depth: None,
+                    },
+                );
+            }
+        }
+        obs
+    }
+
+    /// Proprioceptive state (see [`state_names`]).
+    pub fn state(&self) -> Vec<f32> {
+        let q = self.scene.arm.q;
+        let tcp = robot::forward(&q).tcp;
+        let rot = canonical_quat(DQuat::from_mat3(&tcp.matrix3));
+        let mut s: Vec<f32> = q.iter().map(|&v| v as f32).collect();
+        s.extend([tcp.translation.x, tcp.translation.y, tcp.translation.z].map(|v| v as f32));
+        s.extend([rot.x, rot.y, rot.z, rot.w].map(|v| v as f32));
+        s.push(self.scene.gripper_width());
+        s
+    }
+
+    /// Privileged scene state (see [`environment_state_names`]).
+    pub fn environment_state(&self) -> Vec<f32> {
+        let scene = &self.scene;
+        let mut s = Vec::with_capacity(80);
+        let push_pose = |p: Option<rapier3d::math::Pose>, s: &mut Vec<f32>| match p {
+            Some(p) => {
+                let mut q = p.rotation;
+                if q.w < 0.0 {
+                    q = -q;
+                }
+                s.extend([
+                    p.translation.x,
+                    p.translation.y,
+                    p.translation.z,
+                    q.x,
+                    q.y,
+                    q.z,
+                    q.w,
+                ]);
+            }
+            None => s.extend([0.0; 7]),
+        };
+        for o in STATE_OBJECTS {
+            push_pose(scene.object_pose(o), &mut s);
+        }
+        for r in crate::objects::Receptacle::ALL {
+            push_pose(scene.receptacle_pose(r), &mut s);
+        }
+        let f = scene.fridge_pose().translation;
+        let c = scene.cabinet_pose().translation;
+        s.extend([
+            f.x,
+            f.y,
+            c.x,
+            c.y,
+            scene.door_angle(),
+            scene.drawer_opening(),
+        ]);
+        let tcp = scene.tcp();
+        let rot = canonical_quat(DQuat::from_mat3(&tcp.matrix3));
+        s.extend([tcp.translation.x, tcp.translation.y, tcp.translation.z].map(|v| v as f32));
+        s.extend([rot.x, rot.y, rot.z, rot.w].map(|v| v as f32));
+        s.push(scene.gripper_width());
+        s
+    }
+
+    /// Success predicate now (without stepping).
+    pub fn is_success(&self) -> bool {
+        self.task.success(&self.scene)
+    }
+}
+
+/// Quaternion with w >= 0 (q and -q are the same rotation; keep the dataset continuous).
+fn canonical_quat(q: DQuat) -> DQuat {
+    if q.w < 0.0 { -q } else { q }
+}

@@ -1,0 +1,317 @@
+//! "Open the fridge" / "close the fridge": swing the hinged door by its handle.
+
+use super::{Phrasings, Task};
+use crate::expert::{
+    CLOSE, Expert, OPEN, Phases, SPEED, Target, closest_yaw, home_yaw, reached, servo, tool,
+    top_down,
+};
+use crate::layout::Layout;
+use crate::scene::{FRIDGE_HALF, Scene};
+
+/// Height of the door's top edge (m).
+const DOOR_TOP: f64 = 2.0 * FRIDGE_HALF[2] as f64;
+use glam::{DQuat, DVec3};
+use mulli_core::rng::{self, RngExt};
+
+/// Door angle (rad) at which the fridge counts as open / closed.
+pub const OPEN_AT: f32 = 1.2;
+pub const CLOSED_AT: f32 = 0.05;
+
+pub struct OpenFridge {
+    phrasings: Phrasings,
+}
+
+impl OpenFridge {
+    pub fn new() -> Self {
+        Self {
+            phrasings: Phrasings {
+                en_train: super::strings(&[
+                    "open the fridge",
+                    "open the refrigerator",
+                    "open the fridge door",
+                    "swing the fridge door open",
+                ]),
+                en_held_out: super::strings(&[
+                    "could you get the refrigerator open?",
+                    "pull the fridge door wide open",
+                ]),
+                ko_train: super::strings(&[
+                    "냉장고를 열어줘",
+                    "냉장고 문을 열어",
+                    "냉장고 문 열어줘",
+                ]),
+                ko_held_out: super::strings(&["냉장고 좀 열어 줄래?"]),
+            },
+        }
+    }
+}
+
+impl Default for OpenFridge {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Task for OpenFridge {
+    fn id(&self) -> &str {
+        "open_fridge"
+    }
+    fn phrasings(&self) -> &Phrasings {
+        &self.phrasings
+    }
+    fn success(&self, scene: &Scene) -> bool {
+        scene.door_angle() >= OPEN_AT
+    }
+    fn max_steps(&self) -> usize {
+        220
+    }
+    fn expert(&self) -> Box<dyn Expert> {
+        Box::new(SwingDoor::new(1.3))
+    }
+}
+
+pub struct CloseFridge {
+    phrasings: Phrasings,
+}
+
+impl CloseFridge {
+    pub fn new() -> Self {
+        Self {
+            phrasings: Phrasings {
+                en_train: super::strings(&[
+                    "close the fridge",
+                    "close the refrigerator",
+                    "shut the fridge door",
+                    "swing the fridge door closed",
+                ]),
+                en_held_out: super::strings(&[
+                    "could you shut the refrigerator?",
+                    "the fridge door should be closed",
+                ]),
+                ko_train: super::strings(&[
+                    "냉장고를 닫아줘",
+                    "냉장고 문을 닫아",
+                    "냉장고 문 닫아줘",
+                ]),
+                ko_held_out: super::strings(&["냉장고 좀 닫아 줄래?"]),
+            },
+        }
+    }
+}
+
+impl Default for CloseFridge {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Task for CloseFridge {
+    fn id(&self) -> &str {
+        "close_fridge"
+    }
+    fn phrasings(&self) -> &Phrasings {
+        &self.phrasings
+    }
+    fn prepare(&self, layout: &mut Layout, seed: u64) {
+        let mut r = rng::substream(seed, "close-fridge", 0);
+        layout.fridge_door = r.random_range(1.1..=1.5);
+    }
+    fn success(&self, scene: &Scene) -> bool {
+        scene.door_angle() <= CLOSED_AT
+    }
+    fn max_steps(&self) -> usize {
+        220
+    }
+    fn expert(&self) -> Box<dyn Expert> {
+        Box::new(SwingDoor::new(0.0))
+    }
+}
+
+/// Grasp the door handle from above and carry it along its arc about the hinge to `goal`
+/// (rad), then let go and rise. Regrasps when the handle slips out of the fingers.
+pub struct SwingDoor {
+    goal: f32,
+    phases: Phases,
+    /// Grasp yaw chosen at the start and the door angle then; later yaws follow the door.
+    yaw_ref: Option<f64>,
+    angle_ref: f32,
+}
+
+impl SwingDoor {
+    pub fn new(goal: f32) -> Self {
+        Self {
+            goal,
+            phases: Phases::new(),
+            yaw_ref: None,
+            angle_ref: 0.0,
+        }
+    }
+
+    /// How far the door turned (about +z) since the grasp yaw was chosen.
+    fn turned(&mut self, scene: &Scene) -> f64 {
+        if self.yaw_ref.is_none() {
+            self.angle_ref = scene.door_angle();
+        }
+        -((scene.door_angle() - self.angle_ref) as f64)
+    }
+
+    pub fn done(&self) -> bool {
+        self.phases.phase >= 5 && self.phases.in_phase > 16
+    }
+
+    fn arrived(&self, scene: &Scene) -> bool {
+        let a = scene.door_angle();
+        if self.goal > 0.5 {
+            a >= self.goal - 0.03
+        } else {
+            a <= self.goal + 0.02
+        }
+    }
+}
+
+/// Grasp yaw for the handle: fingers along the door's surface (across the bar). Of the two
+/// equivalent yaws, take the one that leaves the wrist room to turn with the door: opening
+/// turns the hand clockwise (seen from above), closing counter-clockwise.
+fn handle_yaw(scene: &Scene, opening: bool) -> f64 {
+    let (_, normal) = scene.door_handle();
+    let tangent = glam::Vec3::Z.cross(normal).as_dvec3();
+    let bias = if opening { 0.8 } else { -0.8 };
+    closest_yaw(
+        tangent.y.atan2(tangent.x),
+        std::f64::consts::PI,
+        home_yaw() + bias,
+    )
+}
+
+impl Expert for SwingDoor {
+    fn act(&mut self, scene: &Scene) -> [f32; 7] {
+        self.phases.tick();
+        let (top, _) = scene.door_handle();
+        let grasp = top.as_dvec3() - DVec3::Z * 0.03;
+        let opening = self.goal > scene.door_angle();
+        let rot = top_down(
+            *self
+                .yaw_ref
+                .get_or_insert_with(|| handle_yaw(scene, opening))
+                + self.turned(scene),
+        );
+        match self.phases.phase {
+            0 => {
+                let (p, _) = tool(scene);
+                let far = (DVec3::new(p.x - grasp.x, p.y - grasp.y, 0.0)).length() > 0.05;
+                // Coming from elsewhere: pass over the door, never through it.
+                let t = if far && p.z < DOOR_TOP + 0.06 {
+                    Target {
+                        pos: DVec3::new(p.x, p.y, DOOR_TOP + 0.08),
+                        rot,
+                        gripper: OPEN,
+                    }
+                } else {
+                    Target {
+                        pos: grasp + DVec3::Z * 0.08,
+                        rot,
+                        gripper: OPEN,
+                    }
+                };
+                if reached(scene, &t, 0.012) || self.phases.in_phase > 100 {
+                    self.phases.next();
+                }
+                servo(scene, &t, SPEED)
+            }
+            1 => {
+                let t = Target {
+                    pos: grasp,
+                    rot,
+                    gripper: OPEN,
+                };
+                if reached(scene, &t, 0.005) || self.phases.in_phase > 40 {
+                    self.phases.next();
+                }
+                servo(scene, &t, SPEED * 0.6)
+            }
+            2 => {
+                if self.phases.in_phase > 6 {
+                    self.phases.next();
+                }
+                servo(
+                    scene,
+                    &Target {
+                        pos: grasp,
+                        rot,
+                        gripper: CLOSE,
+                    },
+                    SPEED,
+                )
+            }
+            3 => {
+                if self.arrived(scene) || self.phases.in_phase > 140 {
+                    self.phases.next();
+                    return servo(
+                        scene,
+                        &Target {
+                            pos: tool(scene).0,
+                            rot: tool(scene).1,
+                            gripper: CLOSE,
+                        },
+                        SPEED,
+                    );
+                }
+                let (p, _) = tool(scene);
+                if (p - grasp).length() > 0.03 {
+                    // The handle got away: go back above it and regrasp.
+                    self.phases.goto(0);
+                    return servo(
+                        scene,
+                        &Target {
+                            pos: p + DVec3::Z * 0.03,
+                            rot,
+                            gripper: OPEN,
+                        },
+                        SPEED,
+                    );
+                }
+                // Rotate the handle point about the hinge by a small step towards the goal.
+                let angle = scene.door_angle();
+                let step = (self.goal - angle).clamp(-0.12, 0.12) as f64;
+                let hinge = scene.door_hinge().as_dvec3();
+                // Opening is a rotation about -z.
+                let turn = DQuat::from_rotation_z(-step);
+                let rel = grasp - DVec3::new(hinge.x, hinge.y, grasp.z);
+                let next = DVec3::new(hinge.x, hinge.y, grasp.z) + turn * rel;
+                let t = Target {
+                    pos: next,
+                    rot: turn * rot,
+                    gripper: CLOSE,
+                };
+                servo(scene, &t, SPEED)
+            }
+            4 => {
+                if self.phases.in_phase > 6 {
+                    self.phases.next();
+                }
+                let (p, r) = tool(scene);
+                servo(
+                    scene,
+                    &Target {
+                        pos: p,
+                        rot: r,
+                        gripper: OPEN,
+                    },
+                    SPEED,
+                )
+            }
+            _ => {
+                let (p, r) = tool(scene);
+                servo(
+                    scene,
+                    &Target {
+                        pos: DVec3::new(p.x, p.y, DOOR_TOP + 0.08),
+                        rot: r,
+                        gripper: OPEN,
+                    },
+                    SPEED,
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! "Pick up the apple": lift an object off the table and hold it. Also home of the top-down
+//! grasp routine the place and store experts reuse.
+
+use super::{Phrasings, Task, bottom_height};
+use crate::expert::{
+    CLOSE, Expert, OPEN, Phases, SPEED, Target, closest_yaw, home_yaw, reached, servo, tool,
+    top_down,
+};
+use crate::objects::{ObjectKind, Shape, ko_object_particle};
+use crate::scene::Scene;
+use glam::DVec3;
+
+/// Height the object's bottom must reach above the table, while held.
+pub const LIFT_HEIGHT: f32 = 0.08;
+
+pub struct PickUp {
+    object: ObjectKind,
+    id: String,
+    phrasings: Phrasings,
+}
+
+impl PickUp {
+    pub fn new(object: ObjectKind) -> Self {
+        let o = object.name_en();
+        let syn = object.synonyms_en()[0];
+        let ko = object.name_ko();
+        let p = ko_object_particle(ko);
+        let phrasings = Phrasings {
+            en_train: vec![
+                format!("pick up the {o}"),
+                format!("lift the {o}"),
+                format!("grab the {o} and lift it"),
+                format!("pick the {syn} up off the table"),
+            ],
+            en_held_out: vec![
+                format!("could you raise the {syn} into the air?"),
+                format!("take hold of the {o} and hold it up"),
+            ],
+            ko_train: vec![
+                format!("{ko}{p} 집어 올려줘"),
+                format!("{ko}{p} 들어 올려"),
+                format!("{ko}{p} 집어줘"),
+            ],
+            ko_held_out: vec![format!("{ko} 좀 들어 줄래?")],
+        };
+        Self {
+            object,
+            id: format!("pick_up_{}", object.id()),
+            phrasings,
+        }
+    }
+}
+
+impl Task for PickUp {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn phrasings(&self) -> &Phrasings {
+        &self.phrasings
+    }
+    fn success(&self, scene: &Scene) -> bool {
+        bottom_height(scene, self.object) > LIFT_HEIGHT && scene.is_grasped(self.object)
+    }
+    fn diagnose(&self, _scene: &Scene, lifted: &[ObjectKind]) -> super::FailureReason {
+        if lifted.contains(&self.object) {
+            super::FailureReason::DroppedObject
+        } else if !lifted.is_empty() {
+            super::FailureReason::WrongTarget
+        } else {
+            super::FailureReason::Timeout
+        }
+    }
+    fn max_steps(&self) -> usize {
+        160
+    }
+    fn expert(&self) -> Box<dyn Expert> {
+        Box::new(PickExpert {
+            grasp: TopDownGrasp::new(self.object),
+            done: false,
+        })
+    }
+}
+
+/// Top-down grasp-and-lift, closed-loop on the object's pose, retrying when the object slips.
+pub struct TopDownGrasp {
+    pub object: ObjectKind,
+    phases: Phases,
+    yaw: Option<f64>,
+    /// Tool height above the object's centre when grasped (kept while carrying).
+    pub lift_to: f64,
+}
+
+impl TopDownGrasp {
+    pub fn new(object: ObjectKind) -> Self {
+        Self {
+            object,
+            phases: Phases::new(),
+            yaw: None,
+            lift_to: 0.2,
+        }
+    }
+
+    /// Tool target for grasping the object where it is now.
+    fn grasp_pose(&mut self, scene: &Scene) -> Option<(DVec3, f64)> {
+        let p = scene.object_pose(self.object)?;
+        let c = p.translation.as_dvec3();
+        let shape = self.object.shape();
+        let hh = shape.half_height() as f64;
+        let top = c.z + hh;
+        let z = (top - 0.045).max(c.z - 0.012).max(0.014);
+        let yaw = *self.yaw.get_or_insert_with(|| {
+            // Fingers across the object's narrow side for boxes; any side for round things.
+            let (axis_yaw, period) = match shape {
+                Shape::Cuboid { half } => {
+                    let (_, _, obj_yaw) = p.rotation.to_euler(glam::EulerRot::XYZ);
+                    let base = obj_yaw as f64
+                        + if half[0] <= half[1] {
+                            0.0
+                        } else {
+                            std::f64::consts::FRAC_PI_2
+                        };
+                    (base, std::f64::consts::FRAC_PI_2 * 2.0)
+                }
+                _ => (home_yaw(), std::f64::consts::PI),
+            };
+            closest_yaw(axis_yaw, period, home_yaw())
+        });
+        Some((DVec3::new(c.x, c.y, z), yaw))
+    }
+
+    /// Next action; returns `None` once the object is held at carrying height.
+    pub fn act(&mut self, scene: &Scene) -> Option<[f32; 7]> {
+        self.phases.tick();
+        let Some((grasp, yaw)) = self.grasp_pose(scene) else {
+            return Some([0.0; 7]);
+        };
+        let rot = top_down(yaw);
+        let above = Target {
+            pos: grasp + DVec3::Z * 0.1,
+            rot,
+            gripper: OPEN,
+        };
+        match self.phases.phase {
+            0 => {
+                if reached(scene, &above, 0.012) || self.phases.in_phase > 90 {
+                    self.phases.next();
+                }
+                Some(servo(scene, &above, SPEED))
+            }
+            1 => {
+                let t = Target {
+                    pos: grasp,
+                    rot,
+                    gripper: OPEN,
+                };
+                if reached(scene, &t, 0.005) || self.phases.in_phase > 40 {
+                    self.phases.next();
+                }
+                Some(servo(scene, &t, SPEED * 0.6))
+            }
+            2 => {
+                let t = Target {
+                    pos: grasp,
+                    rot,
+                    gripper: CLOSE,
+                };
+                if self.phases.in_phase > 6 {
+                    self.phases.next();
+                }
+                Some(servo(scene, &t, SPEED * 0.3))
+            }
+            _ => {
+                if !scene.is_grasped(self.object) && self.phases.in_phase > 3 {
+                    // Slipped or missed: open and start over from above the object.
+                    self.phases.goto(0);
+                    self.yaw = None;
+                    return Some(servo(scene, &above, SPEED));
+                }
+                let (p, _) = tool(scene);
+                let t = Target {
+                    pos: DVec3::new(p.x, p.y, self.lift_to),
+                    rot,
+                    gripper: CLOSE,
+                };
+                if reached(scene, &t, 0.02) {
+                    return None;
+                }
+                // Lift straight up.
+                let t = Target {
+                    pos: DVec3::new(grasp.x, grasp.y, self.lift_to),
+                    rot,
+                    gripper: CLOSE,
+                };
+                Some(servo(scene, &t, SPEED))
+            }
+        }
+    }
+}
+
+struct PickExpert {
+    grasp: TopDownGrasp,
+    done: bool,
+}
+
+impl Expert for PickExpert {
+    fn act(&mut self, scene: &Scene) -> [f32; 7] {
+        if !self.done {
+            match self.grasp.act(scene) {
+                Some(a) => return a,
+                None => self.done = true,
+            }
+        }
+        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, CLOSE]
+    }
+}
