@@ -10,6 +10,7 @@ use clap::Subcommand;
 use mulli_data::demo::DemoSpec;
 use mulli_data::loader::TensorData;
 use mulli_data::{Dataset, DeltaTimestamps, Loader, LoaderConfig, WriteMode, WriterOptions};
+use rayon::prelude::*;
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
@@ -48,10 +49,30 @@ pub enum BenchCmd {
         #[arg(long)]
         baseline: Option<f64>,
     },
+    /// Kitchen simulator throughput: env steps/s on one thread with and without both
+    /// cameras, and across all threads with parallel environments.
+    Sim {
+        /// Control steps per measurement.
+        #[arg(long, default_value_t = 2000)]
+        steps: usize,
+        #[arg(long, default_value_t = 96)]
+        width: usize,
+        #[arg(long, default_value_t = 96)]
+        height: usize,
+        /// A baseline in steps/s (e.g. a MuJoCo env rendering the same cameras) for the ratio.
+        #[arg(long)]
+        baseline: Option<f64>,
+    },
 }
 
 pub fn run(cmd: BenchCmd) -> Result<ExitCode> {
     match cmd {
+        BenchCmd::Sim {
+            steps,
+            width,
+            height,
+            baseline,
+        } => sim(steps, width, height, baseline),
         BenchCmd::Loader {
             data,
             batch_size,
@@ -208,6 +229,67 @@ fn write(episodes: usize, frames: usize, images: bool, baseline: Option<f64>) ->
         println!("vs baseline {b:.0} frames/s: {:.1}×", fps / b);
     }
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Step the pick-up-apple task with its expert (episodes restart when they end) and return
+/// steps/s. Resets are timed too: they are part of any real workload.
+fn sim_rate(steps: usize, config: &mulli_sim::EnvConfig, seed: u64) -> Result<f64> {
+    let task = mulli_sim::tasks::task("put_apple_in_basket")?;
+    let mut env =
+        mulli_sim::KitchenEnv::new(config.clone(), task.clone(), seed, &task.canonical())?;
+    let mut expert = task.expert();
+    let mut episode = 0;
+    let start = Instant::now();
+    for _ in 0..steps {
+        let a = expert.act(env.scene());
+        let r = env.step(&a)?;
+        std::hint::black_box(&r.observation);
+        if r.terminated || r.truncated {
+            episode += 1;
+            env.reset(seed + episode, task.clone(), &task.canonical())?;
+            expert = task.expert();
+        }
+    }
+    Ok(steps as f64 / start.elapsed().as_secs_f64())
+}
+
+fn sim(steps: usize, width: usize, height: usize, baseline: Option<f64>) -> Result<ExitCode> {
+    anyhow::ensure!(steps > 0, "--steps must be at least 1");
+    let mut config = mulli_sim::EnvConfig::default();
+    config.cameras.width = width;
+    config.cameras.height = height;
+    let blind = mulli_sim::EnvConfig {
+        render: false,
+        ..config.clone()
+    };
+    // One thread: the per-core figure.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    let (no_render, render) = pool.install(|| -> Result<(f64, f64)> {
+        sim_rate(steps / 10, &config, 1)?; // warm-up
+        Ok((sim_rate(steps, &blind, 2)?, sim_rate(steps, &config, 3)?))
+    })?;
+    println!(
+        "kitchen env, put_apple_in_basket expert, {} Hz control, {width}x{height} cameras",
+        config.control_hz
+    );
+    println!("  1 thread, physics only        : {no_render:>8.0} steps/s");
+    println!("  1 thread, physics + 2 cameras : {render:>8.0} steps/s");
+    let threads = rayon::current_num_threads();
+    let start = Instant::now();
+    let per = (steps / threads).max(1);
+    let total: usize = (0..threads)
+        .into_par_iter()
+        .map(|t| sim_rate(per, &config, 10 + t as u64).map(|_| per))
+        .sum::<Result<usize>>()?;
+    let all = total as f64 / start.elapsed().as_secs_f64();
+    println!("  {threads} threads, physics + 2 cameras: {all:>8.0} steps/s");
+    if let Some(b) = baseline {
+        println!(
+            "  vs baseline {b:.0} steps/s      : {:.1}x (1 thread, with cameras)",
+            render / b
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,6 +6,7 @@
 mod bench;
 mod dataset;
 mod progress;
+mod sim;
 
 use clap::{Parser, Subcommand};
 
@@ -31,7 +32,10 @@ enum Command {
     /// Inspect, check and transform LeRobot datasets (v3.0 and v2.1).
     #[command(subcommand)]
     Dataset(dataset::DatasetCmd),
-    /// Measure speed: the training loader, the dataset writer.
+    /// The kitchen world: tasks, camera renders, scripted experts, demo recording.
+    #[command(subcommand)]
+    Sim(sim::SimCmd),
+    /// Measure speed: the training loader, the dataset writer, the simulator.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
 }
@@ -62,6 +66,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Flywheel(a) => flywheel(a),
         Command::Dataset(c) => dataset::run(c),
+        Command::Sim(c) => sim::run(c),
         Command::Bench(c) => bench::run(c),
     };
     match result {
@@ -81,13 +86,16 @@ fn flywheel(args: FlywheelArgs) -> anyhow::Result<std::process::ExitCode> {
         anyhow::ensure!(c.exists(), "flywheel config {} does not exist", c.display());
     }
     println!("mulli flywheel{}", if args.quick { " --quick" } else { "" });
-    println!("  capture   : not built yet (kitchen world: issue 3)");
+    println!("  capture   : kitchen world ready as `mulli sim record` (flywheel wiring: issue 5)");
     println!("  multiply  : not built yet (demo multiplication: issue 6)");
     println!("  train     : not built yet (VLA policy: issue 4)");
     println!("  evaluate  : not built yet (closed-loop eval: issue 5)");
     println!("  report    : not built yet (HTML report: issue 5)");
     println!();
-    println!("flywheel stages not built yet. What works today is the dataset layer:");
+    println!(
+        "flywheel stages not built yet. What works today: the kitchen world and the dataset layer:"
+    );
+    println!("  mulli sim record --episodes 20 --out /tmp/kitchen   # scripted kitchen demos");
     println!("  mulli dataset demo --out /tmp/demo        # write a LeRobot v3.0 dataset");
     println!("  mulli dataset info /tmp/demo              # inspect it");
     println!("  mulli dataset validate /tmp/demo          # check it");

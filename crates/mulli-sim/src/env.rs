@@ -112,7 +112,7 @@ impl Default for EnvConfig {
 impl EnvConfig {
     pub fn validate(&self) -> Result<(), SimError> {
         let hz = self.control_hz;
-        if hz == 0 || (1.0 / PHYSICS_DT) as u32 % hz != 0 {
+        if hz == 0 || !((1.0 / PHYSICS_DT) as u32).is_multiple_of(hz) {
             return Err(SimError::Config(format!(
                 "control_hz = {hz}: must divide the physics rate of 100 Hz (e.g. 10, 20, 25, 50)"
             )));

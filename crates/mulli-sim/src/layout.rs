@@ -116,9 +116,11 @@ pub struct Layout {
 }
 
 /// Region of the table where loose objects and receptacles are placed.
-pub const PLACE_X: (f32, f32) = (0.3, 0.7);
-pub const PLACE_Y: (f32, f32) = (-0.24, 0.24);
+pub const PLACE_X: (f32, f32) = (0.27, 0.72);
+pub const PLACE_Y: (f32, f32) = (-0.32, 0.32);
 const CLEARANCE: f32 = 0.02;
+/// Receptacle slot centres (x, y).
+const RECEPTACLE_SLOTS: [(f32, f32); 4] = [(0.38, -0.2), (0.38, 0.2), (0.6, -0.2), (0.6, 0.2)];
 
 fn jitter_color(c: [f32; 3], amount: f32, rng: &mut rng::Rng) -> [f32; 3] {
     let mut out = c;
@@ -296,9 +298,17 @@ impl Layout {
         let visual = options.visual;
         let mut taken: Vec<(f32, f32, f32)> = Vec::new();
         let mut receptacles = Vec::new();
-        for kind in Receptacle::ALL {
+        // Receptacles take three of four jittered slots in the corners of the region, which
+        // leaves the middle free for objects (fully random placement jams the region).
+        let mut slots = RECEPTACLE_SLOTS.to_vec();
+        rng::shuffle(&mut slots, rng);
+        for (kind, (sx, sy)) in Receptacle::ALL.into_iter().zip(slots) {
             let r = kind.footprint_radius();
-            let (x, y) = free_spot(r, &taken, rng)?;
+            let x = (sx + rng.random_range(-0.03..=0.03)).clamp(PLACE_X.0 + r, PLACE_X.1 - r);
+            let y = (sy + rng.random_range(-0.03..=0.03)).clamp(PLACE_Y.0 + r, PLACE_Y.1 - r);
+            if overlaps(x, y, r, &taken) {
+                return None;
+            }
             taken.push((x, y, r));
             let yaw = rng.random_range(-0.4..=0.4);
             let material = material(kind.color(), visual, rng);
@@ -346,12 +356,12 @@ impl Layout {
         }
         let fridge = Placement {
             x: 0.6 + rng.random_range(-0.02..=0.02),
-            y: 0.4 + rng.random_range(-0.02..=0.02),
+            y: 0.48 + rng.random_range(-0.02..=0.02),
             yaw: 0.0,
         };
         let cabinet = Placement {
             x: 0.6 + rng.random_range(-0.02..=0.02),
-            y: -0.4 + rng.random_range(-0.02..=0.02),
+            y: -0.48 + rng.random_range(-0.02..=0.02),
             yaw: 0.0,
         };
         let palette = palette(visual, rng);

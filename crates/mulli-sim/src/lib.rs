@@ -12,13 +12,16 @@ pub mod error;
 pub mod expert;
 pub mod layout;
 pub mod objects;
+pub mod record;
 pub mod render;
 pub mod robot;
 pub mod scene;
 pub mod tasks;
+pub mod vec_env;
 
 pub use env::{ActionMode, CameraConfig, EnvConfig, KitchenEnv, StepInfo, StepResult};
 pub use error::SimError;
 pub use layout::{Layout, LayoutOptions, VisualVariation};
 pub use objects::{ObjectKind, Receptacle};
 pub use tasks::{FailureReason, Split, Suite, Task};
+pub use vec_env::VecEnv;

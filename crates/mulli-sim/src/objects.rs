@@ -286,7 +286,7 @@ pub fn ko_subject_particle(noun: &str) -> &'static str {
 
 fn ends_with_batchim(noun: &str) -> bool {
     match noun.chars().last() {
-        Some(c @ '\u{AC00}'..='\u{D7A3}') => (c as u32 - 0xAC00) % 28 != 0,
+        Some(c @ '\u{AC00}'..='\u{D7A3}') => !(c as u32 - 0xAC00).is_multiple_of(28),
         _ => false,
     }
 }

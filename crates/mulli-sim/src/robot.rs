@@ -4,6 +4,9 @@
 //! Kinematics run in f64: IK iterates on small differences and f32 round-off shows up as
 //! millimetre jitter in the end-effector.
 
+// Small dense linear algebra reads best with explicit indices.
+#![allow(clippy::needless_range_loop)]
+
 use glam::{DAffine3, DMat3, DQuat, DVec3};
 
 /// Number of arm joints.

@@ -156,7 +156,7 @@ pub enum Split {
     HeldOutPhrasings,
     /// Training layouts, Korean phrasings (training ones).
     Korean,
-    /// Training layouts plus 3–5 distractor objects.
+    /// Training layouts plus 2–3 distractor objects (training has 0–1).
     Distractors,
     /// Training layouts with strong colour, texture and lighting changes.
     VisualChanges,
@@ -304,7 +304,7 @@ impl Suite {
         let instruction = phrasings[rng.random_range(0..phrasings.len())].clone();
         let mut layout = LayoutOptions::default();
         match split {
-            Split::Distractors => layout.distractors = (3, 5),
+            Split::Distractors => layout.distractors = (2, 3),
             Split::VisualChanges => layout.visual = VisualVariation::Strong,
             _ => {}
         }

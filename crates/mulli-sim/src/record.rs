@@ -1,0 +1,251 @@
+//! Recording scripted (optionally noisy) demonstrations into a LeRobot v3 dataset: both
+//! cameras as H.264 video, proprio state, actions, the instruction as the task string, and
+//! the privileged scene state as `observation.environment_state`.
+//!
+//! Episodes are rolled out in parallel (rayon) and written in index order, so the dataset's
+//! bytes depend only on the options and the seed, never on the number of threads.
+
+use crate::env::{EnvConfig, KitchenEnv, environment_state_names, state_names};
+use crate::error::SimError;
+use crate::expert::{Expert, NoisyExpert};
+use crate::tasks::{EpisodeSpec, FailureReason, Split, Suite};
+use mulli_core::{FeatureSpec, Features, Frame, Value};
+use mulli_data::{DatasetWriter, WriteMode, WriterOptions};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// What to record.
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    pub suite: String,
+    /// Restrict to these task ids (empty = every task of the suite).
+    pub tasks: Vec<String>,
+    /// Successful episodes to write.
+    pub episodes: usize,
+    pub seed: u64,
+    /// Expert action noise (m per step, see [`NoisyExpert`]); 0 = clean demos.
+    pub noise: f64,
+    /// Also write episodes where the expert failed (they are marked by `next.success`).
+    pub keep_failures: bool,
+    pub split: Split,
+    pub env: EnvConfig,
+}
+
+impl Default for RecordOptions {
+    fn default() -> Self {
+        Self {
+            suite: "kitchen-v1".into(),
+            tasks: Vec::new(),
+            episodes: 10,
+            seed: 0,
+            noise: 0.002,
+            keep_failures: false,
+            split: Split::Train,
+            env: EnvConfig::default(),
+        }
+    }
+}
+
+/// Outcome per task.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct TaskTally {
+    pub attempts: usize,
+    pub successes: usize,
+    pub written: usize,
+    pub failures: BTreeMap<String, usize>,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RecordReport {
+    pub episodes: usize,
+    pub frames: usize,
+    pub attempts: usize,
+    pub per_task: BTreeMap<String, TaskTally>,
+}
+
+/// One rolled-out episode.
+pub struct Rollout {
+    pub spec_index: u64,
+    pub task_id: String,
+    pub frames: Vec<Frame>,
+    pub success: bool,
+    pub failure: Option<FailureReason>,
+    pub steps: usize,
+}
+
+/// The dataset features a recording writes.
+pub fn features(config: &EnvConfig) -> Features {
+    let mut f = Features::new();
+    let c = &config.cameras;
+    for cam in KitchenEnv::CAMERAS {
+        let spec =
+            FeatureSpec::camera(format!("observation.images.{cam}"), c.height, c.width, true);
+        f.insert(spec.name.clone(), spec);
+    }
+    let state = state_names();
+    let env_state = environment_state_names();
+    let action = config.action_mode.names();
+    for (key, n) in [
+        ("observation.state", &state),
+        ("observation.environment_state", &env_state),
+        ("action", &action),
+    ] {
+        let spec = FeatureSpec::vector(key, &n.iter().map(String::as_str).collect::<Vec<_>>());
+        f.insert(spec.name.clone(), spec);
+    }
+    let reward = FeatureSpec::vector("next.reward", &["reward"]);
+    f.insert(reward.name.clone(), reward);
+    let mut done = FeatureSpec::new("next.done", mulli_core::DType::Bool, vec![1]);
+    done.names = serde_json::Value::Null;
+    f.insert(done.name.clone(), done);
+    let mut success = FeatureSpec::new("next.success", mulli_core::DType::Bool, vec![1]);
+    success.names = serde_json::Value::Null;
+    f.insert(success.name.clone(), success);
+    f
+}
+
+/// Roll out the (noisy) expert for one episode, capturing frames when `capture` is set.
+pub fn rollout(
+    spec: &EpisodeSpec,
+    index: u64,
+    config: &EnvConfig,
+    noise: f64,
+    capture: bool,
+) -> Result<Rollout, SimError> {
+    let mut env = KitchenEnv::new(
+        config.clone(),
+        spec.task.clone(),
+        spec.seed,
+        &spec.instruction,
+    )?;
+    let mut expert: Box<dyn Expert> = spec.task.expert();
+    if noise > 0.0 {
+        expert = Box::new(NoisyExpert::new(expert, noise, spec.seed));
+    }
+    let mut frames = Vec::new();
+    let mut obs = env.observe();
+    loop {
+        let action = expert.act(env.scene());
+        let env_state = env.environment_state();
+        let result = env.step(&action)?;
+        if capture {
+            let mut frame = Frame::new(spec.instruction.clone())
+                .with("observation.state", Value::F32(obs.state.clone()))
+                .with("observation.environment_state", Value::F32(env_state))
+                .with("action", Value::F32(action.to_vec()))
+                .with("next.reward", Value::F32(vec![result.reward]))
+                .with(
+                    "next.done",
+                    Value::Bool(vec![result.terminated || result.truncated]),
+                )
+                .with("next.success", Value::Bool(vec![result.info.success]));
+            for cam in KitchenEnv::CAMERAS {
+                let img = obs.images.remove(cam).map(|i| i.rgb).unwrap_or_default();
+                frame = frame.with(format!("observation.images.{cam}"), Value::U8(img));
+            }
+            frames.push(frame);
+        }
+        obs = result.observation;
+        if result.terminated || result.truncated {
+            return Ok(Rollout {
+                spec_index: index,
+                task_id: spec.task.id().to_string(),
+                frames,
+                success: result.info.success,
+                failure: result.info.failure,
+                steps: result.info.step,
+            });
+        }
+    }
+}
+
+/// Record `opts.episodes` episodes to `out`. `progress(written, target)` is called as
+/// episodes are written.
+pub fn record(
+    out: &Path,
+    opts: &RecordOptions,
+    mode: WriteMode,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<RecordReport, SimError> {
+    opts.env.validate()?;
+    if opts.episodes == 0 {
+        return Err(SimError::Config(
+            "episodes = 0: record at least one episode".into(),
+        ));
+    }
+    if !(0.0..=MAX_NOISE).contains(&opts.noise) {
+        return Err(SimError::Config(format!(
+            "noise = {}: must be between 0 and {MAX_NOISE} m per step",
+            opts.noise
+        )));
+    }
+    let suite = Suite::named(&opts.suite)?.with_tasks(&opts.tasks)?;
+    let env = EnvConfig {
+        render: true,
+        ..opts.env.clone()
+    };
+    let wopts = WriterOptions {
+        fps: env.control_hz,
+        robot_type: Some("mulli_panda".into()),
+        mode,
+        ..WriterOptions::default()
+    };
+    let mut writer = DatasetWriter::create(out, &features(&env), wopts)?;
+    let mut report = RecordReport::default();
+    // Give up if the expert fails far more often than it should (a broken config).
+    let max_attempts = opts.episodes * 4 + 20;
+    let batch = (rayon::current_num_threads() * 2).max(2) as u64;
+    let suite = Arc::new(suite);
+    let mut next: u64 = 0;
+    while report.episodes < opts.episodes {
+        if report.attempts >= max_attempts {
+            return Err(SimError::Config(format!(
+                "only {} of {} episodes succeeded after {} attempts; per task: {}",
+                report.episodes,
+                opts.episodes,
+                report.attempts,
+                serde_json::to_string(&report.per_task).unwrap_or_default()
+            )));
+        }
+        let indices: Vec<u64> = (next..next + batch).collect();
+        next += batch;
+        let rollouts: Vec<Result<Rollout, SimError>> = indices
+            .par_iter()
+            .map(|&i| {
+                let spec = suite.episode(opts.split, i, opts.seed);
+                rollout(&spec, i, &env, opts.noise, true)
+            })
+            .collect();
+        for r in rollouts {
+            let r = r?;
+            if report.episodes >= opts.episodes {
+                break;
+            }
+            report.attempts += 1;
+            let tally = report.per_task.entry(r.task_id.clone()).or_default();
+            tally.attempts += 1;
+            if r.success {
+                tally.successes += 1;
+            } else if let Some(f) = r.failure {
+                *tally.failures.entry(f.as_str().to_string()).or_default() += 1;
+            }
+            if r.success || opts.keep_failures {
+                for frame in &r.frames {
+                    writer.add_frame(frame)?;
+                }
+                writer.save_episode()?;
+                tally.written += 1;
+                report.episodes += 1;
+                report.frames += r.frames.len();
+                progress(report.episodes, opts.episodes);
+            }
+        }
+    }
+    writer.finalize()?;
+    Ok(report)
+}
+
+/// Largest accepted expert noise (m per step); beyond it demos stop looking like demos.
+pub const MAX_NOISE: f64 = 0.02;

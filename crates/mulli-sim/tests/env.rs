@@ -1,0 +1,196 @@
+//! The Env API: determinism, observations, bad input, recording.
+
+use mulli_sim::tasks::{Split, Suite, registry, task};
+use mulli_sim::{EnvConfig, KitchenEnv, SimError, VecEnv};
+
+fn small() -> EnvConfig {
+    let mut c = EnvConfig::default();
+    c.cameras.width = 48;
+    c.cameras.height = 40;
+    c
+}
+
+/// Run the expert for `steps` and return every observation's bytes and states.
+fn trajectory(seed: u64, steps: usize) -> Vec<(Vec<u8>, Vec<f32>, Vec<f32>)> {
+    let t = task("put_cube_on_plate").unwrap();
+    let mut env = KitchenEnv::new(small(), t.clone(), seed, "put the cube on the plate").unwrap();
+    let mut expert = t.expert();
+    let mut out = Vec::new();
+    for _ in 0..steps {
+        let a = expert.act(env.scene());
+        let r = env.step(&a).unwrap();
+        let mut px = Vec::new();
+        for img in r.observation.images.values() {
+            px.extend_from_slice(&img.rgb);
+            px.extend(
+                img.depth
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|d| d.to_le_bytes()),
+            );
+        }
+        out.push((px, r.observation.state, env.environment_state()));
+        if r.terminated || r.truncated {
+            break;
+        }
+    }
+    out
+}
+
+#[test]
+fn identical_seeds_give_bitwise_identical_trajectories() {
+    let a = trajectory(42, 60);
+    let b = trajectory(42, 60);
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(x.0 == y.0, "images differ at step {i}");
+        assert_eq!(
+            x.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            y.1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "state differs at step {i}"
+        );
+        assert_eq!(
+            x.2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            y.2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "scene differs at step {i}"
+        );
+    }
+    let c = trajectory(43, 5);
+    assert_ne!(
+        a[0].2, c[0].2,
+        "different seeds should give different scenes"
+    );
+}
+
+#[test]
+fn observations_have_both_cameras_state_and_instruction() {
+    let t = task("open_drawer").unwrap();
+    let mut env = KitchenEnv::new(small(), t, 3, "서랍을 열어줘").unwrap();
+    let obs = env.observe();
+    assert_eq!(obs.instruction, "서랍을 열어줘");
+    assert_eq!(obs.state.len(), mulli_sim::env::state_names().len());
+    assert_eq!(
+        env.environment_state().len(),
+        mulli_sim::env::environment_state_names().len()
+    );
+    for cam in KitchenEnv::CAMERAS {
+        let img = &obs.images[cam];
+        assert_eq!(
+            (img.width, img.height, img.rgb.len()),
+            (48, 40, 48 * 40 * 3)
+        );
+        let depth = img.depth.as_ref().unwrap();
+        assert!(depth.iter().all(|d| d.is_finite() && *d > 0.0));
+        // The scene is not a flat colour.
+        let distinct: std::collections::BTreeSet<&[u8]> = img.rgb.chunks(3).collect();
+        assert!(
+            distinct.len() > 20,
+            "{cam} has only {} colours",
+            distinct.len()
+        );
+    }
+}
+
+#[test]
+fn bad_actions_and_configs_are_clear_errors() {
+    let t = task("pick_up_apple").unwrap();
+    let mut env = KitchenEnv::new(
+        EnvConfig {
+            render: false,
+            ..small()
+        },
+        t.clone(),
+        1,
+        "pick up the apple",
+    )
+    .unwrap();
+    let e = env.step(&[0.0; 6]).err().unwrap().to_string();
+    assert!(e.contains("expected 7") && e.contains("got 6"), "{e}");
+    let e = env
+        .step(&[0.0, f32::NAN, 0.0, 0.0, 0.0, 0.0, 1.0])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("dy") && e.contains("NaN"), "{e}");
+    // Huge actions are clipped, not a blow-up.
+    let r = env
+        .step(&[1e30, -1e30, 1e30, 1e30, 1e30, 1e30, 5.0])
+        .unwrap();
+    assert!(r.observation.state.iter().all(|v| v.is_finite()));
+    let mut c = small();
+    c.control_hz = 30;
+    assert!(
+        matches!(KitchenEnv::new(c, t.clone(), 1, "x"), Err(SimError::Config(m)) if m.contains("control_hz = 30"))
+    );
+    let mut c = small();
+    c.cameras.width = 0;
+    assert!(KitchenEnv::new(c, t, 1, "x").is_err());
+}
+
+#[test]
+fn episodes_end_with_truncation_and_a_reason() {
+    let t = task("open_fridge").unwrap();
+    let config = EnvConfig {
+        render: false,
+        max_steps: Some(5),
+        ..small()
+    };
+    let mut env = KitchenEnv::new(config, t, 1, "open the fridge").unwrap();
+    let mut last = None;
+    for _ in 0..5 {
+        last = Some(env.step(&[0.0; 7]).unwrap());
+    }
+    let r = last.unwrap();
+    assert!(r.truncated && !r.terminated && !r.info.success);
+    assert_eq!(r.info.failure, Some(mulli_sim::FailureReason::Timeout));
+    assert!(
+        env.step(&[0.0; 7]).is_err(),
+        "stepping a finished episode must be an error"
+    );
+}
+
+#[test]
+fn vec_env_steps_many_kitchens_in_parallel_like_one_by_one() {
+    let suite = Suite::named("kitchen-v1").unwrap();
+    let specs: Vec<_> = (0..4).map(|i| suite.episode(Split::Train, i, 5)).collect();
+    let config = small();
+    let mut venv = VecEnv::new(&config, &specs).unwrap();
+    let actions = vec![vec![0.01, 0.0, -0.01, 0.0, 0.0, 0.05, -1.0]; 4];
+    let batched = venv.step(&actions, &[true; 4]).unwrap();
+    for (i, spec) in specs.iter().enumerate() {
+        let mut env = KitchenEnv::new(
+            config.clone(),
+            spec.task.clone(),
+            spec.seed,
+            &spec.instruction,
+        )
+        .unwrap();
+        let one = env.step(&actions[i]).unwrap();
+        assert_eq!(batched[i].as_ref().unwrap().observation, one.observation);
+    }
+    assert!(venv.step(&actions[..2], &[true; 4]).is_err());
+}
+
+#[test]
+fn every_task_resets_to_a_valid_not_yet_solved_state() {
+    for t in registry() {
+        for seed in 0..3 {
+            let env = KitchenEnv::new(
+                EnvConfig {
+                    render: false,
+                    ..small()
+                },
+                t.clone(),
+                seed,
+                &t.canonical(),
+            )
+            .unwrap();
+            assert!(
+                !env.is_success(),
+                "{} is solved at reset (seed {seed})",
+                t.id()
+            );
+        }
+    }
+}
