@@ -187,3 +187,72 @@ fn flywheel_says_what_is_built() {
     let out = ok(&["flywheel", "--quick"]);
     assert!(out.contains("flywheel stages not built yet"), "{out}");
 }
+
+#[test]
+fn sim_commands_record_a_valid_dataset_and_render_cameras() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("kitchen");
+    let text = ok(&[
+        "sim",
+        "record",
+        "--episodes",
+        "2",
+        "--tasks",
+        "close_drawer",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--out",
+        s(&out),
+    ]);
+    assert!(text.contains("wrote 2 episodes"), "{text}");
+    ok(&["dataset", "validate", s(&out)]);
+    let info = ok(&["dataset", "info", s(&out)]);
+    assert!(info.contains("observation.images.wrist"), "{info}");
+
+    let renders = tmp.path().join("renders");
+    let text = ok(&[
+        "sim",
+        "render",
+        "--task",
+        "open_fridge",
+        "--steps",
+        "5",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--out",
+        s(&renders),
+    ]);
+    for name in [
+        "step000_agentview.png",
+        "step005_wrist.png",
+        "step000_agentview_depth.png",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    let tasks = ok(&["sim", "tasks"]);
+    assert!(
+        tasks.contains("put_ketchup_in_fridge_and_close_it") && tasks.contains("케첩을 냉장고에"),
+        "{tasks}"
+    );
+
+    let bad = mulli(&[
+        "sim",
+        "record",
+        "--episodes",
+        "1",
+        "--tasks",
+        "make_coffee",
+        "--out",
+        s(&tmp.path().join("x")),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("unknown task 'make_coffee'") && err.contains("open_drawer"),
+        "{err}"
+    );
+}

@@ -442,9 +442,17 @@ impl KitchenEnv {
     /// Render both cameras into the env's image buffers.
     fn render(&mut self) {
         let cams = self.cameras();
-        let items = self.scene.draw_items();
+        let all = self.scene.draw_items();
         let bg = self.scene.floor_color.map(|c| c * 0.6);
+        let mut items = Vec::with_capacity(all.len());
         for (k, cam) in cams.iter().enumerate() {
+            // Skip whole objects outside the view (the wrist camera sees few).
+            items.clear();
+            items.extend(
+                all.iter()
+                    .filter(|(_, c, r)| cam.sees_sphere(*c, *r))
+                    .map(|(item, _, _)| *item),
+            );
             self.raster.render(
                 cam,
                 &items,

@@ -146,7 +146,9 @@ impl Default for Phases {
 }
 
 /// Wraps an expert with temporally correlated (Ornstein–Uhlenbeck) action noise and rare
-/// short hesitations, like a human teleoperator. Noise never touches the gripper command.
+/// short hesitations, like a human teleoperator. The noise is signal-dependent, as human motor
+/// noise is (Harris & Wolpert 1998): it scales with the commanded speed, so fast transfers
+/// wobble and slow, careful insertions stay precise. Noise never touches the gripper command.
 pub struct NoisyExpert {
     inner: Box<dyn Expert>,
     rng: rng::Rng,
@@ -183,8 +185,10 @@ impl Expert for NoisyExpert {
             self.pause = self.rng.random_range(1..4);
         }
         let theta = 0.3;
+        let speed = (a[0] as f64).hypot(a[1] as f64).hypot(a[2] as f64);
+        let gain = 0.25 + 0.75 * (speed / SPEED).min(1.0);
         for (k, s) in self.state.iter_mut().enumerate() {
-            let scale = if k < 3 { self.sigma } else { 4.0 * self.sigma };
+            let scale = gain * if k < 3 { self.sigma } else { 4.0 * self.sigma };
             let n: f64 = gaussian(&mut self.rng);
             *s += -theta * *s + scale * (2.0 * theta).sqrt() * n;
             let lim = if k < 3 { MAX_DPOS } else { MAX_DROT };

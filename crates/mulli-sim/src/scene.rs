@@ -49,22 +49,31 @@ pub const PALM_Z: f32 = -0.07;
 /// Maximum finger force (N), as Panda's continuous gripping force is about 70 N for both.
 pub const FINGER_FORCE: f32 = 40.0;
 
-// Collision groups: the kinematic arm never needs contacts with fixed furniture (no response
-// is possible) or with its own fingers.
+// Collision groups. The kinematic arm cannot respond to contacts, so its links only touch
+// loose objects (which it pushes); it passes through furniture like through fixed walls,
+// which keeps a swinging elbow from slamming the fridge door. The hand (palm) also pushes
+// the door and drawer; the dynamic fingers touch everything except the arm.
 const G_WORLD: Group = Group::GROUP_1;
 const G_OBJECT: Group = Group::GROUP_2;
 const G_ARM: Group = Group::GROUP_3;
 const G_FINGER: Group = Group::GROUP_4;
+/// Door and drawer: dynamic furniture.
+const G_FURNITURE: Group = Group::GROUP_5;
+const G_HAND: Group = Group::GROUP_6;
 
 fn groups(member: Group) -> InteractionGroups {
     let filter = if member == G_WORLD {
         G_OBJECT | G_FINGER
     } else if member == G_OBJECT {
-        G_WORLD | G_OBJECT | G_ARM | G_FINGER
+        G_WORLD | G_OBJECT | G_ARM | G_HAND | G_FINGER | G_FURNITURE
+    } else if member == G_FURNITURE {
+        G_OBJECT | G_HAND | G_FINGER
     } else if member == G_ARM {
         G_OBJECT
+    } else if member == G_HAND {
+        G_OBJECT | G_FURNITURE
     } else {
-        G_WORLD | G_OBJECT | G_FINGER
+        G_WORLD | G_OBJECT | G_FINGER | G_FURNITURE
     };
     InteractionGroups::new(member, filter, InteractionTestMode::And)
 }
@@ -76,6 +85,8 @@ pub struct Visual {
     pub mesh: usize,
     pub local: Affine3A,
     pub material: Material,
+    /// Bounding sphere of the mesh in its own frame (for culling whole objects per camera).
+    pub bound: (Vec3, f32),
 }
 
 #[derive(Clone, Debug)]
@@ -153,12 +164,14 @@ impl Builder {
         local: Affine3A,
         material: Material,
     ) {
+        let bound = mesh.bounding_sphere();
         let mesh = self.mesh(mesh);
         self.visuals.push(Visual {
             body,
             mesh,
             local,
             material,
+            bound,
         });
     }
     /// A cuboid collider on `body` at `center` (body frame) plus its visual.
@@ -306,8 +319,8 @@ impl Scene {
         }
     }
 
-    /// Draw items for the current physics state.
-    pub fn draw_items(&self) -> Vec<DrawItem<'_>> {
+    /// Draw items for the current physics state, with world bounding spheres.
+    pub fn draw_items(&self) -> Vec<(DrawItem<'_>, Vec3, f32)> {
         self.visuals
             .iter()
             .map(|vis| {
@@ -318,11 +331,14 @@ impl Scene {
                     }
                     None => Affine3A::IDENTITY,
                 };
-                DrawItem {
+                let transform = world * vis.local;
+                let center = transform.transform_point3(vis.bound.0);
+                let item = DrawItem {
                     mesh: &self.meshes[vis.mesh],
-                    transform: world * vis.local,
+                    transform,
                     material: vis.material,
-                }
+                };
+                (item, center, vis.bound.1)
             })
             .collect()
     }
@@ -565,7 +581,7 @@ fn build_fridge(
     let panel = ColliderBuilder::cuboid(DOOR_T / 2.0, hy - 0.002, hz - 0.002)
         .friction(0.6)
         .mass(1.2)
-        .collision_groups(groups(G_OBJECT))
+        .collision_groups(groups(G_FURNITURE))
         .build();
     b.world
         .colliders
@@ -581,7 +597,7 @@ fn build_fridge(
         .translation(handle_at)
         .friction(1.0)
         .mass(0.05)
-        .collision_groups(groups(G_OBJECT))
+        .collision_groups(groups(G_FURNITURE))
         .build();
     b.world
         .colliders
@@ -702,7 +718,7 @@ fn build_cabinet(
             .translation(c)
             .friction(0.6)
             .density(300.0)
-            .collision_groups(groups(G_OBJECT))
+            .collision_groups(groups(G_FURNITURE))
             .build();
         b.world
             .colliders
@@ -719,7 +735,7 @@ fn build_cabinet(
         .translation(handle_at)
         .friction(1.0)
         .density(500.0)
-        .collision_groups(groups(G_OBJECT))
+        .collision_groups(groups(G_FURNITURE))
         .build();
     b.world
         .colliders
@@ -788,7 +804,7 @@ fn build_receptacle(
                 .insert_with_parent(col, body, &mut b.world.bodies);
             b.visual(
                 Some(body),
-                Mesh::cylinder(0.09, 0.006, 24),
+                Mesh::cylinder(0.09, 0.006, 16),
                 Affine3A::from_translation(v(0.0, 0.0, 0.006)),
                 mat,
             );
@@ -798,7 +814,7 @@ fn build_receptacle(
             };
             b.visual(
                 Some(body),
-                Mesh::cylinder(0.065, 0.0005, 24),
+                Mesh::cylinder(0.065, 0.0005, 16),
                 Affine3A::from_translation(v(0.0, 0.0, 0.0125)),
                 rim,
             );
@@ -894,7 +910,7 @@ fn build_object(
         ) => {
             b.visual(
                 Some(body),
-                Mesh::cylinder(radius, half_height, 16),
+                Mesh::cylinder(radius, half_height, 12),
                 Affine3A::IDENTITY,
                 mat,
             );
@@ -902,26 +918,26 @@ fn build_object(
                 // Label band and cap make bottles recognisable.
                 b.visual(
                     Some(body),
-                    Mesh::cylinder(radius * 1.01, half_height * 0.3, 16),
+                    Mesh::cylinder(radius * 1.01, half_height * 0.3, 12),
                     Affine3A::from_translation(v(0.0, 0.0, -0.1 * half_height)),
                     white,
                 );
                 b.visual(
                     Some(body),
-                    Mesh::frustum(radius, radius * 0.45, 0.012, 12),
+                    Mesh::frustum(radius, radius * 0.45, 0.012, 8),
                     Affine3A::from_translation(v(0.0, 0.0, half_height + 0.012)),
                     mat,
                 );
                 b.visual(
                     Some(body),
-                    Mesh::cylinder(radius * 0.45, 0.008, 10),
+                    Mesh::cylinder(radius * 0.45, 0.008, 8),
                     Affine3A::from_translation(v(0.0, 0.0, half_height + 0.032)),
                     white,
                 );
             } else {
                 b.visual(
                     Some(body),
-                    Mesh::cylinder(radius * 0.9, 0.002, 16),
+                    Mesh::cylinder(radius * 0.9, 0.002, 12),
                     Affine3A::from_translation(v(0.0, 0.0, half_height)),
                     dark,
                 );
@@ -950,7 +966,7 @@ fn build_object(
                 half_height,
             },
         ) => {
-            let sphere = Mesh::sphere(1.0, 14, 8).transformed(Affine3A::from_scale(v(
+            let sphere = Mesh::sphere(1.0, 12, 6).transformed(Affine3A::from_scale(v(
                 radius,
                 radius,
                 half_height,
@@ -976,7 +992,7 @@ fn segment_mesh(a: Vec3, b: Vec3, radius: f32) -> Option<(Mesh, Affine3A)> {
     }
     let rot = Quat::from_rotation_arc(Vec3::Z, d / len);
     Some((
-        Mesh::capsule(radius, len / 2.0, 12),
+        Mesh::cylinder(radius, len / 2.0, 8),
         Affine3A::from_rotation_translation(rot, (a + b) / 2.0),
     ))
 }
@@ -986,7 +1002,7 @@ fn build_arm(b: &mut Builder, q: Joints, palette: &crate::layout::Palette) -> Ar
     // Pedestal (link 0).
     b.visual(
         None,
-        Mesh::cylinder(0.08, 0.02, 16),
+        Mesh::cylinder(0.08, 0.02, 12),
         Affine3A::from_translation(v(0.0, 0.0, 0.02)),
         palette.robot_joint,
     );
@@ -1012,7 +1028,7 @@ fn build_arm(b: &mut Builder, q: Joints, palette: &crate::layout::Palette) -> Ar
         // Joint housing along the joint axis.
         b.visual(
             Some(body),
-            Mesh::cylinder(radii[i] * 1.05, 0.05, 14),
+            Mesh::cylinder(radii[i] * 1.05, 0.05, 8),
             Affine3A::IDENTITY,
             palette.robot_joint,
         );
@@ -1025,7 +1041,7 @@ fn build_arm(b: &mut Builder, q: Joints, palette: &crate::layout::Palette) -> Ar
     let palm_c = v(0.0, 0.0, PALM_Z);
     let palm = ColliderBuilder::cuboid(PALM_HALF[0], PALM_HALF[1], PALM_HALF[2])
         .translation(palm_c)
-        .collision_groups(groups(G_ARM))
+        .collision_groups(groups(G_HAND))
         .build();
     b.world
         .colliders
@@ -1038,7 +1054,7 @@ fn build_arm(b: &mut Builder, q: Joints, palette: &crate::layout::Palette) -> Ar
     );
     b.visual(
         Some(hand),
-        Mesh::cylinder(0.03, 0.02, 12),
+        Mesh::cylinder(0.03, 0.02, 8),
         Affine3A::from_translation(v(0.0, 0.0, PALM_Z - PALM_HALF[2] - 0.02)),
         palette.robot_joint,
     );

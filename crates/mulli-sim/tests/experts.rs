@@ -31,6 +31,7 @@ fn every_expert_solves_its_task_on_random_layouts() {
         .unwrap_or(3);
     let only = std::env::var("MULLI_EXPERT_TASK").ok();
     let mut failures = Vec::new();
+    let mut broken: Vec<String> = Vec::new();
     for task in registry() {
         if only.as_deref().is_some_and(|o| o != task.id()) {
             continue;
@@ -50,10 +51,13 @@ fn every_expert_solves_its_task_on_random_layouts() {
             }
         }
         eprintln!("{:40} {ok}/{seeds}", task.id());
+        if ok + 1 < seeds {
+            broken.push(format!("{}: {ok}/{seeds}", task.id()));
+        }
     }
     assert!(
-        failures.is_empty(),
-        "expert failures:\n{}",
+        broken.is_empty(),
+        "experts below their success rate: {broken:?}\nfailures:\n{}",
         failures.join("\n")
     );
 }
@@ -75,7 +79,14 @@ fn trace_one_task() {
         ..EnvConfig::default()
     };
     let mut env = KitchenEnv::new(config, task.clone(), seed, &task.canonical()).unwrap();
-    let mut expert = task.expert();
+    let noise: f64 = std::env::var("MULLI_NOISE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
+    let mut expert: Box<dyn mulli_sim::expert::Expert> = task.expert();
+    if noise > 0.0 {
+        expert = Box::new(mulli_sim::expert::NoisyExpert::new(expert, noise, seed));
+    }
     for i in 0.. {
         let a = expert.act(env.scene());
         let s = env.scene();

@@ -62,6 +62,21 @@ impl Camera {
         Some((x, y, depth))
     }
 
+    /// Whether a sphere (world centre, radius) can touch the image: a conservative test
+    /// against the near plane and the four side planes, used to skip whole objects.
+    pub fn sees_sphere(&self, center: Vec3, radius: f32) -> bool {
+        let p = self.view().transform_point3(center);
+        let depth = -p.z;
+        if !p.is_finite() || depth + radius < self.near || depth - radius > self.far {
+            return false;
+        }
+        let ty = (self.fov_y * 0.5).tan();
+        let tx = ty * self.width as f32 / self.height.max(1) as f32;
+        // Distance from the centre to each side plane through the eye (normals unit length).
+        let side = |t: f32, c: f32| (c.abs() - t * depth) / (1.0 + t * t).sqrt();
+        side(tx, p.x) <= radius && side(ty, p.y) <= radius
+    }
+
     /// Camera-from-world. A singular pose gives the zero transform (everything at the camera
     /// centre, so nothing renders) rather than NaNs or a panic.
     pub(crate) fn view(&self) -> Affine3A {

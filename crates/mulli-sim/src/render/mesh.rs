@@ -167,6 +167,24 @@ impl Mesh {
         mesh
     }
 
+    /// A sphere enclosing every vertex (centre of the bounding box, farthest vertex).
+    pub fn bounding_sphere(&self) -> (Vec3, f32) {
+        if self.positions.is_empty() {
+            return (Vec3::ZERO, 0.0);
+        }
+        let (lo, hi) = self.positions.iter().fold(
+            (Vec3::splat(f32::MAX), Vec3::splat(f32::MIN)),
+            |(lo, hi), &p| (lo.min(p), hi.max(p)),
+        );
+        let c = (lo + hi) * 0.5;
+        let r = self
+            .positions
+            .iter()
+            .map(|&p| p.distance(c))
+            .fold(0.0, f32::max);
+        (c, r)
+    }
+
     pub fn triangle_count(&self) -> usize {
         self.triangles.len()
     }

@@ -728,3 +728,36 @@ proptest! {
         prop_assert_eq!(out.rgb.len(), 8 * 6 * 3);
     }
 }
+
+#[test]
+fn sphere_culling_is_conservative() {
+    use glam::Vec3;
+    let cam = super::Camera::look_at(Vec3::new(0.0, 0.0, 1.0), Vec3::ZERO, Vec3::Y, 1.0, 64, 48);
+    assert!(cam.sees_sphere(Vec3::ZERO, 0.01));
+    assert!(
+        !cam.sees_sphere(Vec3::new(0.0, 0.0, 2.0), 0.5),
+        "behind the camera"
+    );
+    assert!(
+        !cam.sees_sphere(Vec3::new(5.0, 0.0, 0.0), 0.5),
+        "far to the side"
+    );
+    // A sphere just outside the image edge but overlapping it by its radius is kept.
+    let edge = (0.5f32).tan() * 64.0 / 48.0; // half-width at depth 1
+    assert!(cam.sees_sphere(Vec3::new(edge + 0.05, 0.0, 0.0), 0.1));
+    // Every point the camera projects into the image lies in a sphere it keeps.
+    for &(x, y) in &[(0.3f32, 0.2f32), (-0.5, 0.4), (0.6, -0.45)] {
+        let p = Vec3::new(x, y, 0.0);
+        if let Some((px, py, _)) = cam.project(p)
+            && (0.0..64.0).contains(&px)
+            && (0.0..48.0).contains(&py)
+        {
+            {
+                assert!(
+                    cam.sees_sphere(p, 0.0),
+                    "{p} projects to ({px},{py}) but was culled"
+                );
+            }
+        }
+    }
+}

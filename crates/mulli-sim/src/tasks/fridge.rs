@@ -135,6 +135,9 @@ pub struct SwingDoor {
     /// Grasp yaw chosen at the start and the door angle then; later yaws follow the door.
     yaw_ref: Option<f64>,
     angle_ref: f32,
+    risen: bool,
+    /// Best door angle reached while swinging, and when (stall detection).
+    best: (f32, usize),
 }
 
 impl SwingDoor {
@@ -144,23 +147,46 @@ impl SwingDoor {
             phases: Phases::new(),
             yaw_ref: None,
             angle_ref: 0.0,
+            risen: false,
+            best: (f32::NAN, 0),
         }
     }
 
-    /// How far the door turned (about +z) since the grasp yaw was chosen.
-    fn turned(&mut self, scene: &Scene) -> f64 {
+    /// Grasp yaw for the current door angle: chosen once (see [`handle_yaw`]), then turned
+    /// with the door (opening turns it about -z).
+    fn yaw(&mut self, scene: &Scene, opening: bool) -> f64 {
+        let angle = scene.door_angle();
         if self.yaw_ref.is_none() {
-            self.angle_ref = scene.door_angle();
+            self.yaw_ref = Some(handle_yaw(scene, opening));
+            self.angle_ref = angle;
         }
-        -((scene.door_angle() - self.angle_ref) as f64)
+        self.yaw_ref.unwrap_or_default() - (angle - self.angle_ref) as f64
     }
 
+    /// Let go and risen clear of the door's top edge.
     pub fn done(&self) -> bool {
-        self.phases.phase >= 5 && self.phases.in_phase > 16
+        self.phases.phase >= 5 && (self.risen || self.phases.in_phase > 60)
     }
 
-    fn arrived(&self, scene: &Scene) -> bool {
+    fn arrived(&mut self, scene: &Scene) -> bool {
         let a = scene.door_angle();
+        // Progress towards the goal; at the wrist's range limit the door stops short of it.
+        let progress = if self.goal > 0.5 { a } else { -a };
+        if self.phases.in_phase <= 1 {
+            self.best = (f32::NAN, 0);
+        }
+        if self.best.0.is_nan() || progress > self.best.0 + 0.01 {
+            self.best = (progress, self.phases.in_phase);
+        }
+        let stalled = self.phases.in_phase > self.best.1 + 20;
+        let good_enough = if self.goal > 0.5 {
+            a >= OPEN_AT + 0.03
+        } else {
+            a <= CLOSED_AT * 0.5
+        };
+        if stalled && good_enough {
+            return true;
+        }
         if self.goal > 0.5 {
             a >= self.goal - 0.03
         } else {
@@ -169,15 +195,21 @@ impl SwingDoor {
     }
 }
 
-/// Grasp yaw for the handle: fingers along the door's surface (across the bar). Of the two
-/// equivalent yaws, take the one that leaves the wrist room to turn with the door: opening
-/// turns the hand clockwise (seen from above), closing counter-clockwise.
+/// Grasp yaw for the handle. Opening: fingers across the bar along the door's surface, a
+/// friction grasp that pulls. Closing: fingers along the door's normal, one finger hooked
+/// between bar and door, so the hand (and its palm) push the door shut geometrically. Of the
+/// two equivalent yaws, take the one that leaves the wrist room to turn with the door.
 fn handle_yaw(scene: &Scene, opening: bool) -> f64 {
     let (_, normal) = scene.door_handle();
-    let tangent = glam::Vec3::Z.cross(normal).as_dvec3();
+    let axis = if opening {
+        glam::Vec3::Z.cross(normal)
+    } else {
+        normal
+    }
+    .as_dvec3();
     let bias = if opening { 0.8 } else { -0.8 };
     closest_yaw(
-        tangent.y.atan2(tangent.x),
+        axis.y.atan2(axis.x),
         std::f64::consts::PI,
         home_yaw() + bias,
     )
@@ -189,12 +221,7 @@ impl Expert for SwingDoor {
         let (top, _) = scene.door_handle();
         let grasp = top.as_dvec3() - DVec3::Z * 0.03;
         let opening = self.goal > scene.door_angle();
-        let rot = top_down(
-            *self
-                .yaw_ref
-                .get_or_insert_with(|| handle_yaw(scene, opening))
-                + self.turned(scene),
-        );
+        let rot = top_down(self.yaw(scene, opening));
         match self.phases.phase {
             0 => {
                 let (p, _) = tool(scene);

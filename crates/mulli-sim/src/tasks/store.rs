@@ -116,6 +116,8 @@ impl Task for StoreInFridge {
 const PITCH: f64 = 1.0;
 /// Carrying height: above the door and every object.
 const HIGH: f64 = 0.45;
+/// Door angle (rad) the arm needs to reach into the fridge without touching the door.
+const OPEN_ENOUGH: f32 = 1.15;
 
 struct StoreExpert {
     object: ObjectKind,
@@ -141,9 +143,17 @@ impl Expert for StoreExpert {
             if !self.open.done() {
                 return self.open.act(scene);
             }
+            if scene.door_angle() < OPEN_ENOUGH {
+                // The handle slipped before the door was wide open: try again.
+                self.open = SwingDoor::new(1.3);
+                return self.open.act(scene);
+            }
             self.phases.next();
         }
         if self.phases.phase >= 9 {
+            if self.close.done() && scene.door_angle() > CLOSED_AT {
+                self.close = SwingDoor::new(0.0);
+            }
             return self.close.act(scene);
         }
         self.phases.tick();
@@ -177,8 +187,14 @@ impl Expert for StoreExpert {
         match self.phases.phase {
             1 => {
                 let over = grasp - approach * 0.1;
+                // Straight up first: the open door stands between the handle and the table.
+                let (x, y) = if p.z < HIGH - 0.03 {
+                    (p.x, p.y)
+                } else {
+                    (over.x, over.y)
+                };
                 let t = Target {
-                    pos: DVec3::new(over.x, over.y, HIGH),
+                    pos: DVec3::new(x, y, HIGH),
                     rot,
                     gripper: OPEN,
                 };

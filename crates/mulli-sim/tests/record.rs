@@ -1,0 +1,125 @@
+//! Recording expert demonstrations into LeRobot v3 datasets.
+
+use mulli_data::{Dataset, WriteMode};
+use mulli_sim::EnvConfig;
+use mulli_sim::record::{RecordOptions, record};
+use std::path::Path;
+
+fn options(episodes: usize) -> RecordOptions {
+    let mut env = EnvConfig::default();
+    env.cameras.width = 32;
+    env.cameras.height = 32;
+    RecordOptions {
+        tasks: vec!["pick_up_apple".into(), "open_drawer".into()],
+        episodes,
+        seed: 9,
+        env,
+        ..RecordOptions::default()
+    }
+}
+
+fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((
+                    p.strip_prefix(root).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn recorded_datasets_validate_and_are_byte_identical_for_a_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let report = record(&a, &options(3), WriteMode::Create, |_, _| {}).unwrap();
+    assert_eq!(report.episodes, 3);
+    assert!(report.frames > 30);
+
+    let ds = Dataset::open(&a).unwrap();
+    assert_eq!(ds.episodes.len(), 3);
+    assert_eq!(ds.info.fps, 20);
+    for key in [
+        "observation.images.agentview",
+        "observation.images.wrist",
+        "observation.state",
+        "observation.environment_state",
+        "action",
+        "next.success",
+    ] {
+        assert!(ds.info.features.contains_key(key), "missing feature {key}");
+    }
+    let problems = mulli_data::validate::validate(&ds, &mut |_, _| {}).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    let tasks: Vec<String> = ds.tasks.clone();
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t.contains("apple") || t.contains("사과")),
+        "{tasks:?}"
+    );
+
+    // Same options and seed, one thread instead of many: same bytes.
+    let b = tmp.path().join("b");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| record(&b, &options(3), WriteMode::Create, |_, _| {}))
+        .unwrap();
+    let (fa, fb) = (files(&a), files(&b));
+    assert_eq!(
+        fa.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        fb.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for (x, y) in fa.iter().zip(&fb) {
+        assert!(x.1 == y.1, "{} differs between runs", x.0);
+    }
+
+    // Nothing already written is overwritten without asking.
+    let e = record(&a, &options(1), WriteMode::Create, |_, _| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains(a.to_str().unwrap()) || e.contains("not empty"),
+        "{e}"
+    );
+    // Appending adds episodes.
+    record(&a, &options(1), WriteMode::Append, |_, _| {}).unwrap();
+    assert_eq!(Dataset::open(&a).unwrap().episodes.len(), 4);
+}
+
+#[test]
+fn bad_record_options_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut o = options(1);
+    o.tasks = vec!["make_coffee".into()];
+    let e = record(&tmp.path().join("x"), &o, WriteMode::Create, |_, _| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("make_coffee") && e.contains("pick_up_apple"),
+        "{e}"
+    );
+    let mut o = options(1);
+    o.suite = "kitchen-v9".into();
+    assert!(record(&tmp.path().join("y"), &o, WriteMode::Create, |_, _| {}).is_err());
+    let mut o = options(0);
+    o.episodes = 0;
+    assert!(record(&tmp.path().join("z"), &o, WriteMode::Create, |_, _| {}).is_err());
+    let mut o = options(1);
+    o.noise = -1.0;
+    assert!(record(&tmp.path().join("w"), &o, WriteMode::Create, |_, _| {}).is_err());
+}
