@@ -20,8 +20,12 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cargo run --release -q -- dataset demo --out "$WORK/video" --episodes 4 --frames 25
 cargo run --release -q -- dataset demo --out "$WORK/images" --episodes 2 --frames 10 --images
+# A kitchen recording: simulator cameras, Korean and English task strings, bool features.
+cargo run --release -q -- sim record --episodes 3 --tasks pick_up_apple,close_drawer --out "$WORK/kitchen" >/dev/null
 ROWS=0,1,24,25,57,99
 cargo run --release -q -- dataset frames "$WORK/video" --rows $ROWS --out "$WORK/video-frames"
 cargo run --release -q -- dataset frames "$WORK/images" --rows 0,9,19 --out "$WORK/image-frames"
 "$VENV/bin/python" scripts/lerobot_interop.py "$WORK/video" "$WORK/video-frames" "$ROWS"
 "$VENV/bin/python" scripts/lerobot_interop.py "$WORK/images" "$WORK/image-frames" 0,9,19
+cargo run --release -q -- dataset frames "$WORK/kitchen" --rows 0,1,30,40 --out "$WORK/kitchen-frames"
+"$VENV/bin/python" scripts/lerobot_interop.py "$WORK/kitchen" "$WORK/kitchen-frames" 0,1,30,40

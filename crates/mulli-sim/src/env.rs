@@ -75,8 +75,8 @@ impl Default for CameraConfig {
             height: 96,
             agent_fov_deg: 55.0,
             wrist_fov_deg: 75.0,
-            agent_eye: [-0.2, -0.45, 0.85],
-            agent_target: [0.5, 0.05, 0.05],
+            agent_eye: [0.0, -0.72, 0.9],
+            agent_target: [0.48, 0.08, 0.05],
             depth: true,
         }
     }
