@@ -6,7 +6,7 @@ use crate::layout::{Layout, LayoutOptions};
 use crate::objects::ObjectKind;
 use crate::render::{Camera, Image, Rasterizer};
 use crate::robot::{self, DOF, IkSettings, Joints};
-use crate::scene::{PHYSICS_DT, Scene};
+use crate::scene::{PHYSICS_HZ, Scene};
 use crate::tasks::{FailureReason, Task};
 use glam::{DAffine3, DMat3, DQuat, DVec3, Vec3};
 use mulli_core::{CameraImage, Observation};
@@ -85,7 +85,7 @@ impl Default for CameraConfig {
 /// Environment configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EnvConfig {
-    /// Control frequency (Hz); physics runs at 100 Hz, so this must divide 100.
+    /// Control frequency (Hz); must divide the physics rate ([`PHYSICS_HZ`]).
     pub control_hz: u32,
     pub action_mode: ActionMode,
     pub cameras: CameraConfig,
@@ -112,9 +112,9 @@ impl Default for EnvConfig {
 impl EnvConfig {
     pub fn validate(&self) -> Result<(), SimError> {
         let hz = self.control_hz;
-        if hz == 0 || !((1.0 / PHYSICS_DT) as u32).is_multiple_of(hz) {
+        if hz == 0 || !PHYSICS_HZ.is_multiple_of(hz) {
             return Err(SimError::Config(format!(
-                "control_hz = {hz}: must divide the physics rate of 100 Hz (e.g. 10, 20, 25, 50)"
+                "control_hz = {hz}: must divide the physics rate of {PHYSICS_HZ} Hz (e.g. 10, 20, 25, 50)"
             )));
         }
         let c = &self.cameras;
@@ -147,7 +147,7 @@ impl EnvConfig {
     }
 
     pub fn substeps(&self) -> usize {
-        ((1.0 / PHYSICS_DT) as u32 / self.control_hz.max(1)) as usize
+        (PHYSICS_HZ / self.control_hz.max(1)) as usize
     }
 }
 
@@ -244,7 +244,10 @@ impl KitchenEnv {
         config.validate()?;
         let mut layout = Layout::sample(seed, &config.layout);
         task.prepare(&mut layout, seed);
-        let scene = Scene::build(&layout, robot::HOME);
+        // Coarser round meshes for small images: same look, fewer tiny triangles.
+        let side = config.cameras.width.max(config.cameras.height);
+        let detail = if side <= 128 { 0.67 } else { 1.0 };
+        let scene = Scene::build_with_detail(&layout, robot::HOME, detail);
         let max_steps = config.max_steps.unwrap_or_else(|| task.max_steps());
         let mut env = KitchenEnv {
             config,
@@ -279,7 +282,7 @@ impl KitchenEnv {
         let q = self.scene.arm.q;
         for _ in 0..30 {
             self.scene.drive_arm(&q);
-            self.scene.world.step();
+            self.scene.step();
         }
     }
 
@@ -341,7 +344,7 @@ impl KitchenEnv {
             let t = s as f64 / n as f64;
             let q: Joints = std::array::from_fn(|k| q0[k] + (q1[k] - q0[k]) * t);
             self.scene.drive_arm(&q);
-            self.scene.world.step();
+            self.scene.step();
         }
         self.steps += 1;
         self.track_progress();
@@ -581,4 +584,26 @@ impl KitchenEnv {
 /// Quaternion with w >= 0 (q and -q are the same rotation; keep the dataset continuous).
 fn canonical_quat(q: DQuat) -> DQuat {
     if q.w < 0.0 { -q } else { q }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_physics_blow_up_ends_the_episode_as_a_failure_not_a_panic() {
+        let task = crate::tasks::task("pick_up_apple").unwrap();
+        let config = EnvConfig {
+            render: true,
+            ..EnvConfig::default()
+        };
+        let mut env = KitchenEnv::new(config, task, 1, "pick up the apple").unwrap();
+        let apple = env.scene.object(ObjectKind::Apple).unwrap().body;
+        env.scene.world.bodies[apple].set_linvel(Vec3::splat(f32::NAN), true);
+        let r = env.step(&[0.0; 7]).unwrap();
+        assert!(r.terminated && !r.info.success);
+        assert_eq!(r.info.failure, Some(FailureReason::PhysicsFault));
+        assert!(r.observation.state.iter().all(|v| v.is_finite()));
+        assert!(env.step(&[0.0; 7]).is_err());
+    }
 }

@@ -330,3 +330,60 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn joints() -> impl Strategy<Value = Joints> {
+        proptest::array::uniform7(0.0f64..1.0).prop_map(|u| {
+            std::array::from_fn(|k| {
+                // Stay 0.2 rad inside the limits: IK clamps to them, so a target at the very
+                // edge is not a fair round-trip.
+                let (lo, hi) = (JOINT_LOWER[k] + 0.2, JOINT_UPPER[k] - 0.2);
+                lo + u[k] * (hi - lo)
+            })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// IK started near a configuration recovers that configuration's tool pose.
+        #[test]
+        fn ik_recovers_poses_from_nearby_starts(q in joints(), nudge in proptest::array::uniform7(-0.1f64..0.1)) {
+            let target = forward(&q).tcp;
+            let start: Joints = std::array::from_fn(|k| (q[k] + nudge[k]).clamp(JOINT_LOWER[k], JOINT_UPPER[k]));
+            let settings = IkSettings { iterations: 100, posture_gain: 0.0, ..IkSettings::default() };
+            let (solved, err) = inverse(&start, &target, &settings);
+            prop_assert!(err < 2e-3, "position error {err}");
+            let rot = rotation_error(DQuat::from_mat3(&forward(&solved).tcp.matrix3), DQuat::from_mat3(&target.matrix3));
+            prop_assert!(rot.length() < 1e-2, "orientation error {}", rot.length());
+        }
+
+        /// Rotation errors are antisymmetric and bounded by π.
+        #[test]
+        fn rotation_error_is_antisymmetric(a in proptest::array::uniform3(-3.0f64..3.0), b in proptest::array::uniform3(-3.0f64..3.0)) {
+            let qa = DQuat::from_scaled_axis(DVec3::from(a));
+            let qb = DQuat::from_scaled_axis(DVec3::from(b));
+            let e1 = rotation_error(qa, qb);
+            let e2 = rotation_error(qb, qa);
+            prop_assert!(e1.length() <= std::f64::consts::PI + 1e-9);
+            // Applying the error to `a` gives `b`.
+            let back = DQuat::from_scaled_axis(e1) * qa;
+            prop_assert!(back.dot(qb).abs() > 1.0 - 1e-9);
+            prop_assert!((e1.length() - e2.length()).abs() < 1e-9);
+        }
+
+        /// Velocity-limited steps never exceed any joint's limit and keep the direction.
+        #[test]
+        fn limited_steps_are_bounded(from in joints(), to in joints()) {
+            let q = limit_step(&from, &to, 0.05);
+            for k in 0..DOF {
+                prop_assert!((q[k] - from[k]).abs() <= JOINT_VEL[k] * 0.05 + 1e-12);
+                prop_assert!((q[k] - from[k]) * (to[k] - from[k]) >= 0.0);
+            }
+        }
+    }
+}

@@ -119,9 +119,9 @@ fn bad_actions_and_configs_are_clear_errors() {
         .unwrap();
     assert!(r.observation.state.iter().all(|v| v.is_finite()));
     let mut c = small();
-    c.control_hz = 30;
+    c.control_hz = 7;
     assert!(
-        matches!(KitchenEnv::new(c, t.clone(), 1, "x"), Err(SimError::Config(m)) if m.contains("control_hz = 30"))
+        matches!(KitchenEnv::new(c, t.clone(), 1, "x"), Err(SimError::Config(m)) if m.contains("control_hz = 7"))
     );
     let mut c = small();
     c.cameras.width = 0;
