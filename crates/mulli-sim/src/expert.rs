@@ -137,6 +137,22 @@ impl Phases {
     pub fn tick(&mut self) {
         self.in_phase += 1;
     }
+
+    /// Servo towards `target`; move on to the next phase once within `tol` metres or after
+    /// `timeout` steps in this phase (never freeze on an unreachable target).
+    pub fn reach(
+        &mut self,
+        scene: &Scene,
+        target: &Target,
+        tol: f64,
+        timeout: usize,
+        speed: f64,
+    ) -> [f32; 7] {
+        if reached(scene, target, tol) || self.in_phase > timeout {
+            self.next();
+        }
+        servo(scene, target, speed)
+    }
 }
 
 impl Default for Phases {

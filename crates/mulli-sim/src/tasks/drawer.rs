@@ -2,8 +2,7 @@
 
 use super::{Phrasings, Task};
 use crate::expert::{
-    CLOSE, Expert, OPEN, Phases, SPEED, Target, closest_yaw, home_yaw, reached, servo, tool,
-    top_down,
+    CLOSE, Expert, OPEN, Phases, SPEED, Target, closest_yaw, home_yaw, servo, tool, top_down,
 };
 use crate::layout::Layout;
 use crate::scene::{CABINET_HALF, DRAWER_TRAVEL, Scene};
@@ -150,10 +149,7 @@ impl Expert for PullDrawer {
                     rot,
                     gripper: OPEN,
                 };
-                if reached(scene, &t, 0.012) || self.phases.in_phase > 90 {
-                    self.phases.next();
-                }
-                servo(scene, &t, SPEED)
+                self.phases.reach(scene, &t, 0.012, 90, SPEED)
             }
             1 => {
                 let t = Target {
@@ -161,10 +157,7 @@ impl Expert for PullDrawer {
                     rot,
                     gripper: OPEN,
                 };
-                if reached(scene, &t, 0.005) || self.phases.in_phase > 40 {
-                    self.phases.next();
-                }
-                servo(scene, &t, SPEED * 0.6)
+                self.phases.reach(scene, &t, 0.005, 40, SPEED * 0.6)
             }
             2 => {
                 if self.phases.in_phase > 6 {
@@ -254,10 +247,7 @@ impl Expert for PushDrawer {
                     rot,
                     gripper: CLOSE,
                 };
-                if reached(scene, &t, 0.015) || self.phases.in_phase > 90 {
-                    self.phases.next();
-                }
-                servo(scene, &t, SPEED)
+                self.phases.reach(scene, &t, 0.015, 90, SPEED)
             }
             1 => {
                 let t = Target {
@@ -265,10 +255,7 @@ impl Expert for PushDrawer {
                     rot,
                     gripper: CLOSE,
                 };
-                if reached(scene, &t, 0.008) || self.phases.in_phase > 40 {
-                    self.phases.next();
-                }
-                servo(scene, &t, SPEED)
+                self.phases.reach(scene, &t, 0.008, 40, SPEED)
             }
             2 => {
                 if scene.drawer_opening() <= CLOSED_AT * 0.3 || self.phases.in_phase > 80 {

@@ -2,8 +2,7 @@
 
 use super::{Phrasings, Task};
 use crate::expert::{
-    CLOSE, Expert, OPEN, Phases, SPEED, Target, closest_yaw, home_yaw, reached, servo, tool,
-    top_down,
+    CLOSE, Expert, OPEN, Phases, SPEED, Target, closest_yaw, home_yaw, servo, tool, top_down,
 };
 use crate::layout::Layout;
 use crate::scene::{FRIDGE_HALF, Scene};
@@ -240,10 +239,7 @@ impl Expert for SwingDoor {
                         gripper: OPEN,
                     }
                 };
-                if reached(scene, &t, 0.012) || self.phases.in_phase > 100 {
-                    self.phases.next();
-                }
-                servo(scene, &t, SPEED)
+                self.phases.reach(scene, &t, 0.012, 100, SPEED)
             }
             1 => {
                 let t = Target {
@@ -251,10 +247,7 @@ impl Expert for SwingDoor {
                     rot,
                     gripper: OPEN,
                 };
-                if reached(scene, &t, 0.005) || self.phases.in_phase > 40 {
-                    self.phases.next();
-                }
-                servo(scene, &t, SPEED * 0.6)
+                self.phases.reach(scene, &t, 0.005, 40, SPEED * 0.6)
             }
             2 => {
                 if self.phases.in_phase > 6 {

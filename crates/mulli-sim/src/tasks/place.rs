@@ -200,10 +200,7 @@ impl Expert for PlaceExpert {
                     rot,
                     gripper: CLOSE,
                 };
-                if reached(scene, &t, 0.006) || self.phases.in_phase > 40 {
-                    self.phases.next();
-                }
-                servo(scene, &t, SPEED * 0.6)
+                self.phases.reach(scene, &t, 0.006, 40, SPEED * 0.6)
             }
             3 => {
                 if self.phases.in_phase > 8 {

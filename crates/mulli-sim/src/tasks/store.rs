@@ -198,10 +198,7 @@ impl Expert for StoreExpert {
                     rot,
                     gripper: OPEN,
                 };
-                if reached(scene, &t, 0.02) || self.phases.in_phase > 120 {
-                    self.phases.next();
-                }
-                servo(scene, &t, SPEED)
+                self.phases.reach(scene, &t, 0.02, 120, SPEED)
             }
             2 => {
                 let t = Target {
@@ -209,10 +206,7 @@ impl Expert for StoreExpert {
                     rot,
                     gripper: OPEN,
                 };
-                if reached(scene, &t, 0.008) || self.phases.in_phase > 60 {
-                    self.phases.next();
-                }
-                servo(scene, &t, SPEED)
+                self.phases.reach(scene, &t, 0.008, 60, SPEED)
             }
             3 => {
                 let t = Target {
@@ -220,10 +214,7 @@ impl Expert for StoreExpert {
                     rot,
                     gripper: OPEN,
                 };
-                if reached(scene, &t, 0.005) || self.phases.in_phase > 50 {
-                    self.phases.next();
-                }
-                servo(scene, &t, SPEED * 0.6)
+                self.phases.reach(scene, &t, 0.005, 50, SPEED * 0.6)
             }
             4 => {
                 if self.phases.in_phase > 6 {
@@ -279,10 +270,7 @@ impl Expert for StoreExpert {
                     rot,
                     gripper: CLOSE,
                 };
-                if reached(scene, &t, 0.008) || self.phases.in_phase > 60 {
-                    self.phases.next();
-                }
-                servo(scene, &t, SPEED)
+                self.phases.reach(scene, &t, 0.008, 60, SPEED)
             }
             7 => {
                 let t = Target {
@@ -290,10 +278,7 @@ impl Expert for StoreExpert {
                     rot,
                     gripper: CLOSE,
                 };
-                if reached(scene, &t, 0.006) || self.phases.in_phase > 60 {
-                    self.phases.next();
-                }
-                servo(scene, &t, SPEED * 0.6)
+                self.phases.reach(scene, &t, 0.006, 60, SPEED * 0.6)
             }
             _ => {
                 // Let go, slide back out of the fridge, then close the door.
