@@ -69,6 +69,9 @@ pub enum DatasetCmd {
         rows: Vec<usize>,
         #[arg(long)]
         out: PathBuf,
+        /// Overwrite PNGs already in --out.
+        #[arg(long)]
+        force: bool,
     },
     /// Make a dataset left by an interrupted recording consistent again (keeps every
     /// episode that was saved).
@@ -187,7 +190,12 @@ pub fn run(cmd: DatasetCmd) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        DatasetCmd::Frames { dir, rows, out } => {
+        DatasetCmd::Frames {
+            dir,
+            rows,
+            out,
+            force,
+        } => {
             let ds = open(&dir)?;
             let mut cache = mulli_data::loader::DecoderCache::new(4);
             let cams: Vec<String> = ds
@@ -222,7 +230,7 @@ pub fn run(cmd: DatasetCmd) -> Result<ExitCode> {
                     }
                     let png = mulli_data::encode_png(&buf, w as u32, h as u32, c)?;
                     let p = cam_dir.join(format!("{row}.png"));
-                    std::fs::write(&p, png).with_context(|| format!("writing {}", p.display()))?;
+                    crate::files::write_new(&p, &png, force)?;
                 }
             }
             println!(

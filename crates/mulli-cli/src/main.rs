@@ -5,6 +5,7 @@
 
 mod bench;
 mod dataset;
+mod files;
 mod progress;
 mod sim;
 

@@ -53,6 +53,9 @@ pub enum SimCmd {
         strong_visuals: bool,
         #[arg(long)]
         out: PathBuf,
+        /// Overwrite PNGs already in --out.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         camera: CameraArgs,
     },
@@ -108,8 +111,9 @@ pub fn run(cmd: SimCmd) -> Result<ExitCode> {
             steps,
             strong_visuals,
             out,
+            force,
             camera,
-        } => render(&task, seed, &steps, strong_visuals, &out, &camera),
+        } => render(&task, seed, &steps, strong_visuals, &out, force, &camera),
         SimCmd::Experts {
             suite,
             seeds,
@@ -163,9 +167,16 @@ fn tasks(suite: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn save_png(path: &Path, rgb: &[u8], width: usize, height: usize, channels: usize) -> Result<()> {
+fn save_png(
+    path: &Path,
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+    force: bool,
+) -> Result<()> {
     let bytes = mulli_data::encode_png(rgb, width as u32, height as u32, channels)?;
-    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+    crate::files::write_new(path, &bytes, force)
 }
 
 fn depth_gray(depth: &[f32], max: f32) -> Vec<u8> {
@@ -181,6 +192,7 @@ fn render(
     steps: &[usize],
     strong: bool,
     out: &Path,
+    force: bool,
     camera: &CameraArgs,
 ) -> Result<ExitCode> {
     let t = mulli_sim::tasks::task(task)?;
@@ -208,11 +220,11 @@ fn render(
         for (name, img) in &obs.images {
             let base = out.join(format!("{task}_seed{seed}_step{:03}_{name}", env.steps()));
             let rgb = base.with_extension("png");
-            save_png(&rgb, &img.rgb, img.width, img.height, 3)?;
+            save_png(&rgb, &img.rgb, img.width, img.height, 3, force)?;
             written.push(rgb);
             if let Some(d) = &img.depth {
                 let path = PathBuf::from(format!("{}_depth.png", base.display()));
-                save_png(&path, &depth_gray(d, 2.0), img.width, img.height, 1)?;
+                save_png(&path, &depth_gray(d, 2.0), img.width, img.height, 1, force)?;
                 written.push(path);
             }
         }

@@ -233,6 +233,34 @@ fn sim_commands_record_a_valid_dataset_and_render_cameras() {
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
+    // Renders never silently replace files already there.
+    let again = mulli(&[
+        "sim",
+        "render",
+        "--task",
+        "open_fridge",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--out",
+        s(&renders),
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    ok(&[
+        "sim",
+        "render",
+        "--task",
+        "open_fridge",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--out",
+        s(&renders),
+        "--force",
+    ]);
     let tasks = ok(&["sim", "tasks"]);
     assert!(
         tasks.contains("put_ketchup_in_fridge_and_close_it") && tasks.contains("케첩을 냉장고에"),
