@@ -247,7 +247,7 @@ fn sim_rate(steps: usize, config: &mulli_sim::EnvConfig, seed: u64) -> Result<f6
         std::hint::black_box(&r.observation);
         if r.terminated || r.truncated {
             episode += 1;
-            env.reset(seed + episode, task.clone(), &task.canonical())?;
+            env.reset_with(seed + episode, task.clone(), &task.canonical())?;
             expert = task.expert();
         }
     }

@@ -9,7 +9,7 @@ use crate::robot::{self, DOF, IkSettings, Joints};
 use crate::scene::{PHYSICS_HZ, Scene};
 use crate::tasks::{FailureReason, Task};
 use glam::{DAffine3, DMat3, DQuat, DVec3, Vec3};
-use mulli_core::{CameraImage, Observation};
+use mulli_core::{CameraImage, Embodiment, Observation};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -170,6 +170,43 @@ pub struct StepResult {
     pub info: StepInfo,
 }
 
+/// LeRobot `robot_type` of the kitchen arm.
+pub const ROBOT_TYPE: &str = "mulli_panda";
+
+/// What every mulli world offers a policy or a data generator: the kitchen now, roads later.
+/// Observations are the only thing that crosses to policies.
+pub trait Env {
+    /// Start an episode of task `task` (an id, e.g. `open_drawer`) on the layout of `seed`,
+    /// phrased as `instruction`; returns the first observation.
+    fn reset(&mut self, seed: u64, task: &str, instruction: &str) -> Result<Observation, SimError>;
+    /// Apply one action for one control period.
+    fn step(&mut self, action: &[f32]) -> Result<StepResult, SimError>;
+    /// The body being controlled: action/state names, cameras, control rate.
+    fn embodiment(&self) -> Embodiment;
+}
+
+impl Env for KitchenEnv {
+    fn reset(&mut self, seed: u64, task: &str, instruction: &str) -> Result<Observation, SimError> {
+        let task = crate::tasks::task(task)?;
+        self.reset_with(seed, task, instruction)
+    }
+    fn step(&mut self, action: &[f32]) -> Result<StepResult, SimError> {
+        KitchenEnv::step(self, action)
+    }
+    fn embodiment(&self) -> Embodiment {
+        Embodiment {
+            robot_type: ROBOT_TYPE.into(),
+            action_names: self.config.action_mode.names(),
+            state_names: state_names(),
+            cameras: KitchenEnv::CAMERAS
+                .iter()
+                .map(|c| format!("observation.images.{c}"))
+                .collect(),
+            control_hz: self.config.control_hz,
+        }
+    }
+}
+
 /// Names of the proprioceptive state vector.
 pub fn state_names() -> Vec<String> {
     let mut n: Vec<String> = (1..=DOF).map(|i| format!("joint_{i}")).collect();
@@ -267,7 +304,7 @@ impl KitchenEnv {
     }
 
     /// Reset to a new seed, task and instruction; returns the first observation.
-    pub fn reset(
+    pub fn reset_with(
         &mut self,
         seed: u64,
         task: Arc<dyn Task>,

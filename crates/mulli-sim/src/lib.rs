@@ -19,7 +19,7 @@ pub mod scene;
 pub mod tasks;
 pub mod vec_env;
 
-pub use env::{ActionMode, CameraConfig, EnvConfig, KitchenEnv, StepInfo, StepResult};
+pub use env::{ActionMode, CameraConfig, Env, EnvConfig, KitchenEnv, StepInfo, StepResult};
 pub use error::SimError;
 pub use layout::{Layout, LayoutOptions, VisualVariation};
 pub use objects::{ObjectKind, Receptacle};

@@ -188,7 +188,7 @@ pub fn record(
     };
     let wopts = WriterOptions {
         fps: env.control_hz,
-        robot_type: Some("mulli_panda".into()),
+        robot_type: Some(crate::env::ROBOT_TYPE.into()),
         mode,
         ..WriterOptions::default()
     };

@@ -194,3 +194,35 @@ fn every_task_resets_to_a_valid_not_yet_solved_state() {
         }
     }
 }
+
+#[test]
+fn the_env_trait_resets_by_task_id_and_describes_the_embodiment() {
+    use mulli_sim::Env;
+    let t = task("pick_up_cube").unwrap();
+    let mut env = KitchenEnv::new(
+        EnvConfig {
+            render: false,
+            ..small()
+        },
+        t,
+        1,
+        "pick up the cube",
+    )
+    .unwrap();
+    let e = env.embodiment();
+    assert_eq!(e.action_dim(), 7);
+    assert_eq!(e.state_dim(), mulli_sim::env::state_names().len());
+    assert_eq!(
+        e.cameras,
+        vec!["observation.images.agentview", "observation.images.wrist"]
+    );
+    let obs = Env::reset(&mut env, 4, "open_drawer", "서랍을 열어줘").unwrap();
+    assert_eq!(obs.instruction, "서랍을 열어줘");
+    assert_eq!(env.task().id(), "open_drawer");
+    let err = Env::reset(&mut env, 4, "fly_away", "x")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("fly_away"), "{err}");
+    assert!(Env::step(&mut env, &[0.0; 7]).is_ok());
+}
