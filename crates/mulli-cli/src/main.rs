@@ -8,6 +8,7 @@ mod dataset;
 mod files;
 mod progress;
 mod sim;
+mod teleop;
 
 use clap::{Parser, Subcommand};
 

@@ -72,6 +72,9 @@ pub enum SimCmd {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Drive the arm from the keyboard (both cameras drawn in the terminal) and record the
+    /// episodes you keep.
+    Teleop(crate::teleop::TeleopArgs),
     /// Record scripted demonstrations as a LeRobot v3 dataset.
     Record {
         #[arg(long, default_value = "kitchen-v1")]
@@ -105,6 +108,7 @@ pub enum SimCmd {
 pub fn run(cmd: SimCmd) -> Result<ExitCode> {
     match cmd {
         SimCmd::Tasks { suite } => tasks(&suite),
+        SimCmd::Teleop(args) => crate::teleop::run(args),
         SimCmd::Render {
             task,
             seed,

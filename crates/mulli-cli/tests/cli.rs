@@ -284,3 +284,32 @@ fn sim_commands_record_a_valid_dataset_and_render_cameras() {
         "{err}"
     );
 }
+
+#[test]
+fn teleop_replays_keys_and_records_the_episodes_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("teleop");
+    // Down six steps, close, up three, keep (Enter); two steps then discard; one step, keep; quit.
+    let keys = "ffffff rrr\nww\u{8}s\n\u{1b}";
+    let text = ok(&[
+        "sim",
+        "teleop",
+        "--task",
+        "pick_up_cube",
+        "--keys",
+        keys,
+        "--out",
+        s(&out),
+    ]);
+    assert!(text.contains("kept 2 episode(s)"), "{text}");
+    ok(&["dataset", "validate", s(&out)]);
+    let info = ok(&["dataset", "info", s(&out)]);
+    assert!(info.contains("episodes   2 (11 frames"), "{info}");
+    let bad = mulli(&["sim", "teleop", "--keys", "x"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a teleop key"));
+    // Without --keys and without a terminal it says so instead of hanging.
+    let no_tty = mulli(&["sim", "teleop"]);
+    assert_eq!(no_tty.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_tty.stderr).contains("interactive terminal"));
+}

@@ -162,6 +162,7 @@ pub struct StepInfo {
     pub step: usize,
 }
 
+#[derive(Debug)]
 pub struct StepResult {
     pub observation: Observation,
     pub reward: f32,

@@ -4,7 +4,8 @@
 //! 7-DOF arm's kinematics and IK ([`robot`]), the CPU rasterizer for RGB + depth cameras
 //! ([`render`]), seeded scene randomization ([`layout`]), tasks with success predicates and
 //! English/Korean instructions ([`tasks`]), scripted experts ([`expert`]), the `Env` API
-//! ([`env`]), parallel rollouts ([`vec_env`]) and recording to LeRobot datasets ([`record`]).
+//! ([`env`]), parallel rollouts ([`vec_env`]), recording to LeRobot datasets ([`record`])
+//! and keyboard teleoperation ([`teleop`]).
 //! Policies never see this crate: they get [`mulli_core::Observation`]s.
 
 pub mod env;
@@ -17,6 +18,7 @@ pub mod render;
 pub mod robot;
 pub mod scene;
 pub mod tasks;
+pub mod teleop;
 pub mod vec_env;
 
 pub use env::{ActionMode, CameraConfig, Env, EnvConfig, KitchenEnv, StepInfo, StepResult};
