@@ -94,6 +94,11 @@ pub enum SimCmd {
         /// Keep episodes where the expert failed (marked by `next.success`).
         #[arg(long)]
         keep_failures: bool,
+        /// Which layouts, phrasings and scene variations: train (default; EN + KO training
+        /// phrasings), or an evaluation split (seen_layouts, held_out_layouts,
+        /// held_out_phrasings, korean, distractors, visual_changes).
+        #[arg(long, default_value = "train")]
+        split: String,
         /// Replace what is in --out.
         #[arg(long, conflicts_with = "append")]
         force: bool,
@@ -132,6 +137,7 @@ pub fn run(cmd: SimCmd) -> Result<ExitCode> {
             seed,
             noise,
             keep_failures,
+            split,
             force,
             append,
             camera,
@@ -150,7 +156,7 @@ pub fn run(cmd: SimCmd) -> Result<ExitCode> {
                 seed,
                 noise,
                 keep_failures,
-                split: Split::Train,
+                split: Split::from_id(&split)?,
                 env: camera.config(),
             };
             record(&out, &opts, mode)

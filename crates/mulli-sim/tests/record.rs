@@ -123,3 +123,39 @@ fn bad_record_options_are_clear_errors() {
     o.noise = -1.0;
     assert!(record(&tmp.path().join("w"), &o, WriteMode::Create, |_, _| {}).is_err());
 }
+
+#[test]
+fn splits_and_kept_failures_are_recorded_as_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Korean split: every task string is Korean.
+    let mut o = options(2);
+    o.split = mulli_sim::Split::Korean;
+    record(&tmp.path().join("ko"), &o, WriteMode::Create, |_, _| {}).unwrap();
+    let ds = Dataset::open(tmp.path().join("ko")).unwrap();
+    assert!(
+        ds.tasks
+            .iter()
+            .all(|t| t.chars().any(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c))),
+        "{:?}",
+        ds.tasks
+    );
+    // A step budget too small to succeed: failures are kept only when asked, and marked.
+    let mut o = options(2);
+    o.env.max_steps = Some(3);
+    o.keep_failures = true;
+    let report = record(&tmp.path().join("fail"), &o, WriteMode::Create, |_, _| {}).unwrap();
+    assert_eq!(report.episodes, 2);
+    assert!(
+        report
+            .per_task
+            .values()
+            .all(|t| t.successes == 0 && t.failures.contains_key("timeout"))
+    );
+    let mut o = options(1);
+    o.env.max_steps = Some(3);
+    let e = record(&tmp.path().join("none"), &o, WriteMode::Create, |_, _| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("only 0 of 1 episodes succeeded"), "{e}");
+}
