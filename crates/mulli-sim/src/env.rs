@@ -485,22 +485,24 @@ impl KitchenEnv {
         let cams = self.cameras();
         let all = self.scene.draw_items();
         let bg = self.scene.floor_color.map(|c| c * 0.6);
-        let mut items = Vec::with_capacity(all.len());
+        let (mut fixed, mut moving) =
+            (Vec::with_capacity(all.len()), Vec::with_capacity(all.len()));
         for (k, cam) in cams.iter().enumerate() {
             // Skip whole objects outside the view (the wrist camera sees few).
-            items.clear();
-            items.extend(
-                all.iter()
-                    .filter(|(_, c, r)| cam.sees_sphere(*c, *r))
-                    .map(|(item, _, _)| *item),
-            );
-            self.raster.render(
-                cam,
-                &items,
-                &self.scene.layout.lighting,
-                bg,
-                &mut self.images[k],
-            );
+            fixed.clear();
+            moving.clear();
+            for s in all.iter().filter(|s| cam.sees_sphere(s.center, s.radius)) {
+                // The agent view never moves within an episode: its furniture layer is
+                // rasterized once and reused. The wrist camera moves every step.
+                if k == 0 && s.fixed {
+                    fixed.push(s.item)
+                } else {
+                    moving.push(s.item)
+                }
+            }
+            let lighting = &self.scene.layout.lighting;
+            self.raster
+                .render_layered(cam, &fixed, &moving, lighting, bg, &mut self.images[k]);
         }
     }
 

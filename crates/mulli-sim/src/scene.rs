@@ -80,6 +80,16 @@ fn groups(member: Group) -> InteractionGroups {
     InteractionGroups::new(member, filter, InteractionTestMode::And)
 }
 
+/// A draw item with its world bounding sphere, and whether it can never move (furniture
+/// on fixed bodies and the world itself).
+#[derive(Clone, Copy)]
+pub struct SceneItem<'a> {
+    pub item: DrawItem<'a>,
+    pub center: Vec3,
+    pub radius: f32,
+    pub fixed: bool,
+}
+
 /// Something drawn: a mesh attached to a body (or to the world) with a local transform.
 #[derive(Clone, Debug)]
 pub struct Visual {
@@ -331,17 +341,21 @@ impl Scene {
         }
     }
 
-    /// Draw items for the current physics state, with world bounding spheres.
-    pub fn draw_items(&self) -> Vec<(DrawItem<'_>, Vec3, f32)> {
+    /// Draw items for the current physics state.
+    pub fn draw_items(&self) -> Vec<SceneItem<'_>> {
         self.visuals
             .iter()
             .map(|vis| {
-                let world = match vis.body {
+                let (world, fixed) = match vis.body {
                     Some(h) => {
-                        let p = self.world.bodies[h].position();
-                        Affine3A::from_rotation_translation(p.rotation, p.translation)
+                        let b = &self.world.bodies[h];
+                        let p = b.position();
+                        (
+                            Affine3A::from_rotation_translation(p.rotation, p.translation),
+                            b.is_fixed(),
+                        )
                     }
-                    None => Affine3A::IDENTITY,
+                    None => (Affine3A::IDENTITY, true),
                 };
                 let transform = world * vis.local;
                 let center = transform.transform_point3(vis.bound.0);
@@ -350,7 +364,12 @@ impl Scene {
                     transform,
                     material: vis.material,
                 };
-                (item, center, vis.bound.1)
+                SceneItem {
+                    item,
+                    center,
+                    radius: vis.bound.1,
+                    fixed,
+                }
             })
             .collect()
     }

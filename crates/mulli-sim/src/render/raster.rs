@@ -35,6 +35,82 @@ pub struct Rasterizer {
     targets: Targets,
     vertices: Vec<PreparedVertex>,
     materials: Vec<Material>,
+    /// The static layer of the last [`Rasterizer::render_layered`] call, reused while the
+    /// camera, the lighting and the static items stay the same.
+    base: Option<StaticLayer>,
+}
+
+/// A rasterized static layer: the visibility buffer, shade records and materials after the
+/// static items were drawn, keyed by everything that determines them.
+struct StaticLayer {
+    key: u64,
+    inv_depth: Vec<f32>,
+    ids: Vec<u32>,
+    records: Vec<ShadeRecord>,
+    materials: Vec<Material>,
+}
+
+/// FNV-1a over the bits of everything the static layer depends on.
+struct KeyHasher(u64);
+
+impl KeyHasher {
+    fn new() -> Self {
+        KeyHasher(0xcbf2_9ce4_8422_2325)
+    }
+    fn u64(&mut self, v: u64) {
+        for b in v.to_le_bytes() {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn f32s(&mut self, vs: &[f32]) {
+        for v in vs {
+            self.u64(u64::from(v.to_bits()));
+        }
+    }
+    fn material(&mut self, m: &Material) {
+        self.f32s(&m.color);
+        match m.pattern {
+            Pattern::Solid => self.u64(0),
+            Pattern::Stripes {
+                color,
+                period,
+                axis,
+            } => {
+                self.u64(1);
+                self.f32s(&color);
+                self.f32s(&[period]);
+                self.u64(u64::from(axis));
+            }
+            Pattern::Checker { color, size } => {
+                self.u64(2);
+                self.f32s(&color);
+                self.f32s(&[size]);
+            }
+        }
+    }
+}
+
+fn static_key(camera: &Camera, lighting: &Lighting, items: &[DrawItem<'_>]) -> u64 {
+    let mut h = KeyHasher::new();
+    h.u64(camera.width as u64);
+    h.u64(camera.height as u64);
+    h.f32s(&[camera.fov_y, camera.near, camera.far]);
+    h.f32s(&camera.pose.to_cols_array());
+    h.f32s(&lighting.direction.to_array());
+    h.f32s(&lighting.color);
+    h.f32s(&lighting.ambient);
+    for item in items {
+        // The mesh by identity and shape (address, sizes, a vertex), then where and how.
+        h.u64(item.mesh as *const _ as usize as u64);
+        h.u64(item.mesh.positions.len() as u64);
+        h.u64(item.mesh.triangles.len() as u64);
+        if let Some(p) = item.mesh.positions.first() {
+            h.f32s(&p.to_array());
+        }
+        h.f32s(&item.transform.to_cols_array());
+        h.material(&item.material);
+    }
+    h.0
 }
 
 /// Per-frame render targets: the visibility buffer and what is needed to shade it.
@@ -183,6 +259,23 @@ impl Rasterizer {
         background: [f32; 3],
         out: &mut Image,
     ) {
+        self.render_layered(camera, &[], items, lighting, background, out);
+    }
+
+    /// Like [`Rasterizer::render`] with `static_items` drawn first — but only when they,
+    /// the camera or the lighting changed since the last call: otherwise their rasterized
+    /// layer is reused. For a fixed camera over furniture that never moves, this skips the
+    /// most expensive triangles (floor, table) every frame. The image is byte-identical to
+    /// rendering all items in order.
+    pub fn render_layered(
+        &mut self,
+        camera: &Camera,
+        static_items: &[DrawItem<'_>],
+        items: &[DrawItem<'_>],
+        lighting: &Lighting,
+        background: [f32; 3],
+        out: &mut Image,
+    ) {
         let encoder = SrgbEncoder::new();
         let (width, height) = if camera.width <= MAX_IMAGE_SIDE && camera.height <= MAX_IMAGE_SIDE {
             (camera.width, camera.height)
@@ -212,16 +305,43 @@ impl Rasterizer {
             }
         };
 
-        self.targets.clear(width, height, frame.inv_far);
-        self.materials.clear();
+        let key = (!static_items.is_empty()).then(|| static_key(camera, lighting, static_items));
+        let cached = matches!((&self.base, key), (Some(b), Some(k)) if b.key == k && b.ids.len() == width * height);
+        if cached {
+            if let Some(base) = &self.base {
+                self.targets.width = width;
+                self.targets.height = height;
+                self.targets.inv_depth.clone_from(&base.inv_depth);
+                self.targets.ids.clone_from(&base.ids);
+                self.targets.records.clone_from(&base.records);
+                self.materials.clone_from(&base.materials);
+            }
+        } else {
+            self.targets.clear(width, height, frame.inv_far);
+            self.materials.clear();
+            self.draw_items(&frame, static_items);
+            if let Some(key) = key {
+                self.base = Some(StaticLayer {
+                    key,
+                    inv_depth: self.targets.inv_depth.clone(),
+                    ids: self.targets.ids.clone(),
+                    records: self.targets.records.clone(),
+                    materials: self.materials.clone(),
+                });
+            }
+        }
+        self.draw_items(&frame, items);
+        self.shade(&encoder, background_rgb, camera, out);
+    }
+
+    fn draw_items(&mut self, frame: &Frame, items: &[DrawItem<'_>]) {
         for item in items {
             let Ok(material) = u32::try_from(self.materials.len()) else {
                 break;
             };
             self.materials.push(item.material);
-            self.draw_item(&frame, item, material);
+            self.draw_item(frame, item, material);
         }
-        self.shade(&encoder, background_rgb, camera, out);
     }
 
     /// Vertex pass for one item, then each triangle through the fast path or clipping.

@@ -761,3 +761,58 @@ fn sphere_culling_is_conservative() {
         }
     }
 }
+
+#[test]
+fn layered_rendering_equals_drawing_everything_and_tracks_changes() {
+    let kitchen = Kitchen::new();
+    let items = kitchen.items();
+    let (fixed, moving) = items.split_at(items.len() / 2);
+    let light = frontal_light();
+    let camera = Kitchen::camera(96, 96);
+    let reference = {
+        let mut ordered = fixed.to_vec();
+        ordered.extend_from_slice(moving);
+        let mut img = Image::new(0, 0);
+        Rasterizer::default().render(&camera, &ordered, &light, [0.1, 0.2, 0.3], &mut img);
+        img
+    };
+    let mut r = Rasterizer::default();
+    let mut first = Image::new(0, 0);
+    r.render_layered(&camera, fixed, moving, &light, [0.1, 0.2, 0.3], &mut first);
+    assert_eq!(first, reference, "first (uncached) layered frame");
+    // Cached static layer, and an unrelated frame in between, change nothing.
+    let mut other = Image::new(0, 0);
+    r.render(
+        &Kitchen::camera(40, 30),
+        &items,
+        &light,
+        [0.0; 3],
+        &mut other,
+    );
+    let mut again = Image::new(0, 0);
+    r.render_layered(&camera, fixed, moving, &light, [0.1, 0.2, 0.3], &mut again);
+    assert_eq!(again, reference, "cached layered frame");
+    // Moving a static item, the camera or the light invalidates the cache.
+    let mut moved = fixed.to_vec();
+    moved[0].transform = Affine3A::from_translation(Vec3::new(0.05, 0.0, 0.0)) * moved[0].transform;
+    let mut expect = moved.clone();
+    expect.extend_from_slice(moving);
+    let mut want = Image::new(0, 0);
+    Rasterizer::default().render(&camera, &expect, &light, [0.1, 0.2, 0.3], &mut want);
+    let mut got = Image::new(0, 0);
+    r.render_layered(&camera, &moved, moving, &light, [0.1, 0.2, 0.3], &mut got);
+    assert_eq!(got, want, "static item moved");
+    let dim = Lighting {
+        ambient: [0.05; 3],
+        ..light
+    };
+    let mut want = Image::new(0, 0);
+    Rasterizer::default().render(&camera, &expect, &dim, [0.1, 0.2, 0.3], &mut want);
+    r.render_layered(&camera, &moved, moving, &dim, [0.1, 0.2, 0.3], &mut got);
+    assert_eq!(got, want, "lighting changed");
+    let small = Kitchen::camera(64, 48);
+    let mut want = Image::new(0, 0);
+    Rasterizer::default().render(&small, &expect, &dim, [0.1, 0.2, 0.3], &mut want);
+    r.render_layered(&small, &moved, moving, &dim, [0.1, 0.2, 0.3], &mut got);
+    assert_eq!(got, want, "camera changed");
+}
