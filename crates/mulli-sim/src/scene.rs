@@ -194,6 +194,34 @@ impl Builder {
             bound,
         });
     }
+    /// A box open at its front (-x): back, sides, top and a floor (`floor_half_y` wide, in
+    /// `floor_mat`), walls `t` thick, outer half extents `half`, standing on z = 0.
+    fn carcass(
+        &mut self,
+        body: RigidBodyHandle,
+        half: [f32; 3],
+        t: f32,
+        mat: Material,
+        floor_half_y: f32,
+        floor_mat: Material,
+    ) {
+        let [hx, hy, hz] = half;
+        let walls = [
+            (v(hx - t / 2.0, 0.0, hz), v(t / 2.0, hy, hz), mat),
+            (v(0.0, hy - t / 2.0, hz), v(hx, t / 2.0, hz), mat),
+            (v(0.0, -hy + t / 2.0, hz), v(hx, t / 2.0, hz), mat),
+            (v(0.0, 0.0, 2.0 * hz - t / 2.0), v(hx, hy, t / 2.0), mat),
+            (
+                v(0.0, 0.0, t / 2.0),
+                v(hx, floor_half_y, t / 2.0),
+                floor_mat,
+            ),
+        ];
+        for (center, half, material) in walls {
+            self.box_part(body, center, half, G_WORLD, 0.6, material);
+        }
+    }
+
     /// A cuboid collider on `body` at `center` (body frame) plus its visual.
     fn box_part(
         &mut self,
@@ -554,47 +582,8 @@ fn build_fridge(
         color: body_mat.color.map(|c| c * 0.75),
         pattern: Pattern::Solid,
     };
-    // Back, sides, top, bottom, shelf.
-    b.box_part(
-        fridge,
-        v(hx - t / 2.0, 0.0, hz),
-        v(t / 2.0, hy, hz),
-        G_WORLD,
-        0.6,
-        body_mat,
-    );
-    b.box_part(
-        fridge,
-        v(0.0, hy - t / 2.0, hz),
-        v(hx, t / 2.0, hz),
-        G_WORLD,
-        0.6,
-        body_mat,
-    );
-    b.box_part(
-        fridge,
-        v(0.0, -hy + t / 2.0, hz),
-        v(hx, t / 2.0, hz),
-        G_WORLD,
-        0.6,
-        body_mat,
-    );
-    b.box_part(
-        fridge,
-        v(0.0, 0.0, 2.0 * hz - t / 2.0),
-        v(hx, hy, t / 2.0),
-        G_WORLD,
-        0.6,
-        body_mat,
-    );
-    b.box_part(
-        fridge,
-        v(0.0, 0.0, t / 2.0),
-        v(hx, hy - t, t / 2.0),
-        G_WORLD,
-        0.6,
-        inner,
-    );
+    // Back, sides, top, bottom; then the shelf.
+    b.carcass(fridge, [hx, hy, hz], t, body_mat, hy - t, inner);
     b.box_part(
         fridge,
         v(0.01, 0.0, FRIDGE_SHELF_Z - 0.005),
@@ -694,46 +683,7 @@ fn build_cabinet(
         .world
         .bodies
         .insert(RigidBodyBuilder::fixed().pose(cab_pose));
-    b.box_part(
-        cabinet,
-        v(hx - t / 2.0, 0.0, hz),
-        v(t / 2.0, hy, hz),
-        G_WORLD,
-        0.6,
-        body_mat,
-    );
-    b.box_part(
-        cabinet,
-        v(0.0, hy - t / 2.0, hz),
-        v(hx, t / 2.0, hz),
-        G_WORLD,
-        0.6,
-        body_mat,
-    );
-    b.box_part(
-        cabinet,
-        v(0.0, -hy + t / 2.0, hz),
-        v(hx, t / 2.0, hz),
-        G_WORLD,
-        0.6,
-        body_mat,
-    );
-    b.box_part(
-        cabinet,
-        v(0.0, 0.0, 2.0 * hz - t / 2.0),
-        v(hx, hy, t / 2.0),
-        G_WORLD,
-        0.6,
-        body_mat,
-    );
-    b.box_part(
-        cabinet,
-        v(0.0, 0.0, t / 2.0),
-        v(hx, hy, t / 2.0),
-        G_WORLD,
-        0.6,
-        body_mat,
-    );
+    b.carcass(cabinet, [hx, hy, hz], t, body_mat, hy, body_mat);
 
     // The drawer: a tray with a front panel, sliding along the cabinet's -x.
     let rot = Quat::from_rotation_z(at.yaw);
