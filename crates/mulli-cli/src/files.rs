@@ -14,3 +14,14 @@ pub fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
     }
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
+
+/// The dataset write mode the `--force` / `--append` flags ask for.
+pub fn write_mode(force: bool, append: bool) -> mulli_data::WriteMode {
+    if force {
+        mulli_data::WriteMode::Overwrite
+    } else if append {
+        mulli_data::WriteMode::Append
+    } else {
+        mulli_data::WriteMode::Create
+    }
+}

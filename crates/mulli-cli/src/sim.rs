@@ -142,13 +142,7 @@ pub fn run(cmd: SimCmd) -> Result<ExitCode> {
             append,
             camera,
         } => {
-            let mode = if force {
-                WriteMode::Overwrite
-            } else if append {
-                WriteMode::Append
-            } else {
-                WriteMode::Create
-            };
+            let mode = crate::files::write_mode(force, append);
             let opts = RecordOptions {
                 suite,
                 tasks,

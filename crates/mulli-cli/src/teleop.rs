@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use crossterm::event::{self, Event, KeyCode, KeyEventKind};
 use crossterm::style::{Color, Print, SetBackgroundColor, SetForegroundColor};
 use crossterm::{cursor, queue, terminal};
-use mulli_data::{DatasetWriter, WriteMode, WriterOptions};
+use mulli_data::{DatasetWriter, WriterOptions};
 use mulli_sim::teleop::{Command, Outcome, Session};
 use mulli_sim::{EnvConfig, KitchenEnv};
 
@@ -228,13 +228,7 @@ pub fn run(args: TeleopArgs) -> Result<ExitCode> {
 }
 
 fn open_writer(dir: &Path, config: &EnvConfig, append: bool, force: bool) -> Result<DatasetWriter> {
-    let mode = if force {
-        WriteMode::Overwrite
-    } else if append {
-        WriteMode::Append
-    } else {
-        WriteMode::Create
-    };
+    let mode = crate::files::write_mode(force, append);
     let opts = WriterOptions {
         fps: config.control_hz,
         robot_type: Some(mulli_sim::env::ROBOT_TYPE.into()),
