@@ -63,10 +63,65 @@ pub enum BenchCmd {
         #[arg(long)]
         baseline: Option<f64>,
     },
+    /// Training throughput of the default VLA (samples/s, with a forward/backward/optimizer
+    /// split), on synthetic kitchen-shaped batches.
+    Train {
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        #[arg(long, value_enum, default_value_t = HeadArg::L1)]
+        head: HeadArg,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// A baseline in samples/s (the PyTorch twin's) for the ratio.
+        #[arg(long)]
+        baseline: Option<f64>,
+    },
+    /// Batch-1 inference latency (p50/p99) of the default VLA.
+    Infer {
+        #[arg(long, default_value_t = 200)]
+        calls: usize,
+        #[arg(long, value_enum, default_value_t = HeadArg::L1)]
+        head: HeadArg,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// A baseline p50 in ms (the PyTorch twin's) for the ratio.
+        #[arg(long)]
+        baseline: Option<f64>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum HeadArg {
+    L1,
+    Flow,
+}
+
+impl From<HeadArg> for mulli_policy::Head {
+    fn from(h: HeadArg) -> Self {
+        match h {
+            HeadArg::L1 => mulli_policy::Head::L1,
+            HeadArg::Flow => mulli_policy::Head::Flow,
+        }
+    }
 }
 
 pub fn run(cmd: BenchCmd) -> Result<ExitCode> {
     match cmd {
+        BenchCmd::Train {
+            batch_size,
+            steps,
+            head,
+            device,
+            baseline,
+        } => crate::bench_policy::train(batch_size, steps, head.into(), &device, baseline),
+        BenchCmd::Infer {
+            calls,
+            head,
+            device,
+            baseline,
+        } => crate::bench_policy::infer(calls, head.into(), &device, baseline),
         BenchCmd::Sim {
             steps,
             width,

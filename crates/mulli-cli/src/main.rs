@@ -4,8 +4,10 @@
 //! and reports errors (with their chain of causes) in the user's words.
 
 mod bench;
+mod bench_policy;
 mod dataset;
 mod files;
+mod policy;
 mod progress;
 mod sim;
 mod teleop;
@@ -37,7 +39,15 @@ enum Command {
     /// The kitchen world: tasks, camera renders, scripted experts, demo recording.
     #[command(subcommand)]
     Sim(sim::SimCmd),
-    /// Measure speed: the training loader, the dataset writer, the simulator.
+    /// Train a vision-language-action policy on LeRobot datasets.
+    Train(policy::TrainArgs),
+    /// Evaluate a trained policy closed-loop in the kitchen.
+    Eval(policy::EvalArgs),
+    /// Inspect trained policies.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
+    /// Measure speed: the training loader, the dataset writer, the simulator, training and
+    /// inference of the policy.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
 }
@@ -69,6 +79,9 @@ fn main() -> std::process::ExitCode {
         Command::Flywheel(a) => flywheel(a),
         Command::Dataset(c) => dataset::run(c),
         Command::Sim(c) => sim::run(c),
+        Command::Train(a) => policy::train(a),
+        Command::Eval(a) => policy::eval(a),
+        Command::Policy(c) => policy::run(c),
         Command::Bench(c) => bench::run(c),
     };
     match result {

@@ -239,19 +239,6 @@ fn render(
     Ok(ExitCode::SUCCESS)
 }
 
-fn wilson(successes: usize, n: usize) -> (f64, f64) {
-    if n == 0 {
-        return (0.0, 1.0);
-    }
-    let z = 1.96f64;
-    let p = successes as f64 / n as f64;
-    let n = n as f64;
-    let denom = 1.0 + z * z / n;
-    let centre = (p + z * z / (2.0 * n)) / denom;
-    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
-    ((centre - half).max(0.0), (centre + half).min(1.0))
-}
-
 fn experts(suite: &str, seeds: u64, noise: f64, seed: u64) -> Result<ExitCode> {
     let suite = Suite::named(suite)?;
     anyhow::ensure!(seeds > 0, "--seeds must be at least 1");
@@ -293,7 +280,7 @@ fn experts(suite: &str, seeds: u64, noise: f64, seed: u64) -> Result<ExitCode> {
                 .entry(r.failure.map_or("unknown", |f| f.as_str()))
                 .or_default() += 1;
         }
-        let (lo, hi) = wilson(ok, results.len());
+        let (lo, hi) = mulli_sim::eval::wilson(ok, results.len());
         let reasons = reasons
             .iter()
             .map(|(k, v)| format!("{k}: {v}"))

@@ -313,3 +313,96 @@ fn teleop_replays_keys_and_records_the_episodes_kept() {
     assert_eq!(no_tty.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&no_tty.stderr).contains("interactive terminal"));
 }
+
+#[test]
+fn train_info_and_eval_a_policy_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("kitchen");
+    ok(&[
+        "sim",
+        "record",
+        "--suite",
+        "kitchen-v1-single",
+        "--tasks",
+        "open_drawer",
+        "--episodes",
+        "3",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--out",
+        s(&data),
+    ]);
+    let config = tmp.path().join("tiny.toml");
+    std::fs::write(
+        &config,
+        "steps = 4\nbatch_size = 8\nwarmup_steps = 1\nval_every = 2\ncheckpoint_every = 2\n\
+         log_every = 1\nval_fraction = 0.34\n[augment]\nshift = 2\n\
+         [model]\nimage_size = 32\nconv_channels = [8, 16]\nd_model = 32\nd_ff = 64\n\
+         n_layers = 1\nchunk = 4\nhead = \"flow\"\n",
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let out = ok(&[
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&run),
+        "--config",
+        s(&config),
+    ]);
+    assert!(out.contains("trained 4 steps"), "{out}");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 4);
+
+    // The same --out again is refused (nothing is overwritten), --resume is the way back in.
+    let o = mulli(&[
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&run),
+        "--config",
+        s(&config),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+    // An unknown config key names itself.
+    std::fs::write(tmp.path().join("bad.toml"), "stepz = 3\n").unwrap();
+    let o = mulli(&[
+        "train",
+        "--data",
+        s(&data),
+        "--out",
+        s(&tmp.path().join("bad")),
+        "--config",
+        s(&tmp.path().join("bad.toml")),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("stepz"));
+
+    let info = ok(&["policy", "info", s(&run)]);
+    assert!(
+        info.contains("parameters") && info.contains("Flow head"),
+        "{info}"
+    );
+    assert!(info.contains("agentview, wrist"), "{info}");
+
+    let json = tmp.path().join("eval.json");
+    let out = ok(&[
+        "eval",
+        "--policy",
+        s(&run),
+        "--task",
+        "open_drawer",
+        "--episodes",
+        "1",
+        "--json",
+        s(&json),
+    ]);
+    assert!(out.contains("| seen_layouts | open_drawer |"), "{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["episodes"].as_array().unwrap().len(), 1);
+}

@@ -2,7 +2,7 @@
 //!
 //! It owns the shape of data, not how it is stored: [`FeatureSpec`] (name, dtype, shape, axis
 //! names), [`Frame`] and [`Episode`] (what a recorder produces), task strings ([`Task`]), what a policy
-//! sees ([`Observation`]),
+//! sees ([`Observation`]) and offers ([`Policy`], with chunk execution),
 //! [`Embodiment`] descriptions, seeded randomness ([`rng`]), and the errors these raise.
 //! Nothing here knows about files, simulators or models.
 
@@ -11,6 +11,7 @@ pub mod error;
 pub mod feature;
 pub mod frame;
 pub mod observation;
+pub mod policy;
 pub mod rng;
 
 pub use embodiment::Embodiment;
@@ -18,3 +19,4 @@ pub use error::CoreError;
 pub use feature::{DType, FeatureKind, FeatureSpec, Features, ImageLayout};
 pub use frame::{Episode, Frame, Task, Value};
 pub use observation::{CameraImage, Observation};
+pub use policy::{ActionChunk, ChunkExecutor, Execution, Policy};

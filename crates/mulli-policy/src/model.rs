@@ -1,21 +1,66 @@
-//! The VLA model, first cut: a small GroupNorm CNN per camera (shared weights plus a learned
-//! camera embedding), a byte-level language encoder (embedding + position, masked mean
-//! pool), a proprio projection, an MLP fusion, and an ACT-style action-chunk head (L1).
-//! Transformer fusion and the flow-matching head come next (issue 4).
+//! The VLA model: camera images, an instruction and the robot state in; a chunk of H future
+//! actions out.
+//!
+//! ```text
+//! cameras ─ shared GroupNorm CNN (k3 s2 ×4) ─ 5×5 feature grid ─ Linear ─┐ 25 tokens/camera
+//! instruction ─ bytes ─ embedding + 1 transformer layer ─ masked mean ───┤ 1 token
+//!   (or a frozen pretrained sentence embedding ─ Linear)                 │
+//! state ─ Linear ────────────────────────────────────────────────────────┤ 1 token
+//! action queries (L1) / noisy actions + time (flow) ─────────────────────┘ H tokens
+//!        └─ pre-norm transformer (fusion) ─ LayerNorm ─ Linear ─ H × action_dim
+//! ```
+//!
+//! Two heads share the backbone, chosen by [`Head`]: ACT-style L1 regression of the chunk
+//! (one pass), and pi0-style flow matching (velocity field, a few Euler steps at inference;
+//! the observation encoder runs once, only the fusion transformer runs per step).
+//!
+//! Why these shapes (measured on burn-flex, 2 cores; docs/benchmarks.md): strided valid
+//! convolutions without pooling layers are the cheapest way down from 96 px; keeping a 5×5
+//! grid per camera instead of a global pool preserves where things are, which grasping
+//! needs; distinct instructions are encoded once per batch (a batch holds a few dozen
+//! distinct strings at most), which makes the text encoder almost free.
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{
-    Embedding, EmbeddingConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, Relu,
+use burn::nn::transformer::{
+    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
 };
-use burn::tensor::{Device, Distribution, Int, Tensor};
+use burn::nn::{
+    Embedding, EmbeddingConfig, Gelu, GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig,
+    Linear, LinearConfig, Relu,
+};
+use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::PolicyError;
 use crate::tokenizer::VOCAB;
 
-/// Sizes of the model.
+/// How the action chunk is produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Head {
+    /// ACT-style: regress the chunk directly, L1 loss.
+    L1,
+    /// pi0-style flow matching: learn the velocity from noise to actions, integrate with
+    /// `flow_steps` Euler steps at inference.
+    Flow,
+}
+
+/// Where the instruction embedding comes from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum TextEncoderKind {
+    /// Bytes of the UTF-8 string through a small transformer trained with the policy: any
+    /// language, no vocabulary file.
+    Bytes,
+    /// A frozen pretrained sentence encoder producing `dim`-sized embeddings (see
+    /// [`crate::pretrained`]); only a projection is trained.
+    Pretrained { dim: usize },
+}
+
+/// Sizes of the model. The defaults are the CPU model the flywheel trains in minutes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct VlaConfig {
     pub cameras: usize,
     /// Square input images (pixels per side).
@@ -27,7 +72,19 @@ pub struct VlaConfig {
     /// Tokens per instruction (see [`crate::ByteTokenizer`]).
     pub text_len: usize,
     pub d_model: usize,
-    pub conv_channels: [usize; 3],
+    pub n_heads: usize,
+    /// Fusion transformer layers.
+    pub n_layers: usize,
+    /// Feed-forward width of every transformer layer.
+    pub d_ff: usize,
+    /// Transformer layers of the byte-level text encoder.
+    pub text_layers: usize,
+    /// Output channels of each stride-2 3×3 convolution.
+    pub conv_channels: Vec<usize>,
+    pub head: Head,
+    /// Euler steps of the flow head at inference.
+    pub flow_steps: usize,
+    pub text_encoder: TextEncoderKind,
 }
 
 impl Default for VlaConfig {
@@ -40,7 +97,14 @@ impl Default for VlaConfig {
             chunk: 10,
             text_len: 64,
             d_model: 128,
-            conv_channels: [32, 64, 64],
+            n_heads: 4,
+            n_layers: 3,
+            d_ff: 512,
+            text_layers: 1,
+            conv_channels: vec![32, 64, 64, 64],
+            head: Head::L1,
+            flow_steps: 5,
+            text_encoder: TextEncoderKind::Bytes,
         }
     }
 }
@@ -49,12 +113,16 @@ impl VlaConfig {
     pub fn validate(&self) -> Result<(), PolicyError> {
         let checks = [
             ("cameras", self.cameras, 1),
-            ("image_size", self.image_size, 16),
+            ("image_size", self.image_size, 8),
             ("state_dim", self.state_dim, 1),
             ("action_dim", self.action_dim, 1),
             ("chunk", self.chunk, 1),
             ("text_len", self.text_len, 2),
             ("d_model", self.d_model, 8),
+            ("n_heads", self.n_heads, 1),
+            ("n_layers", self.n_layers, 1),
+            ("d_ff", self.d_ff, 1),
+            ("flow_steps", self.flow_steps, 1),
         ];
         for (name, value, min) in checks {
             if value < min {
@@ -63,12 +131,58 @@ impl VlaConfig {
                 )));
             }
         }
+        if !self.d_model.is_multiple_of(self.n_heads) || !self.d_model.is_multiple_of(2) {
+            return Err(PolicyError::Config(format!(
+                "d_model = {} must be even and divisible by n_heads = {}",
+                self.d_model, self.n_heads
+            )));
+        }
+        if self.conv_channels.is_empty() {
+            return Err(PolicyError::Config(
+                "conv_channels is empty: need at least one convolution".into(),
+            ));
+        }
         if let Some(c) = self.conv_channels.iter().find(|&&c| c == 0 || c % 8 != 0) {
             return Err(PolicyError::Config(format!(
                 "conv_channels contains {c}: each must be a positive multiple of 8 (GroupNorm groups)"
             )));
         }
+        if self.grid_side() == 0 {
+            return Err(PolicyError::Config(format!(
+                "image_size = {} is too small for {} stride-2 convolutions",
+                self.image_size,
+                self.conv_channels.len()
+            )));
+        }
+        if let TextEncoderKind::Pretrained { dim: 0 } = self.text_encoder {
+            return Err(PolicyError::Config(
+                "text_encoder.dim = 0: a pretrained encoder has a positive width".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// Side of the feature grid after the convolutions (valid 3×3, stride 2).
+    pub fn grid_side(&self) -> usize {
+        let mut s = self.image_size;
+        for _ in &self.conv_channels {
+            if s < 3 {
+                return 0;
+            }
+            s = (s - 3) / 2 + 1;
+        }
+        s
+    }
+
+    /// Image tokens over all cameras.
+    pub fn image_tokens(&self) -> usize {
+        self.cameras * self.grid_side() * self.grid_side()
+    }
+
+    fn transformer(&self, layers: usize) -> TransformerEncoderConfig {
+        TransformerEncoderConfig::new(self.d_model, self.d_ff, self.n_heads, layers)
+            .with_dropout(0.0)
+            .with_norm_first(true)
     }
 }
 
@@ -94,105 +208,366 @@ impl ConvBlock {
     }
 }
 
+/// The byte-level instruction encoder.
+#[derive(Module, Debug)]
+struct ByteTextEncoder {
+    tokens: Embedding,
+    positions: Param<Tensor<2>>,
+    layers: Option<TransformerEncoder>,
+}
+
+/// Flow-matching parts: noisy actions and the time in, as token features.
+#[derive(Module, Debug)]
+struct FlowInput {
+    action_in: Linear,
+    time1: Linear,
+    time2: Linear,
+    act: Gelu,
+}
+
 #[derive(Module, Debug)]
 pub struct Vla {
     blocks: Vec<ConvBlock>,
     image_proj: Linear,
-    camera_embedding: Param<Tensor<2>>,
-    tokens: Embedding,
-    positions: Param<Tensor<2>>,
-    text_proj: Linear,
+    image_positions: Param<Tensor<2>>,
+    bytes: Option<ByteTextEncoder>,
+    text_proj: Option<Linear>,
     state_proj: Linear,
-    fuse1: Linear,
-    fuse2: Linear,
-    head: Linear,
-    act: Relu,
-    cameras: usize,
+    queries: Param<Tensor<2>>,
+    /// Positions of the text, state and action tokens.
+    token_positions: Param<Tensor<2>>,
+    flow: Option<FlowInput>,
+    fusion: TransformerEncoder,
+    out_norm: LayerNorm,
+    out: Linear,
     chunk: usize,
     action_dim: usize,
+    d_model: usize,
+    flow_steps: usize,
 }
 
-/// One batch of model inputs: normalized images in [0, 1] as `[B, cameras, 3, H, W]`, token
-/// ids `[B, text_len]` with a mask of real tokens `[B, text_len]` (1 = token, 0 = pad), and
-/// normalized state `[B, state_dim]`.
+/// The instruction part of a batch. Distinct instructions are encoded once: `index[b]` is the
+/// row (in `tokens` or `features`) of sample `b`'s instruction.
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // built once per batch; boxing would buy nothing
+pub enum TextInput {
+    /// Byte tokens `[U, text_len]` with a mask of real tokens `[U, text_len]` (1 = token).
+    Bytes {
+        tokens: Tensor<2, Int>,
+        mask: Tensor<2>,
+        index: Tensor<1, Int>,
+    },
+    /// Pretrained sentence embeddings `[U, dim]`.
+    Embeddings {
+        features: Tensor<2>,
+        index: Tensor<1, Int>,
+    },
+}
+
+/// One batch of model inputs: images in [0, 1] as `[B, cameras, 3, H, W]`, the instructions,
+/// and normalized state `[B, state_dim]`.
 #[derive(Clone, Debug)]
 pub struct VlaInput {
     pub images: Tensor<5>,
-    pub tokens: Tensor<2, Int>,
-    pub token_mask: Tensor<2>,
+    pub text: TextInput,
     pub state: Tensor<2>,
 }
 
+fn normal(shape: [usize; 2], device: &Device) -> Param<Tensor<2>> {
+    Param::from_tensor(Tensor::random(
+        shape,
+        Distribution::Normal(0.0, 0.02),
+        device,
+    ))
+}
+
 impl Vla {
-    pub fn new(config: &VlaConfig, device: &Device) -> Result<Self, PolicyError> {
+    /// A freshly initialized model; the same `seed` gives the same weights.
+    pub fn new(config: &VlaConfig, seed: u64, device: &Device) -> Result<Self, PolicyError> {
         config.validate()?;
-        let [c1, c2, c3] = config.conv_channels;
         let d = config.d_model;
-        let fused = d * (config.cameras + 2);
-        Ok(Vla {
-            blocks: vec![
-                ConvBlock::new(3, c1, device),
-                ConvBlock::new(c1, c2, device),
-                ConvBlock::new(c2, c3, device),
-            ],
-            image_proj: LinearConfig::new(c3, d).init(device),
-            camera_embedding: Param::from_tensor(Tensor::random(
-                [config.cameras, d],
-                Distribution::Normal(0.0, 0.02),
-                device,
-            )),
-            tokens: EmbeddingConfig::new(VOCAB, d).init(device),
-            positions: Param::from_tensor(Tensor::random(
-                [config.text_len, d],
-                Distribution::Normal(0.0, 0.02),
-                device,
-            )),
-            text_proj: LinearConfig::new(d, d).init(device),
+        let mut blocks = Vec::with_capacity(config.conv_channels.len());
+        let mut c_in = 3;
+        for &c in &config.conv_channels {
+            blocks.push(ConvBlock::new(c_in, c, device));
+            c_in = c;
+        }
+        let (bytes, text_proj) = match config.text_encoder {
+            TextEncoderKind::Bytes => (
+                Some(ByteTextEncoder {
+                    tokens: EmbeddingConfig::new(VOCAB, d).init(device),
+                    positions: normal([config.text_len, d], device),
+                    layers: (config.text_layers > 0)
+                        .then(|| config.transformer(config.text_layers).init(device)),
+                }),
+                None,
+            ),
+            TextEncoderKind::Pretrained { dim } => {
+                (None, Some(LinearConfig::new(dim, d).init(device)))
+            }
+        };
+        let flow = (config.head == Head::Flow).then(|| FlowInput {
+            action_in: LinearConfig::new(config.action_dim, d).init(device),
+            time1: LinearConfig::new(d, d).init(device),
+            time2: LinearConfig::new(d, d).init(device),
+            act: Gelu::new(),
+        });
+        let mut model = Vla {
+            blocks,
+            image_proj: LinearConfig::new(c_in, d).init(device),
+            image_positions: normal([config.image_tokens(), d], device),
+            bytes,
+            text_proj,
             state_proj: LinearConfig::new(config.state_dim, d).init(device),
-            fuse1: LinearConfig::new(fused, 4 * d).init(device),
-            fuse2: LinearConfig::new(4 * d, 4 * d).init(device),
-            head: LinearConfig::new(4 * d, config.chunk * config.action_dim).init(device),
-            act: Relu::new(),
-            cameras: config.cameras,
+            queries: normal([config.chunk, d], device),
+            token_positions: normal([2 + config.chunk, d], device),
+            flow,
+            fusion: config.transformer(config.n_layers).init(device),
+            out_norm: LayerNormConfig::new(d).init(device),
+            out: LinearConfig::new(d, config.action_dim).init(device),
             chunk: config.chunk,
             action_dim: config.action_dim,
-        })
+            d_model: d,
+            flow_steps: config.flow_steps,
+        };
+        seeded_init(&mut model, seed);
+        Ok(model)
     }
 
-    /// Normalized action chunk `[B, chunk, action_dim]`.
-    pub fn forward(&self, input: VlaInput) -> Tensor<3> {
+    pub fn head(&self) -> Head {
+        if self.flow.is_some() {
+            Head::Flow
+        } else {
+            Head::L1
+        }
+    }
+
+    /// The observation as tokens `[B, image_tokens + 2, d]` (images, instruction, state).
+    pub fn encode(&self, input: VlaInput) -> Tensor<3> {
         let [b, cams, ch, h, w] = input.images.dims();
-        // All cameras through the shared encoder at once, then split back per camera.
-        let mut x = input.images.reshape([b * cams, ch, h, w]);
+        let d = self.d_model;
+        // All cameras through the shared encoder at once.
+        let mut x = input.images.reshape([b * cams, ch, h, w]) * 2.0 - 1.0;
         for block in &self.blocks {
             x = block.forward(x);
         }
-        let pooled: Tensor<2> = x.mean_dim(3).mean_dim(2).flatten(1, 3);
-        let d = self.camera_embedding.dims()[1];
-        let cams_feat = self.image_proj.forward(pooled).reshape([b, cams, d])
-            + self.camera_embedding.val().unsqueeze_dim(0);
-        let cams_feat: Tensor<2> = cams_feat.reshape([b, cams * d]);
+        let [_, c, gh, gw] = x.dims();
+        let grid: Tensor<3> = x.reshape([b * cams, c, gh * gw]).swap_dims(1, 2);
+        let images = self
+            .image_proj
+            .forward(grid)
+            .reshape([b, cams * gh * gw, d])
+            + self.image_positions.val().unsqueeze_dim(0);
 
-        let [_, len] = input.tokens.dims();
-        let emb = self.tokens.forward(input.tokens)
-            + self.positions.val().narrow(0, 0, len).unsqueeze_dim(0);
-        let mask = input.token_mask.unsqueeze_dim::<3>(2);
-        let count = mask.clone().sum_dim(1).clamp_min(1.0);
-        let text: Tensor<2> = (emb * mask).sum_dim(1).div(count).flatten(1, 2);
-        let text = self.act.forward(self.text_proj.forward(text));
+        let text = match input.text {
+            TextInput::Bytes {
+                tokens,
+                mask,
+                index,
+            } => {
+                let enc = self
+                    .bytes
+                    .as_ref()
+                    .expect("a byte-level model gets byte tokens (checked by the caller)");
+                let [_, len] = tokens.dims();
+                let mut e = enc.tokens.forward(tokens)
+                    + enc.positions.val().narrow(0, 0, len).unsqueeze_dim(0);
+                if let Some(layers) = &enc.layers {
+                    let pad: Tensor<2, Bool> = mask.clone().lower_elem(0.5);
+                    e = layers.forward(TransformerEncoderInput::new(e).mask_pad(pad));
+                }
+                let m = mask.unsqueeze_dim::<3>(2);
+                let count = m.clone().sum_dim(1).clamp_min(1.0);
+                let pooled: Tensor<2> = (e * m).sum_dim(1).div(count).flatten(1, 2);
+                pooled.select(0, index)
+            }
+            TextInput::Embeddings { features, index } => self
+                .text_proj
+                .as_ref()
+                .expect("a pretrained-text model gets embeddings (checked by the caller)")
+                .forward(features)
+                .select(0, index),
+        };
+        let state = self.state_proj.forward(input.state);
+        let pos = self.token_positions.val();
+        let text = text.unsqueeze_dim::<3>(1) + pos.clone().narrow(0, 0, 1).unsqueeze_dim(0);
+        let state = state.unsqueeze_dim::<3>(1) + pos.narrow(0, 1, 1).unsqueeze_dim(0);
+        Tensor::cat(vec![images, text, state], 1)
+    }
 
-        let state = self.act.forward(self.state_proj.forward(input.state));
-        let fused = Tensor::cat(vec![cams_feat, text, state], 1);
-        let y = self.act.forward(self.fuse1.forward(fused));
-        let y = self.act.forward(self.fuse2.forward(y));
-        self.head
-            .forward(y)
+    /// Run the fusion transformer on observation tokens plus `H` action tokens and read the
+    /// action outputs `[B, H, action_dim]`.
+    fn decode(&self, prefix: Tensor<3>, actions: Tensor<3>) -> Tensor<3> {
+        let [b, p, d] = prefix.dims();
+        let pos = self
+            .token_positions
+            .val()
+            .narrow(0, 2, self.chunk)
+            .unsqueeze_dim(0);
+        let x = Tensor::cat(vec![prefix, actions + pos], 1);
+        let y = self.fusion.forward(TransformerEncoderInput::new(x));
+        let y = y.narrow(1, p, self.chunk).reshape([b * self.chunk, d]);
+        self.out
+            .forward(self.out_norm.forward(y))
             .reshape([b, self.chunk, self.action_dim])
     }
 
-    pub fn cameras(&self) -> usize {
-        self.cameras
+    fn queries(&self, b: usize) -> Tensor<3> {
+        self.queries.val().unsqueeze_dim::<3>(0).repeat_dim(0, b)
     }
+
+    /// L1 head: the normalized action chunk.
+    pub fn forward_l1(&self, prefix: Tensor<3>) -> Tensor<3> {
+        let b = prefix.dims()[0];
+        let q = self.queries(b);
+        self.decode(prefix, q)
+    }
+
+    /// Flow head: the velocity at noisy actions `x_t` `[B, H, A]` and times `t` `[B]`.
+    pub fn velocity(&self, prefix: Tensor<3>, x_t: Tensor<3>, t: &[f32]) -> Tensor<3> {
+        let flow = self
+            .flow
+            .as_ref()
+            .expect("velocity() needs the flow head (checked by the caller)");
+        let [b, h, a] = x_t.dims();
+        let device = x_t.device();
+        let temb = Tensor::<2>::from_data(
+            TensorData::new(time_embedding(t, self.d_model), [b, self.d_model]),
+            &device,
+        );
+        let temb = flow
+            .time2
+            .forward(flow.act.forward(flow.time1.forward(temb)));
+        let tokens = flow
+            .action_in
+            .forward(x_t.reshape([b * h, a]))
+            .reshape([b, h, self.d_model])
+            + temb.unsqueeze_dim(1)
+            + self.queries(b);
+        self.decode(prefix, tokens)
+    }
+
+    /// The training loss on normalized `target` actions `[B, H, A]`, counting only steps whose
+    /// `valid` mask `[B, H]` is 1 (chunks running past an episode's end are padded). The flow
+    /// head needs `noise` `[B, H, A]` and times `t` in [0, 1] per sample, drawn by the caller
+    /// from its seeded generator.
+    pub fn loss(
+        &self,
+        input: VlaInput,
+        target: Tensor<3>,
+        valid: Tensor<2>,
+        flow_sample: Option<(Tensor<3>, Vec<f32>)>,
+    ) -> Tensor<1> {
+        let prefix = self.encode(input);
+        let [b, h, a] = target.dims();
+        let mask = valid.reshape([b, h, 1]);
+        let denom = mask.clone().sum().clamp_min(1.0) * (a as f32);
+        let err = match (self.head(), flow_sample) {
+            (Head::L1, _) => (self.forward_l1(prefix) - target).abs(),
+            (Head::Flow, Some((noise, t))) => {
+                let tt = Tensor::<1>::from_data(TensorData::new(t.clone(), [b]), &target.device())
+                    .reshape([b, 1, 1]);
+                let x_t = noise.clone() * tt.clone() + target.clone() * (tt.neg() + 1.0);
+                let u = noise - target;
+                let v = self.velocity(prefix, x_t, &t);
+                (v - u).powi_scalar(2)
+            }
+            (Head::Flow, None) => panic!("the flow head's loss needs noise and times"),
+        };
+        (err * mask).sum().div(denom)
+    }
+
+    /// The normalized action chunk `[B, H, A]`. The flow head integrates from `noise`
+    /// (required for it, ignored by L1) at t = 1 to t = 0.
+    pub fn predict(&self, input: VlaInput, noise: Option<Tensor<3>>) -> Tensor<3> {
+        let prefix = self.encode(input);
+        match (self.head(), noise) {
+            (Head::L1, _) => self.forward_l1(prefix),
+            (Head::Flow, Some(mut x)) => {
+                let b = x.dims()[0];
+                let dt = 1.0 / self.flow_steps as f32;
+                for k in 0..self.flow_steps {
+                    let t = 1.0 - k as f32 * dt;
+                    let v = self.velocity(prefix.clone(), x.clone(), &vec![t; b]);
+                    x = x - v * dt;
+                }
+                x
+            }
+            (Head::Flow, None) => panic!("the flow head predicts from noise"),
+        }
+    }
+
+    pub fn chunk(&self) -> usize {
+        self.chunk
+    }
+
+    pub fn action_dim(&self) -> usize {
+        self.action_dim
+    }
+}
+
+/// Re-draw every weight from our own seeded stream, so the same seed gives the same model
+/// whatever else the process does (burn's generator is global: concurrent users would perturb
+/// it). Distributions follow burn's and PyTorch's defaults: linear and conv weights and biases
+/// uniform in ±1/sqrt(fan_in), embeddings N(0, 1), learned positions and queries N(0, 0.02);
+/// norm scales and shifts keep their constant 1 and 0.
+fn seeded_init(model: &mut Vla, seed: u64) {
+    use burn::store::{ModuleSnapshot, bridge};
+    use mulli_core::rng::{self, RngExt};
+    let snaps = model.collect(None, None, false);
+    let shapes: std::collections::BTreeMap<String, Vec<usize>> = snaps
+        .iter()
+        .map(|t| (t.name.clone(), t.shape.to_vec()))
+        .collect();
+    let tensors = snaps
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !(t.name.ends_with("gamma") || t.name.ends_with("beta")))
+        .map(|(i, t)| {
+            let shape = t.shape.to_vec();
+            let n: usize = shape.iter().product();
+            let mut r = rng::substream(seed, "vla-init", i as u64);
+            // fan_in from the layer's weight: linear [in, out], conv [out, in, k, k].
+            let fan_in = |w: &[usize]| match w.len() {
+                2 => w[0],
+                4 => w[1] * w[2] * w[3],
+                _ => w.iter().product::<usize>().max(1),
+            };
+            let name = t.name.as_str();
+            let values: Vec<f32> = if name.ends_with("bias") {
+                let w = shapes
+                    .get(&format!(
+                        "{}weight",
+                        name.strip_suffix("bias").unwrap_or(name)
+                    ))
+                    .map_or(1, |w| fan_in(w));
+                let b = 1.0 / (w as f32).sqrt();
+                (0..n).map(|_| r.random_range(-b..=b)).collect()
+            } else if name.ends_with("tokens.weight") {
+                (0..n).map(|_| crate::data::normal(&mut r)).collect()
+            } else if name.ends_with("weight") {
+                let b = 1.0 / (fan_in(&shape) as f32).sqrt();
+                (0..n).map(|_| r.random_range(-b..=b)).collect()
+            } else {
+                (0..n).map(|_| 0.02 * crate::data::normal(&mut r)).collect()
+            };
+            bridge::from_data(TensorData::new(values, shape), t.name.clone(), t.param_id)
+        })
+        .collect();
+    model.apply(tensors, None, None, false);
+}
+
+/// Sinusoidal embedding of flow times, `[t.len() * d]` row-major (half sines, half cosines).
+fn time_embedding(t: &[f32], d: usize) -> Vec<f32> {
+    let half = d / 2;
+    let mut out = Vec::with_capacity(t.len() * d);
+    for &ti in t {
+        let freqs = (0..half).map(|k| (-(10_000f32).ln() * k as f32 / half as f32).exp());
+        let args: Vec<f32> = freqs.map(|f| ti * 1000.0 * f).collect();
+        out.extend(args.iter().map(|a| a.sin()));
+        out.extend(args.iter().map(|a| a.cos()));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -200,15 +575,36 @@ mod tests {
     use super::*;
     use crate::ByteTokenizer;
     use burn::optim::{AdamWConfig, GradientsParams};
-    use burn::tensor::TensorData;
 
-    fn tiny() -> VlaConfig {
+    /// Random test inputs from our own seeded stream: burn's generator is global and drawn
+    /// only by `Vla::new` (under its lock), so concurrent tests cannot perturb a seeded init.
+    fn random<const D: usize>(shape: [usize; D], uniform: bool, device: &Device) -> Tensor<D> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static CALLS: AtomicU64 = AtomicU64::new(0);
+        let mut r =
+            mulli_core::rng::substream(7, "test-input", CALLS.fetch_add(1, Ordering::Relaxed));
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                if uniform {
+                    mulli_core::rng::RngExt::random::<f32>(&mut r)
+                } else {
+                    crate::data::normal(&mut r)
+                }
+            })
+            .collect();
+        Tensor::from_data(TensorData::new(v, shape), device)
+    }
+
+    pub(crate) fn tiny() -> VlaConfig {
         VlaConfig {
             image_size: 32,
             chunk: 4,
             text_len: 16,
             d_model: 32,
-            conv_channels: [8, 16, 16],
+            d_ff: 64,
+            n_layers: 1,
+            conv_channels: vec![8, 16, 16],
             ..VlaConfig::default()
         }
     }
@@ -219,83 +615,171 @@ mod tests {
         let texts = ["open the drawer", "서랍을 열어줘"];
         let mut ids = Vec::new();
         let mut mask = Vec::new();
-        for i in 0..b {
-            let (t, n) = tok.encode(texts[i % 2]);
+        for t in texts {
+            let (t, n) = tok.encode(t);
             ids.extend(t.iter().map(|&v| v as i64));
             mask.extend((0..config.text_len).map(|k| if k < n { 1.0f32 } else { 0.0 }));
         }
+        let index: Vec<i64> = (0..b as i64).map(|i| i % 2).collect();
         VlaInput {
-            images: Tensor::random(
-                [b, config.cameras, 3, s, s],
-                Distribution::Uniform(0.0, 1.0),
-                device,
-            ),
-            tokens: Tensor::from_data(TensorData::new(ids, [b, config.text_len]), device),
-            token_mask: Tensor::from_data(TensorData::new(mask, [b, config.text_len]), device),
-            state: Tensor::random(
-                [b, config.state_dim],
-                Distribution::Normal(0.0, 1.0),
-                device,
-            ),
+            images: random([b, config.cameras, 3, s, s], true, device),
+            text: TextInput::Bytes {
+                tokens: Tensor::from_data(TensorData::new(ids, [2, config.text_len]), device),
+                mask: Tensor::from_data(TensorData::new(mask, [2, config.text_len]), device),
+                index: Tensor::from_data(TensorData::new(index, [b]), device),
+            },
+            state: random([b, config.state_dim], false, device),
         }
     }
 
     #[test]
-    fn forward_gives_an_action_chunk_per_sample() {
+    fn both_heads_give_an_action_chunk_per_sample() {
         let device = Device::flex();
-        let config = tiny();
-        let model = Vla::new(&config, &device).unwrap();
-        let out = model.forward(batch(&config, 3, &device));
-        assert_eq!(out.dims(), [3, config.chunk, config.action_dim]);
-        let values: Vec<f32> = out.into_data().try_to_vec().unwrap();
-        assert!(values.iter().all(|v| v.is_finite()));
+        for head in [Head::L1, Head::Flow] {
+            let config = VlaConfig { head, ..tiny() };
+            let model = Vla::new(&config, 1, &device).unwrap();
+            let noise = random([3, config.chunk, config.action_dim], false, &device);
+            let out = model.predict(batch(&config, 3, &device), Some(noise));
+            assert_eq!(out.dims(), [3, config.chunk, config.action_dim]);
+            let values: Vec<f32> = out.into_data().try_to_vec().unwrap();
+            assert!(values.iter().all(|v| v.is_finite()), "{head:?}");
+        }
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_weights() {
+        let device = Device::flex();
+        let input = batch(&tiny(), 2, &device);
+        let predict = |seed| {
+            Vla::new(&tiny(), seed, &device)
+                .unwrap()
+                .predict(input.clone(), None)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        assert_eq!(predict(7), predict(7));
+        assert_ne!(predict(7), predict(8));
     }
 
     #[test]
     fn bad_configs_are_errors() {
         let device = Device::flex();
-        let e = Vla::new(&VlaConfig { chunk: 0, ..tiny() }, &device)
-            .err()
-            .unwrap()
-            .to_string();
+        let err = |c: VlaConfig| Vla::new(&c, 0, &device).err().unwrap().to_string();
+        let e = err(VlaConfig { chunk: 0, ..tiny() });
         assert!(e.contains("chunk = 0"), "{e}");
-        let e = Vla::new(
-            &VlaConfig {
-                conv_channels: [8, 12, 16],
-                ..tiny()
-            },
-            &device,
-        )
-        .err()
-        .unwrap()
-        .to_string();
+        let e = err(VlaConfig {
+            conv_channels: vec![8, 12, 16],
+            ..tiny()
+        });
         assert!(e.contains("12"), "{e}");
+        let e = err(VlaConfig {
+            image_size: 9,
+            ..tiny()
+        });
+        assert!(e.contains("too small"), "{e}");
+        let e = err(VlaConfig {
+            n_heads: 5,
+            ..tiny()
+        });
+        assert!(e.contains("n_heads = 5"), "{e}");
     }
 
     #[test]
-    fn training_steps_fit_a_fixed_batch() {
-        let device = Device::flex().autodiff();
+    fn padded_instruction_bytes_do_not_change_the_output() {
+        // The mask must hide pad tokens from attention and pooling: the same text in a longer
+        // token window gives the same prediction.
+        let device = Device::flex();
         let config = tiny();
-        let mut model = Vla::new(&config, &device).unwrap();
-        let mut opt = AdamWConfig::new().init();
-        let target = Tensor::<3>::random(
-            [4, config.chunk, config.action_dim],
-            Distribution::Normal(0.0, 1.0),
+        let model = Vla::new(&config, 3, &device).unwrap();
+        let make = |len: usize| {
+            let tok = ByteTokenizer::new(len);
+            let (ids, n) = tok.encode("open it");
+            let mask: Vec<f32> = (0..len).map(|k| if k < n { 1.0 } else { 0.0 }).collect();
+            TextInput::Bytes {
+                tokens: Tensor::from_data(
+                    TensorData::new(ids.iter().map(|&v| v as i64).collect(), [1, len]),
+                    &device,
+                ),
+                mask: Tensor::from_data(TensorData::new(mask, [1, len]), &device),
+                index: Tensor::from_data(TensorData::new(vec![0i64], [1]), &device),
+            }
+        };
+        let base = batch(&config, 1, &device);
+        let run = |text| {
+            model
+                .predict(
+                    VlaInput {
+                        text,
+                        ..base.clone()
+                    },
+                    None,
+                )
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        let (a, b) = (run(make(config.text_len)), run(make(10)));
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn training_steps_fit_a_fixed_batch_with_either_head() {
+        let device = Device::flex().autodiff();
+        for head in [Head::L1, Head::Flow] {
+            let config = VlaConfig { head, ..tiny() };
+            let mut model = Vla::new(&config, 5, &device).unwrap();
+            let mut opt = AdamWConfig::new().init();
+            let target = random([4, config.chunk, config.action_dim], false, &device);
+            let valid = Tensor::<2>::ones([4, config.chunk], &device);
+            let input = batch(&config, 4, &device);
+            let noise = random([4, config.chunk, config.action_dim], false, &device);
+            let t = vec![0.9, 0.5, 0.3, 0.7];
+            let mut losses = Vec::new();
+            for _ in 0..40 {
+                let loss = model.loss(
+                    input.clone(),
+                    target.clone(),
+                    valid.clone(),
+                    Some((noise.clone(), t.clone())),
+                );
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = opt.step(3e-3, model, grads);
+                losses.push(loss.into_scalar::<f32>());
+            }
+            let (first, last) = (losses[0], losses[losses.len() - 1]);
+            assert!(
+                last < 0.6 * first,
+                "{head:?}: loss did not fall: {first} -> {last}"
+            );
+        }
+    }
+
+    #[test]
+    fn padded_action_steps_do_not_count() {
+        let device = Device::flex();
+        let config = tiny();
+        let model = Vla::new(&config, 2, &device).unwrap();
+        let input = batch(&config, 2, &device);
+        let target = Tensor::<3>::zeros([2, config.chunk, config.action_dim], &device);
+        let mut valid = vec![1.0f32; 2 * config.chunk];
+        valid[config.chunk - 1] = 0.0;
+        let valid = Tensor::<2>::from_data(TensorData::new(valid, [2, config.chunk]), &device);
+        let base = model
+            .loss(input.clone(), target.clone(), valid.clone(), None)
+            .into_scalar::<f32>();
+        // A huge error on the padded step changes nothing.
+        let mut t = vec![0.0f32; 2 * config.chunk * config.action_dim];
+        for v in &mut t[(config.chunk - 1) * config.action_dim..config.chunk * config.action_dim] {
+            *v = 1e6;
+        }
+        let target = Tensor::<3>::from_data(
+            TensorData::new(t, [2, config.chunk, config.action_dim]),
             &device,
         );
-        let input = batch(&config, 4, &device);
-        let mut losses = Vec::new();
-        for _ in 0..40 {
-            let input = input.clone();
-            let loss = (model.forward(input) - target.clone()).abs().mean();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = opt.step(3e-3, model, grads);
-            losses.push(loss.into_scalar::<f32>());
-        }
-        let (first, last) = (losses[0], losses[losses.len() - 1]);
-        assert!(
-            last < 0.6 * first,
-            "L1 loss did not fall: {first} -> {last}"
-        );
+        let masked = model.loss(input, target, valid, None).into_scalar::<f32>();
+        assert!((base - masked).abs() < 1e-4, "{base} vs {masked}");
     }
 }

@@ -115,7 +115,7 @@ pub fn rollout(
     capture: bool,
 ) -> Result<Rollout, SimError> {
     let mut env = KitchenEnv::new(
-        config.clone(),
+        spec.env_config(config),
         spec.task.clone(),
         spec.seed,
         &spec.instruction,

@@ -8,6 +8,7 @@ mod pick;
 mod place;
 mod store;
 
+use crate::env::EnvConfig;
 use crate::error::SimError;
 use crate::expert::Expert;
 use crate::layout::{Layout, LayoutOptions, VisualVariation};
@@ -207,6 +208,16 @@ pub struct EpisodeSpec {
     pub instruction: String,
     pub layout: LayoutOptions,
     pub split: Split,
+}
+
+impl EpisodeSpec {
+    /// `base` with this episode's layout options (the split's distractors or visual changes).
+    pub fn env_config(&self, base: &EnvConfig) -> EnvConfig {
+        EnvConfig {
+            layout: self.layout,
+            ..base.clone()
+        }
+    }
 }
 
 /// A named group of tasks with a pool of training layouts.

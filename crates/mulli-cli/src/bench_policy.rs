@@ -1,0 +1,154 @@
+//! `mulli bench train` and `mulli bench infer`: the default VLA's training throughput and
+//! batch-1 latency on synthetic inputs of the kitchen's shapes, with the time split into
+//! forward, backward and optimizer so the profile shows where the CPU goes. The PyTorch twin
+//! (`scripts/bench_policy_torch.sh`) runs the same architecture for the ratio.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::module::Module;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams};
+use mulli_core::rng::{self, RngExt};
+use mulli_policy::data::HostBatch;
+use mulli_policy::train::Batcher;
+use mulli_policy::{Head, Vla, VlaConfig};
+
+/// A batch of random inputs; sample `i` uses instruction `i % texts` (the kitchen has 12 tasks).
+fn synthetic(config: &VlaConfig, b: usize, texts: usize, seed: u64) -> HostBatch {
+    let mut r = rng::seeded(seed);
+    let s = config.image_size;
+    let (h, a) = (config.chunk, config.action_dim);
+    let distinct = texts.min(b).max(1);
+    HostBatch {
+        size: b,
+        images: (0..b * config.cameras * 3 * s * s)
+            .map(|_| r.random::<f32>())
+            .collect(),
+        texts: (0..distinct)
+            .map(|i| format!("put the object {i} in the basket"))
+            .collect(),
+        text_index: (0..b).map(|i| (i % distinct) as i64).collect(),
+        state: (0..b * config.state_dim)
+            .map(|_| r.random::<f32>())
+            .collect(),
+        action: (0..b * h * a).map(|_| r.random::<f32>()).collect(),
+        valid: vec![1.0; b * h],
+        noise: (0..b * h * a).map(|_| r.random::<f32>()).collect(),
+        t: (0..b).map(|_| r.random::<f32>()).collect(),
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn config_for(head: Head) -> VlaConfig {
+    VlaConfig {
+        head,
+        ..VlaConfig::default()
+    }
+}
+
+pub fn train(
+    batch: usize,
+    steps: usize,
+    head: Head,
+    device: &str,
+    baseline: Option<f64>,
+) -> Result<ExitCode> {
+    anyhow::ensure!(
+        batch > 0 && steps > 0,
+        "--batch-size and --steps must be positive"
+    );
+    let device = mulli_policy::device(device)?.autodiff();
+    let config = config_for(head);
+    let mut model = Vla::new(&config, 0, &device)?;
+    let batcher = Batcher::new(&config)?;
+    let host = synthetic(&config, batch, 12, 1);
+    let mut opt = AdamWConfig::new()
+        .with_weight_decay(1e-4)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
+        .init();
+    println!(
+        "default VLA ({head:?} head, {} parameters), batch {batch}, {} rayon threads",
+        model.num_params(),
+        rayon::current_num_threads()
+    );
+    let warmup = 2;
+    let (mut fwd, mut bwd, mut upd, mut total) = (vec![], vec![], vec![], vec![]);
+    for i in 0..warmup + steps {
+        let t0 = Instant::now();
+        let loss = batcher.loss(&model, &host, &device);
+        // Force the forward pass to finish before timing the backward pass.
+        let _ = loss.clone().into_scalar::<f32>();
+        let t1 = Instant::now();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let t2 = Instant::now();
+        model = opt.step(3e-4, model, grads);
+        let _ = model.clone();
+        let t3 = Instant::now();
+        if i >= warmup {
+            fwd.push((t1 - t0).as_secs_f64());
+            bwd.push((t2 - t1).as_secs_f64());
+            upd.push((t3 - t2).as_secs_f64());
+            total.push((t3 - t0).as_secs_f64());
+        }
+    }
+    let step = median(&mut total);
+    let rate = batch as f64 / step;
+    println!(
+        "step {:.3} s (forward {:.3}, backward {:.3}, optimizer {:.3}; medians of {steps})",
+        step,
+        median(&mut fwd),
+        median(&mut bwd),
+        median(&mut upd)
+    );
+    println!("training: {rate:.1} samples/s");
+    if let Some(b) = baseline {
+        println!("baseline: {b:.1} samples/s → ratio {:.2}×", rate / b);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn infer(calls: usize, head: Head, device: &str, baseline: Option<f64>) -> Result<ExitCode> {
+    anyhow::ensure!(calls > 0, "--calls must be positive");
+    let device = mulli_policy::device(device)?;
+    let config = config_for(head);
+    let model = Vla::new(&config, 0, &device)?;
+    let batcher = Batcher::new(&config)?;
+    let host = synthetic(&config, 1, 1, 2);
+    let noise = || burn::tensor::Tensor::<3>::zeros([1, config.chunk, config.action_dim], &device);
+    println!(
+        "default VLA ({head:?} head, {} parameters), batch 1, {} rayon threads",
+        model.num_params(),
+        rayon::current_num_threads()
+    );
+    let mut times = Vec::with_capacity(calls);
+    for i in 0..calls + 10 {
+        let t0 = Instant::now();
+        let input = batcher.input(&host, &device);
+        let out = model.predict(input, (head == Head::Flow).then(noise));
+        let _ = out.into_data();
+        if i >= 10 {
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let p50 = percentile(&mut times, 0.5);
+    let p99 = percentile(&mut times, 0.99);
+    println!("inference: p50 {p50:.2} ms, p99 {p99:.2} ms over {calls} calls");
+    if let Some(b) = baseline {
+        println!(
+            "baseline p50: {b:.2} ms → ratio {:.2}× (below 1 = faster)",
+            p50 / b
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

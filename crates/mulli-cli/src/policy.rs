@@ -1,0 +1,353 @@
+//! `mulli train`, `mulli policy info`, `mulli eval`: the learning half of the flywheel.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use mulli_core::Execution;
+use mulli_policy::train::{Event, TrainConfig};
+use mulli_policy::{VlaPolicy, checkpoint};
+use mulli_sim::eval::{EvalOptions, evaluate};
+use mulli_sim::{EnvConfig, Split};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// LeRobot dataset directories to train on (repeatable; they must share cameras, state,
+    /// action and fps).
+    #[arg(long, num_args = 1..)]
+    pub data: Vec<PathBuf>,
+    /// Run directory: train.toml, metrics.jsonl, checkpoint/.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Training config (TOML; see `mulli train --print-config`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint, bit for bit.
+    #[arg(long)]
+    pub resume: bool,
+    /// Override the config's step count.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Override the config's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// `cpu` or `cuda:N` (with the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print the default config as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    /// Architecture, parameter count, training data and normalization of a trained policy.
+    Info {
+        /// Run directory or checkpoint directory.
+        run: PathBuf,
+    },
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Run directory (or checkpoint directory) of the policy to evaluate.
+    #[arg(long)]
+    pub policy: PathBuf,
+    #[arg(long, default_value = "kitchen-v1-single")]
+    pub suite: String,
+    /// Only these task ids (repeatable).
+    #[arg(long = "task")]
+    pub tasks: Vec<String>,
+    /// Splits to evaluate on: seen_layouts, held_out_layouts, held_out_phrasings, korean,
+    /// distractors, visual_changes (repeatable).
+    #[arg(long = "split", default_value = "seen_layouts")]
+    pub splits: Vec<String>,
+    #[arg(long, default_value_t = 10)]
+    pub episodes: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Execute this many actions of each chunk before re-planning (default: the policy's).
+    #[arg(long, conflicts_with = "ensemble")]
+    pub execute: Option<usize>,
+    /// Temporal ensembling with this decay instead of receding horizon.
+    #[arg(long)]
+    pub ensemble: Option<f32>,
+    /// Write every episode and score as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Replace an existing --json file.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+fn load_config(path: Option<&Path>) -> Result<Option<TrainConfig>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let c: TrainConfig =
+        toml::from_str(&text).with_context(|| format!("training config {}", path.display()))?;
+    Ok(Some(c))
+}
+
+pub fn train(args: TrainArgs) -> Result<ExitCode> {
+    if args.print_config {
+        print!("{}", toml::to_string_pretty(&TrainConfig::default())?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut config = load_config(args.config.as_deref())?;
+    if args.steps.is_some() || args.seed.is_some() {
+        anyhow::ensure!(
+            !args.resume,
+            "--steps/--seed cannot change a run being resumed (its train.toml fixes them)"
+        );
+        let c = config.get_or_insert_with(TrainConfig::default);
+        if let Some(s) = args.steps {
+            c.steps = s;
+        }
+        if let Some(s) = args.seed {
+            c.seed = s;
+        }
+    }
+    if !args.resume {
+        anyhow::ensure!(
+            !args.data.is_empty(),
+            "--data DIR is required for a new run"
+        );
+    }
+    let device = mulli_policy::device(&args.device)?;
+    let pb = indicatif::ProgressBar::new(0);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>10} [{bar:30}] {pos}/{len} steps ({elapsed} elapsed, eta {eta}) {prefix}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_message("train");
+    let spec = mulli_policy::train(
+        &args.out,
+        &args.data,
+        config,
+        args.resume,
+        &device,
+        |event| match event {
+            Event::Loading(what) => pb.set_prefix(what.to_string()),
+            Event::Started {
+                first_step,
+                steps,
+                params,
+                data,
+            } => {
+                pb.set_length(steps);
+                pb.set_position(first_step);
+                pb.reset_eta();
+                pb.println(format!(
+                    "training {params} parameters on {} frames ({} episodes; {} held out), {} tasks, {} (dataset, task) groups{}",
+                    data.train_len,
+                    data.train_episodes,
+                    data.val_episodes,
+                    data.tasks.len(),
+                    data.groups(),
+                    if first_step > 0 {
+                        format!("; resuming at step {first_step}")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            Event::Step(m) => {
+                pb.set_position(m.step);
+                let val = m
+                    .val_loss
+                    .map(|v| format!(" val {v:.4}"))
+                    .unwrap_or_default();
+                pb.set_prefix(format!(
+                    "loss {:.4}{val} lr {:.1e} {:.0} samples/s",
+                    m.loss, m.lr, m.samples_per_s
+                ));
+                if m.val_loss.is_some() {
+                    tracing::info!(step = m.step, loss = m.loss, val = ?m.val_loss, "validation");
+                }
+            }
+            Event::Checkpoint(dir) => tracing::info!(dir = %dir.display(), "checkpoint"),
+        },
+    )
+    .with_context(|| format!("training into {}", args.out.display()))?;
+    pb.finish_and_clear();
+    println!(
+        "trained {} steps: loss {}, val loss {}",
+        spec.training.step,
+        spec.training
+            .last_loss
+            .map_or("-".into(), |l| format!("{l:.4}")),
+        spec.training
+            .last_val_loss
+            .map_or("-".into(), |l| format!("{l:.4}")),
+    );
+    println!("policy: {}/checkpoint", args.out.display());
+    println!("metrics: {}/metrics.jsonl", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(cmd: PolicyCmd) -> Result<ExitCode> {
+    match cmd {
+        PolicyCmd::Info { run } => info(&run),
+    }
+}
+
+fn info(run: &Path) -> Result<ExitCode> {
+    let dir = checkpoint::checkpoint_dir(run)
+        .with_context(|| format!("{}: no policy here (no policy.json)", run.display()))?;
+    let spec = checkpoint::read_spec(&dir)?;
+    let m = &spec.model;
+    println!("policy     {}", dir.display());
+    println!("format     {}", spec.format);
+    println!("parameters {}", spec.params);
+    println!(
+        "model      {} cameras {}×{} → CNN {:?} → {} tokens/camera; text {:?} ({} tokens, {} layer(s)); fusion d={} heads={} layers={} ff={}; {:?} head, chunk {} × {}{}",
+        m.cameras,
+        m.image_size,
+        m.image_size,
+        m.conv_channels,
+        m.grid_side() * m.grid_side(),
+        m.text_encoder,
+        m.text_len,
+        m.text_layers,
+        m.d_model,
+        m.n_heads,
+        m.n_layers,
+        m.d_ff,
+        m.head,
+        m.chunk,
+        m.action_dim,
+        if m.head == mulli_policy::Head::Flow {
+            format!(", {} Euler steps", m.flow_steps)
+        } else {
+            String::new()
+        }
+    );
+    println!("cameras    {}", spec.cameras.join(", "));
+    println!(
+        "robot      {} at {} fps; execution {:?}",
+        spec.robot_type.as_deref().unwrap_or("?"),
+        spec.fps,
+        spec.execution
+    );
+    let t = &spec.training;
+    println!(
+        "training   step {}/{} (batch {}, seed {}); loss {}, val loss {}",
+        t.step,
+        t.steps,
+        t.batch_size,
+        t.seed,
+        t.last_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        t.last_val_loss.map_or("-".into(), |l| format!("{l:.4}"))
+    );
+    println!(
+        "data       {} ({} train episodes, {} held out, {} frames)",
+        t.datasets.join(", "),
+        t.train_episodes,
+        t.val_episodes,
+        t.train_frames
+    );
+    println!("tasks      {}", t.tasks.len());
+    for task in &t.tasks {
+        println!("           {task}");
+    }
+    let names = |n: &Option<Vec<String>>, i: usize| {
+        n.as_ref()
+            .and_then(|n| n.get(i).cloned())
+            .unwrap_or_else(|| format!("#{i}"))
+    };
+    println!("normalization ({:?}):", spec.state_norm.mode);
+    for (label, norm, n) in [
+        ("state", &spec.state_norm, &spec.state_names),
+        ("action", &spec.action_norm, &spec.action_names),
+    ] {
+        for i in 0..norm.dim() {
+            println!(
+                "  {label:6} {:>12}  shift {:>9.4}  scale {:>9.4}",
+                names(n, i),
+                norm.shift[i],
+                norm.scale[i]
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn eval(args: EvalArgs) -> Result<ExitCode> {
+    let device = mulli_policy::device(&args.device)?;
+    let mut policy = VlaPolicy::load(&args.policy, &device)?;
+    policy.set_seed(args.seed);
+    let execution = match (args.execute, args.ensemble) {
+        (_, Some(decay)) => Execution::TemporalEnsemble { decay },
+        (Some(execute), None) => {
+            anyhow::ensure!(execute > 0, "--execute must be at least 1");
+            Execution::RecedingHorizon { execute }
+        }
+        (None, None) => policy.spec().execution,
+    };
+    let splits = args
+        .splits
+        .iter()
+        .map(|s| Split::from_id(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let s = policy.spec().model.image_size;
+    let mut env = EnvConfig::default();
+    env.cameras.width = s;
+    env.cameras.height = s;
+    let opts = EvalOptions {
+        suite: args.suite.clone(),
+        tasks: args.tasks.clone(),
+        splits,
+        episodes_per_task: args.episodes,
+        seed: args.seed,
+        env,
+        execution,
+    };
+    let pb = crate::progress::bar(0, "eval");
+    let report = evaluate(policy, &opts, |done, total, e| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+        tracing::info!(task = %e.task, index = e.index, success = e.success, steps = e.steps, "episode");
+    })?;
+    pb.finish_and_clear();
+    println!("| split | task | success | 95% CI | failures |");
+    println!("|---|---|---|---|---|");
+    for sc in &report.scores {
+        println!(
+            "| {} | {} | {}/{} ({:.0}%) | {:.0}–{:.0}% | {} |",
+            sc.split,
+            sc.task,
+            sc.successes,
+            sc.episodes,
+            100.0 * sc.rate,
+            100.0 * sc.ci.0,
+            100.0 * sc.ci.1,
+            sc.failures
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    println!(
+        "overall: {:.1}% of {} episodes",
+        100.0 * report.success_rate(),
+        report.episodes.len()
+    );
+    if let Some(path) = &args.json {
+        crate::files::write_new(
+            path,
+            serde_json::to_string_pretty(&report)?.as_bytes(),
+            args.force,
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

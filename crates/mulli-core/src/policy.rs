@@ -1,0 +1,217 @@
+//! What every policy offers — a learned model in process, a remote server, a scripted expert —
+//! and how its action chunks are executed.
+//!
+//! A policy predicts a *chunk* of H future actions per observation. [`ChunkExecutor`] turns
+//! chunks into one action per control step, either by executing the first k actions and
+//! re-planning (receding horizon) or by querying every step and averaging all predictions for
+//! the current step (ACT's temporal ensembling). The executor lives here, not in a model
+//! crate, so evaluation and serving treat every policy the same way.
+
+use std::collections::VecDeque;
+
+use crate::Observation;
+
+/// H future actions, each `action_dim` long, first one for the current step.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ActionChunk {
+    pub actions: Vec<Vec<f32>>,
+}
+
+impl ActionChunk {
+    pub fn len(&self) -> usize {
+        self.actions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+}
+
+pub trait Policy {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Forget anything remembered from the previous episode.
+    fn reset(&mut self);
+
+    /// The action chunk for this observation.
+    fn act(&mut self, obs: &Observation) -> Result<ActionChunk, Self::Error>;
+}
+
+/// How chunks become per-step actions.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum Execution {
+    /// Execute the first `execute` actions of each chunk, then query again.
+    RecedingHorizon { execute: usize },
+    /// Query every step; the action is the average of every chunk's prediction for this step,
+    /// weighted `exp(-decay * i)` with i = 0 for the oldest prediction (ACT, Zhao et al. 2023).
+    TemporalEnsemble { decay: f32 },
+}
+
+impl Default for Execution {
+    fn default() -> Self {
+        Execution::RecedingHorizon { execute: 8 }
+    }
+}
+
+/// Drives a [`Policy`] one control step at a time.
+pub struct ChunkExecutor<P> {
+    policy: P,
+    mode: Execution,
+    /// Receding horizon: actions left to execute.
+    queue: VecDeque<Vec<f32>>,
+    /// Temporal ensembling: (step the chunk was predicted at, chunk), oldest first.
+    chunks: VecDeque<(usize, ActionChunk)>,
+    step: usize,
+    queries: usize,
+}
+
+impl<P: Policy> ChunkExecutor<P> {
+    pub fn new(policy: P, mode: Execution) -> Self {
+        ChunkExecutor {
+            policy,
+            mode,
+            queue: VecDeque::new(),
+            chunks: VecDeque::new(),
+            step: 0,
+            queries: 0,
+        }
+    }
+
+    pub fn policy(&self) -> &P {
+        &self.policy
+    }
+
+    pub fn policy_mut(&mut self) -> &mut P {
+        &mut self.policy
+    }
+
+    /// Times the policy was queried since the last reset.
+    pub fn queries(&self) -> usize {
+        self.queries
+    }
+
+    pub fn reset(&mut self) {
+        self.policy.reset();
+        self.queue.clear();
+        self.chunks.clear();
+        self.step = 0;
+        self.queries = 0;
+    }
+
+    /// The action for this control step. A policy returning an empty chunk yields an empty
+    /// action (the caller reports it), never a panic.
+    pub fn next_action(&mut self, obs: &Observation) -> Result<Vec<f32>, P::Error> {
+        let step = self.step;
+        self.step += 1;
+        match self.mode {
+            Execution::RecedingHorizon { execute } => {
+                if self.queue.is_empty() {
+                    let chunk = self.policy.act(obs)?;
+                    self.queries += 1;
+                    let k = execute.clamp(1, chunk.len().max(1));
+                    self.queue.extend(chunk.actions.into_iter().take(k));
+                }
+                Ok(self.queue.pop_front().unwrap_or_default())
+            }
+            Execution::TemporalEnsemble { decay } => {
+                let chunk = self.policy.act(obs)?;
+                self.queries += 1;
+                self.chunks.push_back((step, chunk));
+                // Drop chunks that no longer cover this step.
+                while let Some((s, c)) = self.chunks.front()
+                    && s + c.len() <= step
+                {
+                    self.chunks.pop_front();
+                }
+                let mut sum: Vec<f64> = Vec::new();
+                let mut total = 0.0f64;
+                for (i, (s, c)) in self.chunks.iter().enumerate() {
+                    let a = &c.actions[step - s];
+                    let w = (-f64::from(decay) * i as f64).exp();
+                    if sum.is_empty() {
+                        sum = vec![0.0; a.len()];
+                    }
+                    for (acc, &v) in sum.iter_mut().zip(a) {
+                        *acc += w * f64::from(v);
+                    }
+                    total += w;
+                }
+                Ok(sum.iter().map(|v| (v / total.max(1e-12)) as f32).collect())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Predicts `[t, t+1, …]` where t counts queries, so executed actions show which chunk and
+    /// offset they came from.
+    struct Counter {
+        h: usize,
+        calls: usize,
+    }
+
+    impl Policy for Counter {
+        type Error = std::convert::Infallible;
+        fn reset(&mut self) {
+            self.calls = 0;
+        }
+        fn act(&mut self, _: &Observation) -> Result<ActionChunk, Self::Error> {
+            let t = self.calls as f32 * 100.0;
+            self.calls += 1;
+            Ok(ActionChunk {
+                actions: (0..self.h).map(|i| vec![t + i as f32]).collect(),
+            })
+        }
+    }
+
+    fn run(mode: Execution, steps: usize) -> (Vec<f32>, usize) {
+        let mut ex = ChunkExecutor::new(Counter { h: 4, calls: 0 }, mode);
+        let obs = Observation::default();
+        let out = (0..steps)
+            .map(|_| ex.next_action(&obs).unwrap()[0])
+            .collect();
+        (out, ex.queries())
+    }
+
+    #[test]
+    fn receding_horizon_executes_k_then_replans() {
+        let (a, q) = run(Execution::RecedingHorizon { execute: 3 }, 7);
+        assert_eq!(a, [0.0, 1.0, 2.0, 100.0, 101.0, 102.0, 200.0]);
+        assert_eq!(q, 3);
+        // k larger than the chunk executes the whole chunk.
+        let (a, _) = run(Execution::RecedingHorizon { execute: 99 }, 5);
+        assert_eq!(a, [0.0, 1.0, 2.0, 3.0, 100.0]);
+    }
+
+    #[test]
+    fn temporal_ensembling_averages_every_prediction_for_the_step() {
+        // decay 0: plain mean. Step 1 sees chunk 0 offset 1 (= 1) and chunk 1 offset 0 (= 100).
+        let (a, q) = run(Execution::TemporalEnsemble { decay: 0.0 }, 5);
+        assert_eq!(q, 5);
+        assert_eq!(a[0], 0.0);
+        assert_eq!(a[1], (1.0 + 100.0) / 2.0);
+        assert_eq!(a[2], (2.0 + 101.0 + 200.0) / 3.0);
+        // Step 4: chunk 0 (len 4) no longer covers it.
+        assert_eq!(a[4], (103.0 + 202.0 + 301.0 + 400.0) / 4.0);
+        // Large decay: the oldest prediction dominates.
+        let (a, _) = run(Execution::TemporalEnsemble { decay: 50.0 }, 3);
+        assert!((a[2] - 2.0).abs() < 1e-3, "{a:?}");
+    }
+
+    #[test]
+    fn reset_starts_a_new_episode() {
+        let mut ex = ChunkExecutor::new(
+            Counter { h: 4, calls: 0 },
+            Execution::RecedingHorizon { execute: 2 },
+        );
+        let obs = Observation::default();
+        ex.next_action(&obs).unwrap();
+        ex.reset();
+        assert_eq!(ex.next_action(&obs).unwrap(), [0.0]);
+        assert_eq!(ex.queries(), 1);
+    }
+}

@@ -1,0 +1,581 @@
+//! Training data: samples from one or more LeRobot datasets, held decoded in memory, drawn
+//! task-balanced, augmented, and packed into host-side batches.
+//!
+//! Why decode everything up front: kitchen datasets are small (96 px frames: 27 KB each) and
+//! training revisits every frame hundreds of times; decoding each video once, front to back,
+//! costs seconds, while random access per batch would redo GOP decoding every step. The memory
+//! estimate is checked against `max_memory_mb` before anything is decoded.
+//!
+//! Determinism: the samples, augmentations and flow-matching noise of step `s` depend only on
+//! `(seed, s)`, so a resumed run sees exactly the batches the uninterrupted run would have.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use mulli_core::rng::{self, RngExt};
+use mulli_data::Dataset;
+use mulli_data::table::Column;
+
+use crate::PolicyError;
+use crate::normalize::Normalizer;
+
+pub const IMAGE_PREFIX: &str = "observation.images.";
+pub const STATE_KEY: &str = "observation.state";
+pub const ACTION_KEY: &str = "action";
+
+/// One dataset's frames, states and actions.
+struct Source {
+    path: PathBuf,
+    /// Per camera, `[len, S, S, 3]` RGB8, already resized to the model's input size.
+    frames: Vec<Vec<u8>>,
+    state: Vec<f32>,
+    action: Vec<f32>,
+    /// `[start, end)` rows of the episode of each row.
+    episode_end: Vec<usize>,
+    task: Vec<u32>,
+}
+
+/// Where samples come from and what they look like (shared by all sources).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataLayout {
+    /// Camera names (`observation.images.<name>`), sorted.
+    pub cameras: Vec<String>,
+    pub state_dim: usize,
+    pub action_dim: usize,
+    pub fps: u32,
+    pub robot_type: Option<String>,
+    pub state_names: Option<Vec<String>>,
+    pub action_names: Option<Vec<String>>,
+}
+
+/// Options for sampling and augmentation.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Augment {
+    /// Random shift of each image by up to this many pixels (edge-replicated, DrQ-style).
+    pub shift: usize,
+    /// Brightness and contrast factors drawn from [1 - x, 1 + x].
+    pub brightness: f32,
+    pub contrast: f32,
+}
+
+impl Default for Augment {
+    fn default() -> Self {
+        Augment {
+            shift: 4,
+            brightness: 0.2,
+            contrast: 0.2,
+        }
+    }
+}
+
+impl Augment {
+    pub fn none() -> Self {
+        Augment {
+            shift: 0,
+            brightness: 0.0,
+            contrast: 0.0,
+        }
+    }
+}
+
+/// A sample: (source, row).
+pub type SampleRef = (u32, u32);
+
+/// Samples of one task in one dataset.
+#[derive(Clone, Debug)]
+struct Group {
+    samples: Vec<SampleRef>,
+}
+
+pub struct TrainData {
+    sources: Vec<Source>,
+    pub layout: DataLayout,
+    pub image_size: usize,
+    pub chunk: usize,
+    /// Distinct task strings over all sources; `Source::task` indexes this.
+    pub tasks: Vec<String>,
+    groups: Vec<Group>,
+    pub train_len: usize,
+    pub val: Vec<SampleRef>,
+    pub val_episodes: usize,
+    pub train_episodes: usize,
+}
+
+/// A batch on the host, ready to become tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostBatch {
+    pub size: usize,
+    /// `[B, cameras, 3, S, S]` in [0, 1].
+    pub images: Vec<f32>,
+    /// Distinct instructions of the batch and each sample's position among them.
+    pub texts: Vec<String>,
+    pub text_index: Vec<i64>,
+    /// Normalized `[B, state_dim]`.
+    pub state: Vec<f32>,
+    /// Normalized `[B, H, action_dim]`; padded steps repeat the episode's last action.
+    pub action: Vec<f32>,
+    /// `[B, H]`: 1 for real steps, 0 past the episode's end.
+    pub valid: Vec<f32>,
+    /// Flow matching: noise `[B, H, action_dim]` and times `[B]`.
+    pub noise: Vec<f32>,
+    pub t: Vec<f32>,
+}
+
+fn f32_column(ds: &Dataset, path: &Path, key: &str) -> Result<(Vec<f32>, usize), PolicyError> {
+    let err = |what: String| PolicyError::Data(format!("{}: {what}", path.display()));
+    match ds.table.column(key) {
+        Some(Column::F32(v, w)) => Ok((v.clone(), *w)),
+        Some(Column::F64(v, w)) => Ok((v.iter().map(|&x| x as f32).collect(), *w)),
+        Some(_) => Err(err(format!("feature `{key}` is not a float vector"))),
+        None => Err(err(format!(
+            "no feature `{key}` (a policy needs `{STATE_KEY}` and `{ACTION_KEY}`)"
+        ))),
+    }
+}
+
+/// Axis names as a list, whether stored as `[...]` or LeRobot's `{"motors": [...]}`.
+fn names(ds: &Dataset, key: &str) -> Option<Vec<String>> {
+    let v = &ds.feature(key)?.names;
+    let list = match v {
+        serde_json::Value::Array(a) => a,
+        serde_json::Value::Object(o) => o.values().next()?.as_array()?,
+        _ => return None,
+    };
+    list.iter().map(|n| n.as_str().map(str::to_owned)).collect()
+}
+
+/// Bilinear resize of an RGB8 image (`h`×`w`) to `s`×`s` (pixel centres aligned). Used for
+/// both training data and live observations so they match exactly.
+pub fn resize_rgb(src: &[u8], h: usize, w: usize, s: usize) -> Vec<u8> {
+    if h == s && w == s {
+        return src.to_vec();
+    }
+    let mut out = vec![0u8; s * s * 3];
+    let (sy, sx) = (h as f32 / s as f32, w as f32 / s as f32);
+    for y in 0..s {
+        let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (h - 1) as f32);
+        let (y0, wy) = (fy.floor() as usize, fy.fract());
+        let y1 = (y0 + 1).min(h - 1);
+        for x in 0..s {
+            let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (w - 1) as f32);
+            let (x0, wx) = (fx.floor() as usize, fx.fract());
+            let x1 = (x0 + 1).min(w - 1);
+            for c in 0..3 {
+                let p = |yy: usize, xx: usize| f32::from(src[(yy * w + xx) * 3 + c]);
+                let top = p(y0, x0) * (1.0 - wx) + p(y0, x1) * wx;
+                let bot = p(y1, x0) * (1.0 - wx) + p(y1, x1) * wx;
+                out[(y * s + x) * 3 + c] = (top * (1.0 - wy) + bot * wy).round() as u8;
+            }
+        }
+    }
+    out
+}
+
+/// HWC RGB8 `s`×`s` → CHW floats in [0, 1], appended to `out`, with an optional shift
+/// `(dy, dx)` (edge-replicated) and brightness/contrast factors.
+pub fn push_chw(out: &mut Vec<f32>, img: &[u8], s: usize, shift: (i32, i32), bc: (f32, f32)) {
+    let (b, c) = bc;
+    let mean = if c == 1.0 {
+        0.0
+    } else {
+        img.iter().map(|&v| f32::from(v)).sum::<f32>() / (img.len() as f32 * 255.0) * b
+    };
+    let last = s as i32 - 1;
+    for ch in 0..3 {
+        for y in 0..s as i32 {
+            let yy = (y + shift.0).clamp(0, last) as usize;
+            for x in 0..s as i32 {
+                let xx = (x + shift.1).clamp(0, last) as usize;
+                let v = f32::from(img[(yy * s + xx) * 3 + ch]) / 255.0 * b;
+                out.push(((v - mean) * c + mean).clamp(0.0, 1.0));
+            }
+        }
+    }
+}
+
+impl TrainData {
+    /// Load `paths`, check they agree on cameras and dimensions, decode every frame at
+    /// `image_size`, and hold out `val_fraction` of each dataset's episodes (chosen by `seed`).
+    pub fn load(
+        paths: &[PathBuf],
+        image_size: usize,
+        chunk: usize,
+        val_fraction: f64,
+        seed: u64,
+        max_memory_mb: usize,
+        mut progress: impl FnMut(&str),
+    ) -> Result<Self, PolicyError> {
+        if paths.is_empty() {
+            return Err(PolicyError::Data("no dataset given (--data DIR)".into()));
+        }
+        if !(0.0..1.0).contains(&val_fraction) {
+            return Err(PolicyError::Config(format!(
+                "val_fraction = {val_fraction}: must be in [0, 1)"
+            )));
+        }
+        let mut layout: Option<(DataLayout, PathBuf)> = None;
+        let mut sources = Vec::new();
+        let mut tasks: Vec<String> = Vec::new();
+        let mut task_ids: BTreeMap<String, u32> = BTreeMap::new();
+        let mut groups: BTreeMap<(u32, u32), Vec<SampleRef>> = BTreeMap::new();
+        let mut val = Vec::new();
+        let (mut val_episodes, mut train_episodes) = (0, 0);
+        let mut total_bytes = 0usize;
+        for (si, path) in paths.iter().enumerate() {
+            let ds = Dataset::open(path)
+                .map_err(|e| PolicyError::Data(format!("{}: {e}", path.display())))?;
+            if ds.is_empty() {
+                return Err(PolicyError::Data(format!(
+                    "{}: the dataset has no frames",
+                    path.display()
+                )));
+            }
+            let cameras: Vec<String> = ds
+                .info
+                .features
+                .iter()
+                .filter(|(_, f)| f.dtype.is_visual())
+                .filter_map(|(k, _)| k.strip_prefix(IMAGE_PREFIX).map(str::to_owned))
+                .collect();
+            if cameras.is_empty() {
+                return Err(PolicyError::Data(format!(
+                    "{}: no camera features (`{IMAGE_PREFIX}<name>`)",
+                    path.display()
+                )));
+            }
+            let (state, state_dim) = f32_column(&ds, path, STATE_KEY)?;
+            let (action, action_dim) = f32_column(&ds, path, ACTION_KEY)?;
+            let this = DataLayout {
+                cameras,
+                state_dim,
+                action_dim,
+                fps: ds.fps(),
+                robot_type: ds.info.robot_type.clone(),
+                state_names: names(&ds, STATE_KEY),
+                action_names: names(&ds, ACTION_KEY),
+            };
+            match &layout {
+                None => layout = Some((this.clone(), path.clone())),
+                Some((first, first_path)) => {
+                    let mismatch = if first.cameras != this.cameras {
+                        Some(format!("cameras {:?} vs {:?}", this.cameras, first.cameras))
+                    } else if (first.state_dim, first.action_dim)
+                        != (this.state_dim, this.action_dim)
+                    {
+                        Some(format!(
+                            "state/action sizes {}/{} vs {}/{}",
+                            this.state_dim, this.action_dim, first.state_dim, first.action_dim
+                        ))
+                    } else if first.fps != this.fps {
+                        Some(format!("fps {} vs {}", this.fps, first.fps))
+                    } else {
+                        None
+                    };
+                    if let Some(m) = mismatch {
+                        return Err(PolicyError::Data(format!(
+                            "{} does not match {}: {m}; datasets trained together need the same cameras, state, action and fps",
+                            path.display(),
+                            first_path.display()
+                        )));
+                    }
+                }
+            }
+            let cams = layout.as_ref().expect("set above").0.cameras.clone();
+            total_bytes += ds.len() * cams.len() * image_size * image_size * 3;
+            if total_bytes > max_memory_mb << 20 {
+                return Err(PolicyError::Data(format!(
+                    "the decoded frames need more than max_memory_mb = {max_memory_mb} MiB (at {}: {} MiB); raise it or train on fewer/smaller datasets",
+                    path.display(),
+                    total_bytes >> 20
+                )));
+            }
+            let mut frames = Vec::with_capacity(cams.len());
+            for cam in &cams {
+                let key = format!("{IMAGE_PREFIX}{cam}");
+                progress(&format!("decoding {key} of {}", path.display()));
+                let spec = ds.feature(&key).expect("camera listed from the features");
+                let (h, w, c) = spec
+                    .image_hwc()
+                    .map_err(|e| PolicyError::Data(format!("{}: {e}", path.display())))?;
+                if c != 3 {
+                    return Err(PolicyError::Data(format!(
+                        "{}: `{key}` has {c} channels; RGB (3) expected",
+                        path.display()
+                    )));
+                }
+                let all = ds
+                    .decode_all_frames(&key)
+                    .map_err(|e| PolicyError::Data(format!("{}: {e}", path.display())))?;
+                let frame = h * w * 3;
+                let mut resized = Vec::with_capacity(ds.len() * image_size * image_size * 3);
+                for f in all.chunks_exact(frame) {
+                    resized.extend(resize_rgb(f, h, w, image_size));
+                }
+                frames.push(resized);
+            }
+            let mut episode_end = vec![0; ds.len()];
+            let mut task = vec![0u32; ds.len()];
+            for (row, slot) in task.iter_mut().enumerate() {
+                let t = ds.task_of_row(row);
+                let next = tasks.len() as u32;
+                let id = *task_ids.entry(t.to_owned()).or_insert(next);
+                if id == next {
+                    tasks.push(t.to_owned());
+                }
+                *slot = id;
+            }
+            // Hold out whole episodes: neighbouring frames of one episode are near copies.
+            let n_eps = ds.episodes.len();
+            let mut order: Vec<usize> = (0..n_eps).collect();
+            rng::shuffle(
+                &mut order,
+                &mut rng::substream(seed, "val-episodes", si as u64),
+            );
+            let n_val = if val_fraction > 0.0 && n_eps >= 2 {
+                ((n_eps as f64 * val_fraction).round() as usize).clamp(1, n_eps - 1)
+            } else {
+                0
+            };
+            let held: Vec<bool> = {
+                let mut h = vec![false; n_eps];
+                for &e in &order[..n_val] {
+                    h[e] = true;
+                }
+                h
+            };
+            val_episodes += n_val;
+            train_episodes += n_eps - n_val;
+            for (ep, &is_val) in held.iter().enumerate() {
+                let (start, end) = ds
+                    .episode_rows(ep)
+                    .map_err(|e| PolicyError::Data(format!("{}: {e}", path.display())))?;
+                for row in start..end {
+                    episode_end[row] = end;
+                    let r = (si as u32, row as u32);
+                    if is_val {
+                        val.push(r);
+                    } else {
+                        groups.entry((si as u32, task[row])).or_default().push(r);
+                    }
+                }
+            }
+            sources.push(Source {
+                path: path.clone(),
+                frames,
+                state,
+                action,
+                episode_end,
+                task,
+            });
+        }
+        let groups: Vec<Group> = groups
+            .into_values()
+            .map(|samples| Group { samples })
+            .collect();
+        let train_len = groups.iter().map(|g| g.samples.len()).sum();
+        if train_len == 0 {
+            return Err(PolicyError::Data("no training samples".into()));
+        }
+        Ok(TrainData {
+            sources,
+            layout: layout.expect("at least one dataset").0,
+            image_size,
+            chunk,
+            tasks,
+            groups,
+            train_len,
+            val,
+            val_episodes,
+            train_episodes,
+        })
+    }
+
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.sources.iter().map(|s| s.path.clone()).collect()
+    }
+
+    /// Number of (dataset, task) groups that balanced sampling draws from evenly.
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// All training states and actions (for normalization statistics over every dataset).
+    pub fn stats_rows(&self) -> (Vec<f32>, Vec<f32>) {
+        let mut s = Vec::new();
+        let mut a = Vec::new();
+        for src in &self.sources {
+            s.extend_from_slice(&src.state);
+            a.extend_from_slice(&src.action);
+        }
+        (s, a)
+    }
+
+    /// The samples of training step `step`: task-balanced (each (dataset, task) group equally
+    /// likely, then a uniform row) or uniform over all training frames.
+    pub fn sample(&self, seed: u64, step: u64, batch: usize, balanced: bool) -> Vec<SampleRef> {
+        let mut r = rng::substream(seed, "train-batch", step);
+        (0..batch)
+            .map(|_| {
+                if balanced {
+                    let g = &self.groups[r.random_range(0..self.groups.len())];
+                    g.samples[r.random_range(0..g.samples.len())]
+                } else {
+                    let mut i = r.random_range(0..self.train_len);
+                    let mut found = self.groups[0].samples[0];
+                    for g in &self.groups {
+                        if i < g.samples.len() {
+                            found = g.samples[i];
+                            break;
+                        }
+                        i -= g.samples.len();
+                    }
+                    found
+                }
+            })
+            .collect()
+    }
+
+    /// Pack `samples` into a host batch. `aug_seed` = `Some((seed, step))` draws augmentation
+    /// and flow noise from that stream; validation passes a fixed stream and no augmentation.
+    pub fn batch(
+        &self,
+        samples: &[SampleRef],
+        state_norm: &Normalizer,
+        action_norm: &Normalizer,
+        augment: &Augment,
+        seed: u64,
+        stream: (&str, u64),
+    ) -> HostBatch {
+        let mut r = rng::substream(seed, stream.0, stream.1);
+        let s = self.image_size;
+        let (sd, ad, h) = (self.layout.state_dim, self.layout.action_dim, self.chunk);
+        let cams = self.layout.cameras.len();
+        let b = samples.len();
+        let mut out = HostBatch {
+            size: b,
+            images: Vec::with_capacity(b * cams * 3 * s * s),
+            texts: Vec::new(),
+            text_index: Vec::with_capacity(b),
+            state: Vec::with_capacity(b * sd),
+            action: Vec::with_capacity(b * h * ad),
+            valid: Vec::with_capacity(b * h),
+            noise: Vec::with_capacity(b * h * ad),
+            t: Vec::with_capacity(b),
+        };
+        let mut text_pos: BTreeMap<u32, i64> = BTreeMap::new();
+        for &(si, row) in samples {
+            let src = &self.sources[si as usize];
+            let row = row as usize;
+            for cam in &src.frames {
+                let img = &cam[row * s * s * 3..(row + 1) * s * s * 3];
+                let sh = augment.shift as i32;
+                let shift = if sh > 0 {
+                    (r.random_range(-sh..=sh), r.random_range(-sh..=sh))
+                } else {
+                    (0, 0)
+                };
+                let jitter = |r: &mut rng::Rng, x: f32| {
+                    if x > 0.0 {
+                        r.random_range(1.0 - x..=1.0 + x)
+                    } else {
+                        1.0
+                    }
+                };
+                let bc = (
+                    jitter(&mut r, augment.brightness),
+                    jitter(&mut r, augment.contrast),
+                );
+                push_chw(&mut out.images, img, s, shift, bc);
+            }
+            let task = src.task[row];
+            let next = out.texts.len() as i64;
+            let pos = *text_pos.entry(task).or_insert(next);
+            if pos == next {
+                out.texts.push(self.tasks[task as usize].clone());
+            }
+            out.text_index.push(pos);
+            let mut st = src.state[row * sd..(row + 1) * sd].to_vec();
+            state_norm.normalize(&mut st);
+            out.state.extend(st);
+            let end = src.episode_end[row];
+            for k in 0..h {
+                let (r_k, ok) = if row + k < end {
+                    (row + k, 1.0)
+                } else {
+                    (end - 1, 0.0)
+                };
+                let mut a = src.action[r_k * ad..(r_k + 1) * ad].to_vec();
+                action_norm.normalize(&mut a);
+                out.action.extend(a);
+                out.valid.push(ok);
+            }
+            out.t.push(beta_time(&mut r));
+            for _ in 0..h * ad {
+                out.noise.push(normal(&mut r));
+            }
+        }
+        out
+    }
+}
+
+/// A standard normal draw (Box–Muller), so noise depends only on our seeded stream.
+pub fn normal(r: &mut rng::Rng) -> f32 {
+    let u1: f32 = r.random_range(f32::EPSILON..1.0);
+    let u2: f32 = r.random::<f32>();
+    (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+}
+
+/// Flow-matching time: pi0 samples t from Beta(1.5, 1) scaled into [0.001, 1], favouring noisy
+/// times. Beta(1.5, 1) is the distribution of U^(1/1.5).
+fn beta_time(r: &mut rng::Rng) -> f32 {
+    let u: f32 = r.random::<f32>();
+    0.001 + 0.999 * u.powf(1.0 / 1.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_keeps_a_constant_image_constant_and_identity_is_exact() {
+        let img: Vec<u8> = (0..8 * 6 * 3).map(|i| (i % 251) as u8).collect();
+        assert_eq!(resize_rgb(&img, 6, 8, 6).len(), 6 * 6 * 3);
+        let same: Vec<u8> = (0..5 * 5 * 3).map(|i| i as u8).collect();
+        assert_eq!(resize_rgb(&same, 5, 5, 5), same);
+        let flat = vec![77u8; 10 * 12 * 3];
+        assert!(resize_rgb(&flat, 10, 12, 7).iter().all(|&v| v == 77));
+    }
+
+    #[test]
+    fn shift_and_jitter_stay_in_range() {
+        let s = 4;
+        let img: Vec<u8> = (0..s * s * 3).map(|i| (i * 5) as u8).collect();
+        let mut plain = Vec::new();
+        push_chw(&mut plain, &img, s, (0, 0), (1.0, 1.0));
+        assert_eq!(plain.len(), 3 * s * s);
+        // Channel-first: first value is channel 0 of pixel (0, 0), next is pixel (0, 1).
+        assert_eq!(plain[0], 0.0);
+        assert_eq!(plain[1], 15.0 / 255.0);
+        let mut shifted = Vec::new();
+        push_chw(&mut shifted, &img, s, (0, 1), (1.0, 1.0));
+        assert_eq!(shifted[0], plain[1]);
+        // Beyond the edge, the last column repeats.
+        assert_eq!(shifted[s - 1], plain[s - 1]);
+        let mut bright = Vec::new();
+        push_chw(&mut bright, &img, s, (0, 0), (1.8, 1.5));
+        assert!(bright.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+
+    #[test]
+    fn normal_draws_have_unit_variance() {
+        let mut r = rng::seeded(3);
+        let xs: Vec<f32> = (0..20_000).map(|_| normal(&mut r)).collect();
+        let mean = xs.iter().sum::<f32>() / xs.len() as f32;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / xs.len() as f32;
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "{mean} {var}"
+        );
+    }
+}

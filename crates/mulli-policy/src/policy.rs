@@ -1,0 +1,175 @@
+//! A trained VLA as a [`Policy`]: observation in, un-normalized action chunk out.
+//!
+//! Observations are checked before anything runs: every camera the model was trained with
+//! must be present, no unknown camera may be, images must have the training resolution's
+//! aspect (they are resized to the model's input like the training frames were), and the state
+//! must have the right length and be finite. Each failure names the key and what was expected.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use mulli_core::rng::{self, Rng};
+use mulli_core::{ActionChunk, Observation, Policy};
+
+use crate::PolicyError;
+use crate::checkpoint::{self, PolicySpec};
+use crate::data::{normal, push_chw, resize_rgb};
+use crate::model::{Head, Vla};
+use crate::train::Batcher;
+
+pub struct VlaPolicy {
+    spec: PolicySpec,
+    model: Vla,
+    batcher: Batcher,
+    device: Device,
+    /// Flow-matching noise; re-seeded by `reset` so an episode's actions are reproducible.
+    rng: Rng,
+    seed: u64,
+    episodes: u64,
+}
+
+impl VlaPolicy {
+    /// Load the policy of a run directory (`RUN/checkpoint`) or of a checkpoint directory.
+    pub fn load(path: &Path, device: &Device) -> Result<Self, PolicyError> {
+        let dir = checkpoint::checkpoint_dir(path).ok_or_else(|| {
+            PolicyError::Checkpoint(format!(
+                "{}: no policy here (expected policy.json in it or in its checkpoint/)",
+                path.display()
+            ))
+        })?;
+        let (spec, model) = checkpoint::load_policy_model(&dir, device)?;
+        Ok(Self::from_parts(spec, model, device.clone()))
+    }
+
+    pub fn from_parts(spec: PolicySpec, model: Vla, device: Device) -> Self {
+        let batcher = Batcher::new(&spec.model).expect("a loaded spec has a byte text encoder");
+        VlaPolicy {
+            spec,
+            model,
+            batcher,
+            device,
+            rng: rng::seeded(0),
+            seed: 0,
+            episodes: 0,
+        }
+    }
+
+    pub fn spec(&self) -> &PolicySpec {
+        &self.spec
+    }
+
+    /// Seed of the flow head's noise (episode `k` after the seed uses stream `k`).
+    pub fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
+        self.episodes = 0;
+        self.rng = rng::substream(seed, "policy-noise", 0);
+    }
+
+    /// Normalized model inputs for one observation, or an error naming what is wrong.
+    fn check(&self, obs: &Observation) -> Result<(), PolicyError> {
+        let bad = |m: String| Err(PolicyError::Observation(m));
+        for name in obs.images.keys() {
+            if !self.spec.cameras.contains(name) {
+                return bad(format!(
+                    "unknown camera `{name}`; this policy uses {:?}",
+                    self.spec.cameras
+                ));
+            }
+        }
+        for name in &self.spec.cameras {
+            let Some(img) = obs.images.get(name) else {
+                return bad(format!(
+                    "camera `{name}` is missing; this policy needs {:?}",
+                    self.spec.cameras
+                ));
+            };
+            if img.width == 0 || img.height == 0 || img.rgb.len() != img.width * img.height * 3 {
+                return bad(format!(
+                    "camera `{name}`: {} bytes for {}×{} RGB8 (expected {})",
+                    img.rgb.len(),
+                    img.width,
+                    img.height,
+                    img.width * img.height * 3
+                ));
+            }
+            if img.width != img.height {
+                return bad(format!(
+                    "camera `{name}`: {}×{} image; this policy takes square images (it was trained at {}×{})",
+                    img.width, img.height, self.spec.model.image_size, self.spec.model.image_size
+                ));
+            }
+        }
+        let sd = self.spec.model.state_dim;
+        if obs.state.len() != sd {
+            return bad(format!(
+                "state has {} values; this policy expects {sd}{}",
+                obs.state.len(),
+                self.spec
+                    .state_names
+                    .as_ref()
+                    .map(|n| format!(" ({})", n.join(", ")))
+                    .unwrap_or_default()
+            ));
+        }
+        if let Some(i) = obs.state.iter().position(|v| !v.is_finite()) {
+            let name = self
+                .spec
+                .state_names
+                .as_ref()
+                .and_then(|n| n.get(i).cloned())
+                .unwrap_or_else(|| format!("#{i}"));
+            return bad(format!("state value {name} is {}", obs.state[i]));
+        }
+        Ok(())
+    }
+}
+
+impl Policy for VlaPolicy {
+    type Error = PolicyError;
+
+    fn reset(&mut self) {
+        self.episodes += 1;
+        self.rng = rng::substream(self.seed, "policy-noise", self.episodes);
+    }
+
+    fn act(&mut self, obs: &Observation) -> Result<ActionChunk, PolicyError> {
+        self.check(obs)?;
+        let s = self.spec.model.image_size;
+        let mut images = Vec::with_capacity(self.spec.cameras.len() * 3 * s * s);
+        for name in &self.spec.cameras {
+            let img = &obs.images[name];
+            let px = resize_rgb(&img.rgb, img.height, img.width, s);
+            push_chw(&mut images, &px, s, (0, 0), (1.0, 1.0));
+        }
+        let mut state = obs.state.clone();
+        self.spec.state_norm.normalize(&mut state);
+        let (h, a) = (self.spec.model.chunk, self.spec.model.action_dim);
+        let host = crate::data::HostBatch {
+            size: 1,
+            images,
+            texts: vec![obs.instruction.clone()],
+            text_index: vec![0],
+            state,
+            action: Vec::new(),
+            valid: Vec::new(),
+            noise: Vec::new(),
+            t: Vec::new(),
+        };
+        let input = self.batcher.input(&host, &self.device);
+        let noise = (self.model.head() == Head::Flow).then(|| {
+            let v: Vec<f32> = (0..h * a).map(|_| normal(&mut self.rng)).collect();
+            Tensor::<3>::from_data(TensorData::new(v, [1, h, a]), &self.device)
+        });
+        let mut out: Vec<f32> = self
+            .model
+            .predict(input, noise)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .map_err(|e| PolicyError::Observation(format!("reading the model output: {e:?}")))?;
+        self.spec.action_norm.unnormalize(&mut out);
+        Ok(ActionChunk {
+            actions: out.chunks(a).map(<[f32]>::to_vec).collect(),
+        })
+    }
+}

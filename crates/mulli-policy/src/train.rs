@@ -1,0 +1,623 @@
+//! Training: AdamW with warmup + cosine learning rate, gradient clipping, EMA weights,
+//! augmentation, task-balanced sampling, held-out validation, atomic checkpoints and
+//! bit-for-bit `--resume`.
+//!
+//! A run directory holds `train.toml` (the exact config, written once), `metrics.jsonl` (one
+//! line per logged step) and `checkpoint/` (see [`crate::checkpoint`]). Batches are packed
+//! on a background thread one step ahead; what a step sees depends only on `(seed, step)`.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::store::{ModuleSnapshot, bridge};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::PolicyError;
+use crate::checkpoint::{self, PolicySpec, TrainState, TrainingSummary};
+use crate::data::{Augment, HostBatch, TrainData};
+use crate::model::{Head, TextEncoderKind, TextInput, Vla, VlaConfig, VlaInput};
+use crate::normalize::{NormMode, Normalizer};
+use crate::tokenizer::ByteTokenizer;
+
+/// Everything that defines a training run (`--config FILE`, TOML). Unknown keys are errors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub seed: u64,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub lr: f64,
+    /// The cosine schedule ends at `lr * min_lr_ratio`.
+    pub min_lr_ratio: f64,
+    pub warmup_steps: u64,
+    pub weight_decay: f32,
+    /// Per-tensor gradient norm limit (burn clips each parameter's gradient); 0 = off.
+    pub grad_clip: f32,
+    pub ema_decay: f32,
+    /// Fraction of each dataset's episodes held out for validation.
+    pub val_fraction: f64,
+    pub val_every: u64,
+    /// Validation samples (a fixed, evenly spaced subset of the held-out frames).
+    pub val_samples: usize,
+    pub checkpoint_every: u64,
+    pub log_every: u64,
+    /// Draw each (dataset, task) group equally often, instead of every frame equally often.
+    pub balance_tasks: bool,
+    pub norm: NormMode,
+    /// Limit on the decoded training frames held in memory.
+    pub max_memory_mb: usize,
+    pub augment: Augment,
+    /// `cameras`, `state_dim` and `action_dim` are taken from the data.
+    pub model: VlaConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            seed: 0,
+            steps: 2000,
+            batch_size: 64,
+            lr: 5e-4,
+            min_lr_ratio: 0.1,
+            warmup_steps: 100,
+            weight_decay: 1e-4,
+            grad_clip: 1.0,
+            ema_decay: 0.995,
+            val_fraction: 0.1,
+            val_every: 200,
+            val_samples: 256,
+            checkpoint_every: 200,
+            log_every: 10,
+            balance_tasks: true,
+            norm: NormMode::MeanStd,
+            max_memory_mb: 8192,
+            augment: Augment::default(),
+            model: VlaConfig::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let positive = [
+            ("steps", self.steps),
+            ("batch_size", self.batch_size as u64),
+            ("val_every", self.val_every),
+            ("checkpoint_every", self.checkpoint_every),
+            ("log_every", self.log_every),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(PolicyError::Config(format!("{name} = 0: must be positive")));
+            }
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(PolicyError::Config(format!(
+                "lr = {}: must be positive",
+                self.lr
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return Err(PolicyError::Config(format!(
+                "min_lr_ratio = {}: must be in [0, 1]",
+                self.min_lr_ratio
+            )));
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return Err(PolicyError::Config(format!(
+                "ema_decay = {}: must be in [0, 1)",
+                self.ema_decay
+            )));
+        }
+        if self.augment.shift >= self.model.image_size / 2 {
+            return Err(PolicyError::Config(format!(
+                "augment.shift = {}: must be under half the image size ({})",
+                self.augment.shift, self.model.image_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Learning rate at `step`: linear warmup, then cosine decay to `lr * min_lr_ratio`.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = self.steps.saturating_sub(self.warmup_steps).max(1) as f64;
+        let p = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        let min = self.lr * self.min_lr_ratio;
+        min + (self.lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+    }
+}
+
+/// One logged step (a line of `metrics.jsonl`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub step: u64,
+    pub loss: f32,
+    pub lr: f64,
+    pub samples_per_s: f64,
+    pub elapsed_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f32>,
+}
+
+/// What the caller sees while training runs.
+pub enum Event<'a> {
+    Loading(&'a str),
+    Started {
+        first_step: u64,
+        steps: u64,
+        params: usize,
+        data: &'a TrainData,
+    },
+    Step(&'a Metrics),
+    Checkpoint(&'a Path),
+}
+
+/// Turns host batches into model inputs (the text front-end is the only stateful part).
+pub struct Batcher {
+    tokenizer: ByteTokenizer,
+    cameras: usize,
+    image_size: usize,
+    chunk: usize,
+    action_dim: usize,
+    state_dim: usize,
+}
+
+impl Batcher {
+    pub fn new(config: &VlaConfig) -> Result<Self, PolicyError> {
+        if let TextEncoderKind::Pretrained { .. } = config.text_encoder {
+            return Err(PolicyError::Config(
+                "training with a pretrained text encoder needs its embeddings; set text_encoder_dir"
+                    .into(),
+            ));
+        }
+        Ok(Batcher {
+            tokenizer: ByteTokenizer::new(config.text_len),
+            cameras: config.cameras,
+            image_size: config.image_size,
+            chunk: config.chunk,
+            action_dim: config.action_dim,
+            state_dim: config.state_dim,
+        })
+    }
+
+    pub fn text(&self, texts: &[String], index: &[i64], device: &Device) -> TextInput {
+        let len = self.tokenizer.max_len;
+        let mut ids = Vec::with_capacity(texts.len() * len);
+        let mut mask = Vec::with_capacity(texts.len() * len);
+        for t in texts {
+            let (tok, n) = self.tokenizer.encode(t);
+            ids.extend(tok.iter().map(|&v| i64::from(v)));
+            mask.extend((0..len).map(|k| if k < n { 1.0f32 } else { 0.0 }));
+        }
+        TextInput::Bytes {
+            tokens: Tensor::from_data(TensorData::new(ids, [texts.len(), len]), device),
+            mask: Tensor::from_data(TensorData::new(mask, [texts.len(), len]), device),
+            index: Tensor::<1, Int>::from_data(
+                TensorData::new(index.to_vec(), [index.len()]),
+                device,
+            ),
+        }
+    }
+
+    pub fn input(&self, b: &HostBatch, device: &Device) -> VlaInput {
+        let s = self.image_size;
+        VlaInput {
+            images: Tensor::from_data(
+                TensorData::new(b.images.clone(), [b.size, self.cameras, 3, s, s]),
+                device,
+            ),
+            text: self.text(&b.texts, &b.text_index, device),
+            state: Tensor::from_data(
+                TensorData::new(b.state.clone(), [b.size, self.state_dim]),
+                device,
+            ),
+        }
+    }
+
+    fn targets(&self, b: &HostBatch, device: &Device) -> (Tensor<3>, Tensor<2>, Tensor<3>) {
+        let shape = [b.size, self.chunk, self.action_dim];
+        (
+            Tensor::from_data(TensorData::new(b.action.clone(), shape), device),
+            Tensor::from_data(
+                TensorData::new(b.valid.clone(), [b.size, self.chunk]),
+                device,
+            ),
+            Tensor::from_data(TensorData::new(b.noise.clone(), shape), device),
+        )
+    }
+
+    /// The training loss of `model` on a host batch.
+    pub fn loss(&self, model: &Vla, b: &HostBatch, device: &Device) -> Tensor<1> {
+        let (target, valid, noise) = self.targets(b, device);
+        let flow = (model.head() == Head::Flow).then(|| (noise, b.t.clone()));
+        model.loss(self.input(b, device), target, valid, flow)
+    }
+}
+
+/// Exponential moving average of the weights, kept on the host as flat f32 vectors in the
+/// model's parameter order (cheap next to a training step: the default model has < 1 M
+/// parameters).
+struct Ema {
+    decay: f32,
+    params: Vec<HostParam>,
+}
+
+/// A parameter copied to the host: name, shape, parameter id, values.
+type HostParam = (String, Vec<usize>, Option<u64>, Vec<f32>);
+
+fn snapshot(model: &Vla) -> Result<Vec<HostParam>, PolicyError> {
+    model
+        .collect(None, None, false)
+        .into_iter()
+        .map(|t| {
+            let data = bridge::to_data(&t)
+                .map_err(|e| PolicyError::Checkpoint(format!("reading `{}`: {e:?}", t.name)))?;
+            let shape = data.shape().to_vec();
+            let values = data
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| PolicyError::Checkpoint(format!("reading `{}`: {e:?}", t.name)))?;
+            Ok((t.name.clone(), shape, t.param_id, values))
+        })
+        .collect()
+}
+
+impl Ema {
+    fn new(model: &Vla, decay: f32) -> Result<Self, PolicyError> {
+        Ok(Ema {
+            decay,
+            params: snapshot(model)?,
+        })
+    }
+
+    /// Blend in the current weights; the effective decay ramps up over the first steps so the
+    /// average does not remember the random initialization.
+    fn update(&mut self, model: &Vla, step: u64) -> Result<(), PolicyError> {
+        let d = self.decay.min((1.0 + step as f32) / (10.0 + step as f32));
+        for (ema, cur) in self.params.iter_mut().zip(snapshot(model)?) {
+            for (e, c) in ema.3.iter_mut().zip(&cur.3) {
+                *e = d * *e + (1.0 - d) * c;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_to(&self, model: &mut Vla) {
+        let tensors = self
+            .params
+            .iter()
+            .map(|(name, shape, id, v)| {
+                bridge::from_data(TensorData::new(v.clone(), shape.clone()), name.clone(), *id)
+            })
+            .collect();
+        model.apply(tensors, None, None, false);
+    }
+}
+
+fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    let mut c = AdamWConfig::new().with_weight_decay(config.weight_decay);
+    if config.grad_clip > 0.0 {
+        c = c.with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip)));
+    }
+    c.init()
+}
+
+/// Mean loss of `model` over fixed validation batches.
+fn validate(model: &Vla, batches: &[HostBatch], batcher: &Batcher, device: &Device) -> Option<f32> {
+    if batches.is_empty() {
+        return None;
+    }
+    let mut total = 0.0;
+    let mut n = 0;
+    for b in batches {
+        total += batcher.loss(model, b, device).into_scalar::<f32>() * b.size as f32;
+        n += b.size;
+    }
+    Some(total / n as f32)
+}
+
+/// Train into `run` (created if needed). With `resume`, continue the run's last checkpoint
+/// with its saved config and data; otherwise `run` must not already hold a run.
+pub fn train(
+    run: &Path,
+    data_paths: &[PathBuf],
+    config: Option<TrainConfig>,
+    resume: bool,
+    device: &Device,
+    mut on_event: impl FnMut(Event<'_>),
+) -> Result<PolicySpec, PolicyError> {
+    let io = |p: &Path, e: std::io::Error| PolicyError::Io(format!("{}: {e}", p.display()));
+    let config_path = run.join("train.toml");
+    let (config, data_paths) = if resume {
+        let Some(dir) = checkpoint::checkpoint_dir(run) else {
+            return Err(PolicyError::Checkpoint(format!(
+                "{}: no checkpoint to resume (expected {}/checkpoint/)",
+                run.display(),
+                run.display()
+            )));
+        };
+        let text = fs::read_to_string(&config_path).map_err(|e| io(&config_path, e))?;
+        let saved: SavedRun = toml::from_str(&text)
+            .map_err(|e| PolicyError::Config(format!("{}: {e}", config_path.display())))?;
+        if let Some(c) = &config
+            && *c != saved.config
+        {
+            return Err(PolicyError::Config(format!(
+                "--resume continues the run's own config ({}); a different --config was given",
+                config_path.display()
+            )));
+        }
+        if !data_paths.is_empty() && data_paths != saved.data.as_slice() {
+            return Err(PolicyError::Config(format!(
+                "--resume continues on the run's own data ({:?}); different --data was given",
+                saved.data
+            )));
+        }
+        let _ = dir;
+        (saved.config, saved.data)
+    } else {
+        if checkpoint::checkpoint_dir(run).is_some() || config_path.exists() {
+            return Err(PolicyError::Config(format!(
+                "{} already holds a training run; pass --resume to continue it, or choose another --out",
+                run.display()
+            )));
+        }
+        (config.unwrap_or_default(), data_paths.to_vec())
+    };
+    config.validate()?;
+    // Gradients need the autodiff wrapper; callers may pass the plain device.
+    let device = &if device.is_autodiff() {
+        device.clone()
+    } else {
+        device.clone().autodiff()
+    };
+
+    let data = TrainData::load(
+        &data_paths,
+        config.model.image_size,
+        config.model.chunk,
+        config.val_fraction,
+        config.seed,
+        config.max_memory_mb,
+        |m| on_event(Event::Loading(m)),
+    )?;
+    let mut model_config = config.model.clone();
+    model_config.cameras = data.layout.cameras.len();
+    model_config.state_dim = data.layout.state_dim;
+    model_config.action_dim = data.layout.action_dim;
+    model_config.validate()?;
+    let (states, actions) = data.stats_rows();
+    let state_norm = norm_from_rows(config.norm, &states, data.layout.state_dim)?;
+    let action_norm = norm_from_rows(config.norm, &actions, data.layout.action_dim)?;
+    let batcher = Batcher::new(&model_config)?;
+
+    fs::create_dir_all(run).map_err(|e| io(run, e))?;
+    if !resume {
+        let saved = SavedRun {
+            data: data_paths.clone(),
+            config: config.clone(),
+        };
+        let text = toml::to_string_pretty(&saved)
+            .map_err(|e| PolicyError::Config(format!("serializing the config: {e}")))?;
+        fs::write(&config_path, text).map_err(|e| io(&config_path, e))?;
+    }
+
+    let mut opt = optimizer(&config);
+    let (mut model, mut ema, mut state) = if resume {
+        let dir = checkpoint::checkpoint_dir(run).expect("checked above");
+        let spec = checkpoint::read_spec(&dir)?;
+        let r = checkpoint::load_resume(&dir, &spec, opt, device)?;
+        opt = r.optimizer;
+        let ema = Ema::new(&r.ema, config.ema_decay)?;
+        (r.model, ema, r.state)
+    } else {
+        let model = Vla::new(&model_config, config.seed, device)?;
+        let ema = Ema::new(&model, config.ema_decay)?;
+        (model, ema, TrainState::default())
+    };
+    let params = model.num_params();
+    let mut spec = PolicySpec {
+        format: checkpoint::FORMAT.into(),
+        model: model_config.clone(),
+        cameras: data.layout.cameras.clone(),
+        fps: data.layout.fps,
+        robot_type: data.layout.robot_type.clone(),
+        state_names: data.layout.state_names.clone(),
+        action_names: data.layout.action_names.clone(),
+        state_norm,
+        action_norm,
+        text_encoder_dir: None,
+        execution: mulli_core::Execution::RecedingHorizon {
+            execute: (model_config.chunk * 4 / 5).max(1),
+        },
+        params,
+        training: TrainingSummary {
+            datasets: data_paths.iter().map(|p| p.display().to_string()).collect(),
+            tasks: data.tasks.clone(),
+            train_episodes: data.train_episodes,
+            val_episodes: data.val_episodes,
+            train_frames: data.train_len,
+            step: state.step,
+            steps: config.steps,
+            batch_size: config.batch_size,
+            seed: config.seed,
+            last_loss: None,
+            last_val_loss: None,
+        },
+    };
+
+    // Metrics past the checkpoint belong to steps that will be redone.
+    let metrics_path = run.join("metrics.jsonl");
+    trim_metrics(&metrics_path, state.step)?;
+    let mut metrics_file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|e| io(&metrics_path, e))?;
+
+    let val_batches = validation_batches(&data, &config, &spec);
+    let inner = device.clone().inner();
+    let mut ema_model = Vla::new(&model_config, config.seed, &inner)?;
+
+    on_event(Event::Started {
+        first_step: state.step,
+        steps: config.steps,
+        params,
+        data: &data,
+    });
+
+    let first = state.step;
+    let started = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    let (tx, rx) = mpsc::sync_channel::<(u64, HostBatch)>(2);
+    let mut last_loss = None;
+    let mut last_val = None;
+    let mut window = (Instant::now(), 0usize);
+    std::thread::scope(|scope| -> Result<(), PolicyError> {
+        // Owned here so that leaving early (an error, a panic) drops the receiver and the
+        // producer's next send fails instead of blocking the scope's join forever.
+        let rx = rx;
+        let (data, config, spec) = (&data, &config, &spec);
+        scope.spawn(move || {
+            for step in first..config.steps {
+                let samples =
+                    data.sample(config.seed, step, config.batch_size, config.balance_tasks);
+                let b = data.batch(
+                    &samples,
+                    &spec.state_norm,
+                    &spec.action_norm,
+                    &config.augment,
+                    config.seed,
+                    ("train-augment", step),
+                );
+                if tx.send((step, b)).is_err() {
+                    return;
+                }
+            }
+        });
+        for (step, host) in rx.iter() {
+            let lr = config.lr_at(step);
+            let loss = batcher.loss(&model, &host, device);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let loss = loss.into_scalar::<f32>();
+            if !loss.is_finite() {
+                return Err(PolicyError::Diverged { step, loss });
+            }
+            model = opt.step(lr, model, grads);
+            ema.update(&model.valid(), step)?;
+            window.1 += host.size;
+            state.step = step + 1;
+            last_loss = Some(loss);
+            let done = state.step == config.steps;
+            let validate_now = state.step.is_multiple_of(config.val_every) || done;
+            if validate_now {
+                ema.apply_to(&mut ema_model);
+                last_val = validate(&ema_model, &val_batches, &batcher, &inner);
+            }
+            if state.step.is_multiple_of(config.log_every) || validate_now {
+                let secs = window.0.elapsed().as_secs_f64().max(1e-9);
+                let m = Metrics {
+                    step: state.step,
+                    loss,
+                    lr,
+                    samples_per_s: window.1 as f64 / secs,
+                    elapsed_s: elapsed_before + started.elapsed().as_secs_f64(),
+                    val_loss: if validate_now { last_val } else { None },
+                };
+                window = (Instant::now(), 0);
+                let line = serde_json::to_string(&m).expect("metrics serialize");
+                writeln!(metrics_file, "{line}").map_err(|e| io(&metrics_path, e))?;
+                on_event(Event::Step(&m));
+            }
+            if state.step.is_multiple_of(config.checkpoint_every) || done {
+                if !validate_now {
+                    ema.apply_to(&mut ema_model);
+                }
+                state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+                let mut s = spec.clone();
+                s.training.step = state.step;
+                s.training.last_loss = last_loss;
+                s.training.last_val_loss = last_val;
+                metrics_file.sync_data().map_err(|e| io(&metrics_path, e))?;
+                let dir = checkpoint::save(run, &s, &model.valid(), &ema_model, &opt, &state)?;
+                on_event(Event::Checkpoint(&dir));
+            }
+        }
+        Ok(())
+    })?;
+    spec.training.step = state.step;
+    spec.training.last_loss = last_loss;
+    spec.training.last_val_loss = last_val;
+    Ok(spec)
+}
+
+/// What `train.toml` holds: the data and the config of the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct SavedRun {
+    data: Vec<PathBuf>,
+    config: TrainConfig,
+}
+
+fn norm_from_rows(mode: NormMode, rows: &[f32], dim: usize) -> Result<Normalizer, PolicyError> {
+    let values: Vec<f64> = rows.iter().map(|&v| f64::from(v)).collect();
+    let stats = mulli_data::FeatureStats::from_rows(&values, dim)
+        .ok_or_else(|| PolicyError::Data("no rows to compute normalization statistics".into()))?;
+    let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    match mode {
+        NormMode::MeanStd => Normalizer::new(mode, &f(&stats.mean), &f(&stats.std)),
+        NormMode::Quantile => {
+            Normalizer::new(mode, &f(&stats.quantiles[0]), &f(&stats.quantiles[4]))
+        }
+    }
+}
+
+fn validation_batches(data: &TrainData, config: &TrainConfig, spec: &PolicySpec) -> Vec<HostBatch> {
+    if data.val.is_empty() || config.val_samples == 0 {
+        return Vec::new();
+    }
+    let n = config.val_samples.min(data.val.len());
+    let picked: Vec<_> = (0..n).map(|i| data.val[i * data.val.len() / n]).collect();
+    picked
+        .chunks(config.batch_size)
+        .enumerate()
+        .map(|(i, s)| {
+            data.batch(
+                s,
+                &spec.state_norm,
+                &spec.action_norm,
+                &Augment::none(),
+                config.seed,
+                ("val", i as u64),
+            )
+        })
+        .collect()
+}
+
+/// Keep only the metric lines up to `step` (a resumed run redoes the steps after it).
+fn trim_metrics(path: &Path, step: u64) -> Result<(), PolicyError> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<Metrics>(l).is_ok_and(|m| m.step <= step))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if kept.len() != text.len() {
+        let tmp = path.with_extension("jsonl.tmp");
+        fs::write(&tmp, kept)
+            .and_then(|()| fs::rename(&tmp, path))
+            .map_err(|e| PolicyError::Io(format!("{}: {e}", path.display())))?;
+    }
+    Ok(())
+}

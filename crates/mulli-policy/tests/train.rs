@@ -1,0 +1,263 @@
+//! Training end to end on tiny datasets: checkpoints, bit-for-bit resume, loading a policy,
+//! and the errors users hit.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use mulli_core::{CameraImage, Observation, Policy};
+use mulli_data::WriterOptions;
+use mulli_data::demo::DemoSpec;
+use mulli_policy::train::{Event, Metrics, TrainConfig};
+use mulli_policy::{Head, VlaConfig, VlaPolicy, train};
+
+fn dataset(root: &Path, cameras: &[&str], seed: u64) -> PathBuf {
+    let spec = DemoSpec {
+        episodes: 6,
+        frames_per_episode: 10,
+        height: 24,
+        width: 24,
+        cameras: cameras.iter().map(|c| c.to_string()).collect(),
+        video: seed.is_multiple_of(2),
+        state_dim: 4,
+        action_dim: 3,
+        seed,
+        ..DemoSpec::default()
+    };
+    let dir = root.join(format!("data-{seed}"));
+    spec.write(&dir, WriterOptions::default(), &mut |_, _| {})
+        .unwrap();
+    dir
+}
+
+fn tiny(head: Head) -> TrainConfig {
+    TrainConfig {
+        steps: 6,
+        batch_size: 8,
+        warmup_steps: 2,
+        val_every: 3,
+        checkpoint_every: 3,
+        log_every: 1,
+        val_samples: 8,
+        val_fraction: 0.2,
+        augment: mulli_policy::data::Augment {
+            shift: 2,
+            ..Default::default()
+        },
+        model: VlaConfig {
+            image_size: 24,
+            conv_channels: vec![8, 16],
+            d_model: 32,
+            d_ff: 64,
+            n_layers: 1,
+            chunk: 4,
+            text_len: 40,
+            head,
+            ..VlaConfig::default()
+        },
+        ..TrainConfig::default()
+    }
+}
+
+fn device() -> Device {
+    Device::flex().autodiff()
+}
+
+fn metrics(run: &Path) -> Vec<Metrics> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_killed_run_resumes_bit_for_bit() {
+    for head in [Head::L1, Head::Flow] {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = vec![dataset(tmp.path(), &["front", "wrist"], 2)];
+        let straight = tmp.path().join("straight");
+        train(&straight, &data, Some(tiny(head)), false, &device(), |_| {}).unwrap();
+
+        // Kill the second run right after its first checkpoint (step 3).
+        let killed = tmp.path().join("killed");
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            train(&killed, &data, Some(tiny(head)), false, &device(), |e| {
+                if let Event::Checkpoint(_) = e {
+                    panic!("killed");
+                }
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!(metrics(&killed).len(), 3);
+        // A new run into the same directory is refused; resuming continues it.
+        let e = train(&killed, &data, Some(tiny(head)), false, &device(), |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--resume"), "{e}");
+        train(&killed, &[], None, true, &device(), |_| {}).unwrap();
+
+        let a = std::fs::read(straight.join("checkpoint/model.safetensors")).unwrap();
+        let b = std::fs::read(killed.join("checkpoint/model.safetensors")).unwrap();
+        assert!(
+            a == b,
+            "{head:?}: resumed weights differ from the uninterrupted run"
+        );
+        let key = |m: &Metrics| (m.step, m.loss.to_bits(), m.val_loss.map(f32::to_bits));
+        let (ma, mb) = (metrics(&straight), metrics(&killed));
+        assert_eq!(ma.len(), 6);
+        assert_eq!(
+            ma.iter().map(key).collect::<Vec<_>>(),
+            mb.iter().map(key).collect::<Vec<_>>()
+        );
+        assert!(ma.iter().all(|m| m.loss.is_finite()));
+        assert!(ma[5].val_loss.is_some());
+    }
+}
+
+fn observation(cams: &[&str], size: usize) -> Observation {
+    let mut obs = Observation {
+        state: vec![0.1, -0.2, 0.3, 0.0],
+        instruction: "케첩을 냉장고에 넣어줘".into(),
+        ..Observation::default()
+    };
+    for c in cams {
+        obs.images.insert(
+            c.to_string(),
+            CameraImage {
+                width: size,
+                height: size,
+                rgb: vec![128; size * size * 3],
+                depth: None,
+            },
+        );
+    }
+    obs
+}
+
+#[test]
+fn a_trained_policy_acts_and_rejects_bad_observations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = vec![
+        dataset(tmp.path(), &["front", "wrist"], 4),
+        dataset(tmp.path(), &["front", "wrist"], 5),
+    ];
+    let run = tmp.path().join("run");
+    let mut config = tiny(Head::Flow);
+    config.steps = 3;
+    train(&run, &data, Some(config), false, &device(), |_| {}).unwrap();
+
+    let mut policy = VlaPolicy::load(&run, &Device::flex()).unwrap();
+    assert_eq!(policy.spec().cameras, ["front", "wrist"]);
+    assert_eq!(policy.spec().training.datasets.len(), 2);
+    policy.set_seed(9);
+    // Images at another resolution are resized like the training frames.
+    let chunk = policy.act(&observation(&["front", "wrist"], 48)).unwrap();
+    assert_eq!(chunk.len(), 4);
+    assert!(
+        chunk
+            .actions
+            .iter()
+            .all(|a| a.len() == 3 && a.iter().all(|v| v.is_finite()))
+    );
+    // Same seed, same episode → same actions (the flow head's noise is seeded).
+    policy.set_seed(9);
+    let again = policy.act(&observation(&["front", "wrist"], 48)).unwrap();
+    assert_eq!(chunk, again);
+
+    let err = |policy: &mut VlaPolicy, obs: Observation| policy.act(&obs).unwrap_err().to_string();
+    let e = err(&mut policy, observation(&["front"], 24));
+    assert!(e.contains("`wrist` is missing"), "{e}");
+    let e = err(&mut policy, observation(&["front", "wrist", "top"], 24));
+    assert!(e.contains("unknown camera `top`"), "{e}");
+    let mut o = observation(&["front", "wrist"], 24);
+    o.state[2] = f32::NAN;
+    let e = err(&mut policy, o);
+    assert!(e.contains("s2") && e.contains("NaN"), "{e}");
+    let mut o = observation(&["front", "wrist"], 24);
+    o.state.pop();
+    let e = err(&mut policy, o);
+    assert!(e.contains("3 values") && e.contains("expects 4"), "{e}");
+    let mut o = observation(&["front", "wrist"], 24);
+    o.images.get_mut("front").unwrap().rgb.pop();
+    let e = err(&mut policy, o);
+    assert!(e.contains("`front`"), "{e}");
+}
+
+#[test]
+fn broken_checkpoints_and_mismatched_data_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = vec![dataset(tmp.path(), &["front", "wrist"], 6)];
+    let run = tmp.path().join("run");
+    let mut config = tiny(Head::L1);
+    config.steps = 3;
+    train(&run, &data, Some(config), false, &device(), |_| {}).unwrap();
+    let ckpt = run.join("checkpoint");
+
+    // Truncated weights.
+    let bad = tmp.path().join("truncated");
+    copy_dir(&ckpt, &bad);
+    let w = std::fs::read(bad.join("model.safetensors")).unwrap();
+    std::fs::write(bad.join("model.safetensors"), &w[..w.len() / 2]).unwrap();
+    let e = VlaPolicy::load(&bad, &Device::flex())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("model.safetensors"), "{e}");
+
+    // Weights of another architecture.
+    let other = tmp.path().join("other");
+    copy_dir(&ckpt, &other);
+    let spec_path = other.join("policy.json");
+    let text = std::fs::read_to_string(&spec_path).unwrap();
+    let mut spec: serde_json::Value = serde_json::from_str(&text).unwrap();
+    spec["model"]["d_model"] = 64.into();
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let e = VlaPolicy::load(&other, &Device::flex())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("does not match the architecture"), "{e}");
+
+    // Not a policy at all.
+    let e = VlaPolicy::load(tmp.path(), &Device::flex())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("no policy here"), "{e}");
+
+    // Datasets that disagree.
+    let one_cam = dataset(tmp.path(), &["front"], 7);
+    let e = train(
+        &tmp.path().join("mixed"),
+        &[data[0].clone(), one_cam.clone()],
+        Some(tiny(Head::L1)),
+        false,
+        &device(),
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("does not match") && e.contains("cameras"), "{e}");
+
+    // Resume with nothing to resume.
+    let e = train(
+        &tmp.path().join("empty"),
+        &[],
+        None,
+        true,
+        &device(),
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no checkpoint to resume"), "{e}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
