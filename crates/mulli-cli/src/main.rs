@@ -101,19 +101,16 @@ fn flywheel(args: FlywheelArgs) -> anyhow::Result<std::process::ExitCode> {
         anyhow::ensure!(c.exists(), "flywheel config {} does not exist", c.display());
     }
     println!("mulli flywheel{}", if args.quick { " --quick" } else { "" });
-    println!("  capture   : kitchen world ready as `mulli sim record` (flywheel wiring: issue 5)");
+    println!("  capture   : ready as `mulli sim record` (flywheel wiring: issue 5)");
     println!("  multiply  : not built yet (demo multiplication: issue 6)");
-    println!("  train     : not built yet (VLA policy: issue 4)");
-    println!("  evaluate  : not built yet (closed-loop eval: issue 5)");
+    println!("  train     : ready as `mulli train` (VLA policy, CPU)");
+    println!("  evaluate  : ready as `mulli eval` (closed loop, per-task success)");
     println!("  report    : not built yet (HTML report: issue 5)");
     println!();
-    println!(
-        "flywheel stages not built yet. What works today: the kitchen world and the dataset layer:"
-    );
-    println!("  mulli sim record --episodes 20 --out /tmp/kitchen   # scripted kitchen demos");
-    println!("  mulli dataset demo --out /tmp/demo        # write a LeRobot v3.0 dataset");
-    println!("  mulli dataset info /tmp/demo              # inspect it");
-    println!("  mulli dataset validate /tmp/demo          # check it");
-    println!("  mulli bench loader --data /tmp/demo       # measure the training loader");
+    println!("flywheel stages not built yet as one command. Run them one by one:");
+    println!("  mulli sim record --suite kitchen-v1-single --episodes 330 --out /tmp/kitchen");
+    println!("  mulli train --data /tmp/kitchen --out /tmp/run");
+    println!("  mulli eval --policy /tmp/run --episodes 10");
+    println!("  mulli policy info /tmp/run");
     Ok(std::process::ExitCode::SUCCESS)
 }
