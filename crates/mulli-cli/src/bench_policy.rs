@@ -71,7 +71,7 @@ pub fn train(
     let device = mulli_policy::device(device)?.autodiff();
     let config = config_for(head);
     let mut model = Vla::new(&config, 0, &device)?;
-    let batcher = Batcher::new(&config)?;
+    let batcher = Batcher::new(&config, None)?;
     let host = synthetic(&config, batch, 12, 1);
     let mut opt = AdamWConfig::new()
         .with_weight_decay(1e-4)
@@ -86,7 +86,7 @@ pub fn train(
     let (mut fwd, mut bwd, mut upd, mut total) = (vec![], vec![], vec![], vec![]);
     for i in 0..warmup + steps {
         let t0 = Instant::now();
-        let loss = batcher.loss(&model, &host, &device);
+        let loss = batcher.loss(&model, &host, &device)?;
         // Force the forward pass to finish before timing the backward pass.
         let _ = loss.clone().into_scalar::<f32>();
         let t1 = Instant::now();
@@ -123,7 +123,7 @@ pub fn infer(calls: usize, head: Head, device: &str, baseline: Option<f64>) -> R
     let device = mulli_policy::device(device)?;
     let config = config_for(head);
     let model = Vla::new(&config, 0, &device)?;
-    let batcher = Batcher::new(&config)?;
+    let batcher = Batcher::new(&config, None)?;
     let host = synthetic(&config, 1, 1, 2);
     let noise = || burn::tensor::Tensor::<3>::zeros([1, config.chunk, config.action_dim], &device);
     println!(
@@ -134,7 +134,7 @@ pub fn infer(calls: usize, head: Head, device: &str, baseline: Option<f64>) -> R
     let mut times = Vec::with_capacity(calls);
     for i in 0..calls + 10 {
         let t0 = Instant::now();
-        let input = batcher.input(&host, &device);
+        let input = batcher.input(&host, &device)?;
         let out = model.predict(input, (head == Head::Flow).then(noise));
         let _ = out.into_data();
         if i >= 10 {

@@ -15,6 +15,7 @@ use crate::PolicyError;
 use crate::checkpoint::{self, PolicySpec};
 use crate::data::{normal, push_chw, resize_rgb};
 use crate::model::{Head, Vla};
+use crate::pretrained::PretrainedTextEncoder;
 use crate::train::Batcher;
 
 pub struct VlaPolicy {
@@ -38,12 +39,21 @@ impl VlaPolicy {
             ))
         })?;
         let (spec, model) = checkpoint::load_policy_model(&dir, device)?;
-        Ok(Self::from_parts(spec, model, device.clone()))
+        let pretrained = match &spec.text_encoder_dir {
+            Some(d) => Some(PretrainedTextEncoder::load(d, device)?),
+            None => None,
+        };
+        Self::from_parts(spec, model, pretrained, device.clone())
     }
 
-    pub fn from_parts(spec: PolicySpec, model: Vla, device: Device) -> Self {
-        let batcher = Batcher::new(&spec.model).expect("a loaded spec has a byte text encoder");
-        VlaPolicy {
+    pub fn from_parts(
+        spec: PolicySpec,
+        model: Vla,
+        pretrained: Option<PretrainedTextEncoder>,
+        device: Device,
+    ) -> Result<Self, PolicyError> {
+        let batcher = Batcher::new(&spec.model, pretrained)?;
+        Ok(VlaPolicy {
             spec,
             model,
             batcher,
@@ -51,7 +61,7 @@ impl VlaPolicy {
             rng: rng::seeded(0),
             seed: 0,
             episodes: 0,
-        }
+        })
     }
 
     pub fn spec(&self) -> &PolicySpec {
@@ -155,7 +165,7 @@ impl Policy for VlaPolicy {
             noise: Vec::new(),
             t: Vec::new(),
         };
-        let input = self.batcher.input(&host, &self.device);
+        let input = self.batcher.input(&host, &self.device)?;
         let noise = (self.model.head() == Head::Flow).then(|| {
             let v: Vec<f32> = (0..h * a).map(|_| normal(&mut self.rng)).collect();
             Tensor::<3>::from_data(TensorData::new(v, [1, h, a]), &self.device)

@@ -24,6 +24,7 @@ use crate::checkpoint::{self, PolicySpec, TrainState, TrainingSummary};
 use crate::data::{Augment, HostBatch, TrainData};
 use crate::model::{Head, TextEncoderKind, TextInput, Vla, VlaConfig, VlaInput};
 use crate::normalize::{NormMode, Normalizer};
+use crate::pretrained::PretrainedTextEncoder;
 use crate::tokenizer::ByteTokenizer;
 
 /// Everything that defines a training run (`--config FILE`, TOML). Unknown keys are errors.
@@ -54,7 +55,11 @@ pub struct TrainConfig {
     /// Limit on the decoded training frames held in memory.
     pub max_memory_mb: usize,
     pub augment: Augment,
-    /// `cameras`, `state_dim` and `action_dim` are taken from the data.
+    /// A frozen pretrained sentence encoder (config.json, model.safetensors, tokenizer.json)
+    /// to use instead of the byte-level text encoder.
+    pub text_encoder_dir: Option<PathBuf>,
+    /// `cameras`, `state_dim`, `action_dim` and the text encoder's width are taken from the
+    /// data and `text_encoder_dir`.
     pub model: VlaConfig,
 }
 
@@ -79,6 +84,7 @@ impl Default for TrainConfig {
             norm: NormMode::MeanStd,
             max_memory_mb: 8192,
             augment: Augment::default(),
+            text_encoder_dir: None,
             model: VlaConfig::default(),
         }
     }
@@ -162,9 +168,11 @@ pub enum Event<'a> {
     Checkpoint(&'a Path),
 }
 
-/// Turns host batches into model inputs (the text front-end is the only stateful part).
+/// Turns host batches into model inputs (the text front-end is the only stateful part: a
+/// pretrained encoder caches one embedding per distinct instruction).
 pub struct Batcher {
     tokenizer: ByteTokenizer,
+    pretrained: Option<std::sync::Mutex<PretrainedTextEncoder>>,
     cameras: usize,
     image_size: usize,
     chunk: usize,
@@ -173,15 +181,37 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub fn new(config: &VlaConfig) -> Result<Self, PolicyError> {
-        if let TextEncoderKind::Pretrained { .. } = config.text_encoder {
-            return Err(PolicyError::Config(
-                "training with a pretrained text encoder needs its embeddings; set text_encoder_dir"
-                    .into(),
-            ));
+    /// `pretrained` must be given exactly when the model's text encoder is pretrained, and
+    /// produce embeddings of the model's width.
+    pub fn new(
+        config: &VlaConfig,
+        pretrained: Option<PretrainedTextEncoder>,
+    ) -> Result<Self, PolicyError> {
+        match (&config.text_encoder, &pretrained) {
+            (TextEncoderKind::Bytes, None) => {}
+            (TextEncoderKind::Pretrained { dim }, Some(enc)) if *dim == enc.dim() => {}
+            (TextEncoderKind::Pretrained { dim }, Some(enc)) => {
+                return Err(PolicyError::Config(format!(
+                    "the model expects {dim}-dim instruction embeddings; {} gives {}",
+                    enc.dir().display(),
+                    enc.dim()
+                )));
+            }
+            (TextEncoderKind::Pretrained { .. }, None) => {
+                return Err(PolicyError::Config(
+                    "the model uses a pretrained text encoder but none was loaded (text_encoder_dir)"
+                        .into(),
+                ));
+            }
+            (TextEncoderKind::Bytes, Some(_)) => {
+                return Err(PolicyError::Config(
+                    "a pretrained text encoder was given to a byte-level model".into(),
+                ));
+            }
         }
         Ok(Batcher {
             tokenizer: ByteTokenizer::new(config.text_len),
+            pretrained: pretrained.map(std::sync::Mutex::new),
             cameras: config.cameras,
             image_size: config.image_size,
             chunk: config.chunk,
@@ -190,7 +220,25 @@ impl Batcher {
         })
     }
 
-    pub fn text(&self, texts: &[String], index: &[i64], device: &Device) -> TextInput {
+    pub fn text(
+        &self,
+        texts: &[String],
+        index: &[i64],
+        device: &Device,
+    ) -> Result<TextInput, PolicyError> {
+        let index_t =
+            || Tensor::<1, Int>::from_data(TensorData::new(index.to_vec(), [index.len()]), device);
+        if let Some(enc) = &self.pretrained {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let features = enc
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .encode_tensor(&refs, device)?;
+            return Ok(TextInput::Embeddings {
+                features,
+                index: index_t(),
+            });
+        }
         let len = self.tokenizer.max_len;
         let mut ids = Vec::with_capacity(texts.len() * len);
         let mut mask = Vec::with_capacity(texts.len() * len);
@@ -199,29 +247,26 @@ impl Batcher {
             ids.extend(tok.iter().map(|&v| i64::from(v)));
             mask.extend((0..len).map(|k| if k < n { 1.0f32 } else { 0.0 }));
         }
-        TextInput::Bytes {
+        Ok(TextInput::Bytes {
             tokens: Tensor::from_data(TensorData::new(ids, [texts.len(), len]), device),
             mask: Tensor::from_data(TensorData::new(mask, [texts.len(), len]), device),
-            index: Tensor::<1, Int>::from_data(
-                TensorData::new(index.to_vec(), [index.len()]),
-                device,
-            ),
-        }
+            index: index_t(),
+        })
     }
 
-    pub fn input(&self, b: &HostBatch, device: &Device) -> VlaInput {
+    pub fn input(&self, b: &HostBatch, device: &Device) -> Result<VlaInput, PolicyError> {
         let s = self.image_size;
-        VlaInput {
+        Ok(VlaInput {
             images: Tensor::from_data(
                 TensorData::new(b.images.clone(), [b.size, self.cameras, 3, s, s]),
                 device,
             ),
-            text: self.text(&b.texts, &b.text_index, device),
+            text: self.text(&b.texts, &b.text_index, device)?,
             state: Tensor::from_data(
                 TensorData::new(b.state.clone(), [b.size, self.state_dim]),
                 device,
             ),
-        }
+        })
     }
 
     fn targets(&self, b: &HostBatch, device: &Device) -> (Tensor<3>, Tensor<2>, Tensor<3>) {
@@ -237,10 +282,15 @@ impl Batcher {
     }
 
     /// The training loss of `model` on a host batch.
-    pub fn loss(&self, model: &Vla, b: &HostBatch, device: &Device) -> Tensor<1> {
+    pub fn loss(
+        &self,
+        model: &Vla,
+        b: &HostBatch,
+        device: &Device,
+    ) -> Result<Tensor<1>, PolicyError> {
         let (target, valid, noise) = self.targets(b, device);
         let flow = (model.head() == Head::Flow).then(|| (noise, b.t.clone()));
-        model.loss(self.input(b, device), target, valid, flow)
+        Ok(model.loss(self.input(b, device)?, target, valid, flow))
     }
 }
 
@@ -313,17 +363,22 @@ fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
 }
 
 /// Mean loss of `model` over fixed validation batches.
-fn validate(model: &Vla, batches: &[HostBatch], batcher: &Batcher, device: &Device) -> Option<f32> {
+fn validate(
+    model: &Vla,
+    batches: &[HostBatch],
+    batcher: &Batcher,
+    device: &Device,
+) -> Result<Option<f32>, PolicyError> {
     if batches.is_empty() {
-        return None;
+        return Ok(None);
     }
     let mut total = 0.0;
     let mut n = 0;
     for b in batches {
-        total += batcher.loss(model, b, device).into_scalar::<f32>() * b.size as f32;
+        total += batcher.loss(model, b, device)?.into_scalar::<f32>() * b.size as f32;
         n += b.size;
     }
-    Some(total / n as f32)
+    Ok(Some(total / n as f32))
 }
 
 /// Train into `run` (created if needed). With `resume`, continue the run's last checkpoint
@@ -395,11 +450,23 @@ pub fn train(
     model_config.cameras = data.layout.cameras.len();
     model_config.state_dim = data.layout.state_dim;
     model_config.action_dim = data.layout.action_dim;
+    let pretrained = match &config.text_encoder_dir {
+        Some(dir) => {
+            on_event(Event::Loading("pretrained text encoder"));
+            let enc = PretrainedTextEncoder::load(dir, &device.clone().inner())?;
+            model_config.text_encoder = TextEncoderKind::Pretrained { dim: enc.dim() };
+            Some(enc)
+        }
+        None => {
+            model_config.text_encoder = TextEncoderKind::Bytes;
+            None
+        }
+    };
     model_config.validate()?;
     let (states, actions) = data.stats_rows();
     let state_norm = norm_from_rows(config.norm, &states, data.layout.state_dim)?;
     let action_norm = norm_from_rows(config.norm, &actions, data.layout.action_dim)?;
-    let batcher = Batcher::new(&model_config)?;
+    let batcher = Batcher::new(&model_config, pretrained)?;
 
     fs::create_dir_all(run).map_err(|e| io(run, e))?;
     if !resume {
@@ -436,7 +503,10 @@ pub fn train(
         action_names: data.layout.action_names.clone(),
         state_norm,
         action_norm,
-        text_encoder_dir: None,
+        text_encoder_dir: config
+            .text_encoder_dir
+            .as_ref()
+            .map(|d| d.canonicalize().unwrap_or_else(|_| d.clone())),
         execution: mulli_core::Execution::RecedingHorizon {
             execute: (model_config.chunk * 4 / 5).max(1),
         },
@@ -507,7 +577,7 @@ pub fn train(
         });
         for (step, host) in rx.iter() {
             let lr = config.lr_at(step);
-            let loss = batcher.loss(&model, &host, device);
+            let loss = batcher.loss(&model, &host, device)?;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let loss = loss.into_scalar::<f32>();
             if !loss.is_finite() {
@@ -522,7 +592,7 @@ pub fn train(
             let validate_now = state.step.is_multiple_of(config.val_every) || done;
             if validate_now {
                 ema.apply_to(&mut ema_model);
-                last_val = validate(&ema_model, &val_batches, &batcher, &inner);
+                last_val = validate(&ema_model, &val_batches, &batcher, &inner)?;
             }
             if state.step.is_multiple_of(config.log_every) || validate_now {
                 let secs = window.0.elapsed().as_secs_f64().max(1e-9);

@@ -261,3 +261,38 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+#[test]
+fn a_pretrained_text_encoder_plugs_into_training_and_inference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = vec![dataset(tmp.path(), &["front", "wrist"], 8)];
+    let bert = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-bert");
+    let run = tmp.path().join("run");
+    let mut config = tiny(Head::L1);
+    config.steps = 2;
+    config.text_encoder_dir = Some(bert.clone());
+    train(&run, &data, Some(config), false, &device(), |_| {}).unwrap();
+
+    let mut policy = VlaPolicy::load(&run, &Device::flex()).unwrap();
+    assert!(matches!(
+        policy.spec().model.text_encoder,
+        mulli_policy::TextEncoderKind::Pretrained { .. }
+    ));
+    let chunk = policy.act(&observation(&["front", "wrist"], 24)).unwrap();
+    assert_eq!(chunk.len(), 4);
+
+    // A missing encoder directory is named.
+    let mut config = tiny(Head::L1);
+    config.text_encoder_dir = Some(tmp.path().join("no-such-bert"));
+    let e = train(
+        &tmp.path().join("run2"),
+        &data,
+        Some(config),
+        false,
+        &device(),
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no-such-bert"), "{e}");
+}
