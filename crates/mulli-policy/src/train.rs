@@ -394,13 +394,13 @@ pub fn train(
     let io = |p: &Path, e: std::io::Error| PolicyError::Io(format!("{}: {e}", p.display()));
     let config_path = run.join("train.toml");
     let (config, data_paths) = if resume {
-        let Some(dir) = checkpoint::checkpoint_dir(run) else {
+        if checkpoint::checkpoint_dir(run).is_none() {
             return Err(PolicyError::Checkpoint(format!(
                 "{}: no checkpoint to resume (expected {}/checkpoint/)",
                 run.display(),
                 run.display()
             )));
-        };
+        }
         let text = fs::read_to_string(&config_path).map_err(|e| io(&config_path, e))?;
         let saved: SavedRun = toml::from_str(&text)
             .map_err(|e| PolicyError::Config(format!("{}: {e}", config_path.display())))?;
@@ -418,7 +418,6 @@ pub fn train(
                 saved.data
             )));
         }
-        let _ = dir;
         (saved.config, saved.data)
     } else {
         if checkpoint::checkpoint_dir(run).is_some() || config_path.exists() {
