@@ -7,8 +7,10 @@ mod bench;
 mod bench_policy;
 mod dataset;
 mod files;
+mod flywheel;
 mod policy;
 mod progress;
+mod report;
 mod sim;
 mod teleop;
 
@@ -32,7 +34,7 @@ struct Cli {
 enum Command {
     /// Run the whole flywheel on the built-in default world: capture → multiply → train →
     /// evaluate → report.
-    Flywheel(FlywheelArgs),
+    Flywheel(flywheel::FlywheelArgs),
     /// Inspect, check and transform LeRobot datasets (v3.0 and v2.1).
     #[command(subcommand)]
     Dataset(dataset::DatasetCmd),
@@ -46,20 +48,12 @@ enum Command {
     /// Inspect trained policies.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
+    /// Render the HTML report of a flywheel run or an evaluation.
+    Report(report::ReportArgs),
     /// Measure speed: the training loader, the dataset writer, the simulator, training and
     /// inference of the policy.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
-}
-
-#[derive(clap::Args)]
-struct FlywheelArgs {
-    /// Flywheel configuration (TOML).
-    #[arg(long)]
-    config: Option<std::path::PathBuf>,
-    /// Tiny budgets, for a smoke test.
-    #[arg(long)]
-    quick: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -76,12 +70,13 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Flywheel(a) => flywheel(a),
+        Command::Flywheel(a) => flywheel::run(a),
         Command::Dataset(c) => dataset::run(c),
         Command::Sim(c) => sim::run(c),
         Command::Train(a) => policy::train(a),
         Command::Eval(a) => policy::eval(a),
         Command::Policy(c) => policy::run(c),
+        Command::Report(a) => report::run(a),
         Command::Bench(c) => bench::run(c),
     };
     match result {
@@ -94,23 +89,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
-}
-
-fn flywheel(args: FlywheelArgs) -> anyhow::Result<std::process::ExitCode> {
-    if let Some(c) = &args.config {
-        anyhow::ensure!(c.exists(), "flywheel config {} does not exist", c.display());
-    }
-    println!("mulli flywheel{}", if args.quick { " --quick" } else { "" });
-    println!("  capture   : ready as `mulli sim record` (flywheel wiring: issue 5)");
-    println!("  multiply  : not built yet (demo multiplication: issue 6)");
-    println!("  train     : ready as `mulli train` (VLA policy, CPU)");
-    println!("  evaluate  : ready as `mulli eval` (closed loop, per-task success)");
-    println!("  report    : not built yet (HTML report: issue 5)");
-    println!();
-    println!("flywheel stages not built yet as one command. Run them one by one:");
-    println!("  mulli sim record --suite kitchen-v1-single --episodes 330 --out /tmp/kitchen");
-    println!("  mulli train --data /tmp/kitchen --out /tmp/run");
-    println!("  mulli eval --policy /tmp/run --episodes 10");
-    println!("  mulli policy info /tmp/run");
-    Ok(std::process::ExitCode::SUCCESS)
 }

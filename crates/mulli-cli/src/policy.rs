@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use mulli_core::Execution;
+use mulli_eval::EvalOptions;
 use mulli_policy::train::{Event, TrainConfig};
 use mulli_policy::{VlaPolicy, checkpoint};
-use mulli_sim::eval::{EvalOptions, evaluate};
 use mulli_sim::{EnvConfig, Split};
 
 #[derive(Args)]
@@ -60,9 +60,13 @@ pub struct EvalArgs {
     #[arg(long = "task")]
     pub tasks: Vec<String>,
     /// Splits to evaluate on: seen_layouts, held_out_layouts, held_out_phrasings, korean,
-    /// distractors, visual_changes (repeatable).
-    #[arg(long = "split", default_value = "seen_layouts")]
+    /// distractors, visual_changes (repeatable; default seen_layouts).
+    #[arg(long = "split")]
     pub splits: Vec<String>,
+    /// Your own instructions to test: a TOML ([[instruction]] task = .., instruction = ..)
+    /// or JSON list of {task, instruction}; each runs --episodes episodes on seen layouts.
+    #[arg(long)]
+    pub instructions: Option<PathBuf>,
     #[arg(long, default_value_t = 10)]
     pub episodes: usize,
     #[arg(long, default_value_t = 1)]
@@ -73,12 +77,16 @@ pub struct EvalArgs {
     /// Temporal ensembling with this decay instead of receding horizon.
     #[arg(long)]
     pub ensemble: Option<f32>,
-    /// Write every episode and score as JSON here.
+    /// Write eval_info.json (LeRobot's fields plus per-task/split tables) and rollout videos
+    /// into this new directory.
     #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Replace an existing --json file.
-    #[arg(long)]
-    pub force: bool,
+    pub out: Option<PathBuf>,
+    /// Rollout videos kept per task and split: this many successes and this many failures.
+    #[arg(long, default_value_t = 2)]
+    pub videos: usize,
+    /// Parallel evaluation workers, each with its own copy of the policy (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
@@ -119,66 +127,7 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
             "--data DIR is required for a new run"
         );
     }
-    let device = mulli_policy::device(&args.device)?;
-    let pb = indicatif::ProgressBar::new(0);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg:>10} [{bar:30}] {pos}/{len} steps ({elapsed} elapsed, eta {eta}) {prefix}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    pb.set_message("train");
-    let spec = mulli_policy::train(
-        &args.out,
-        &args.data,
-        config,
-        args.resume,
-        &device,
-        |event| match event {
-            Event::Loading(what) => pb.set_prefix(what.to_string()),
-            Event::Started {
-                first_step,
-                steps,
-                params,
-                data,
-            } => {
-                pb.set_length(steps);
-                pb.set_position(first_step);
-                pb.reset_eta();
-                pb.println(format!(
-                    "training {params} parameters on {} frames ({} episodes; {} held out), {} tasks, {} (dataset, task) groups{}",
-                    data.train_len,
-                    data.train_episodes,
-                    data.val_episodes,
-                    data.tasks.len(),
-                    data.groups(),
-                    if first_step > 0 {
-                        format!("; resuming at step {first_step}")
-                    } else {
-                        String::new()
-                    }
-                ));
-            }
-            Event::Step(m) => {
-                pb.set_position(m.step);
-                let val = m
-                    .val_loss
-                    .map(|v| format!(" val {v:.4}"))
-                    .unwrap_or_default();
-                pb.set_prefix(format!(
-                    "loss {:.4}{val} lr {:.1e} {:.0} samples/s",
-                    m.loss, m.lr, m.samples_per_s
-                ));
-                if m.val_loss.is_some() {
-                    tracing::info!(step = m.step, loss = m.loss, val = ?m.val_loss, "validation");
-                }
-            }
-            Event::Checkpoint(dir) => tracing::info!(dir = %dir.display(), "checkpoint"),
-        },
-    )
-    .with_context(|| format!("training into {}", args.out.display()))?;
-    pb.finish_and_clear();
+    let spec = train_with_progress(&args.out, &args.data, config, args.resume, &args.device)?;
     println!(
         "trained {} steps: loss {}, val loss {}",
         spec.training.step,
@@ -283,48 +232,168 @@ fn info(run: &Path) -> Result<ExitCode> {
 
 pub fn eval(args: EvalArgs) -> Result<ExitCode> {
     let device = mulli_policy::device(&args.device)?;
-    let mut policy = VlaPolicy::load(&args.policy, &device)?;
-    policy.set_seed(args.seed);
+    let spec = VlaPolicy::load(&args.policy, &device)?.spec().clone();
     let execution = match (args.execute, args.ensemble) {
         (_, Some(decay)) => Execution::TemporalEnsemble { decay },
         (Some(execute), None) => {
             anyhow::ensure!(execute > 0, "--execute must be at least 1");
             Execution::RecedingHorizon { execute }
         }
-        (None, None) => policy.spec().execution,
+        (None, None) => spec.execution,
     };
-    let splits = args
-        .splits
+    let instructions = match &args.instructions {
+        Some(path) => mulli_eval::load_instructions(path)?,
+        None => Vec::new(),
+    };
+    // With a user's own instructions and no --split, only those are run.
+    let split_ids = match (&args.splits, instructions.is_empty()) {
+        (s, true) if s.is_empty() => vec!["seen_layouts".to_string()],
+        (s, _) => s.clone(),
+    };
+    let splits = split_ids
         .iter()
         .map(|s| Split::from_id(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let s = policy.spec().model.image_size;
-    let mut env = EnvConfig::default();
-    env.cameras.width = s;
-    env.cameras.height = s;
+    if let Some(out) = &args.out {
+        anyhow::ensure!(
+            !out.join("eval_info.json").exists(),
+            "{} already holds an evaluation (eval_info.json); choose a new --out",
+            out.display()
+        );
+    }
     let opts = EvalOptions {
         suite: args.suite.clone(),
         tasks: args.tasks.clone(),
         splits,
+        instructions,
         episodes_per_task: args.episodes,
         seed: args.seed,
-        env,
+        env: env_for(&spec),
         execution,
+        workers: args.workers,
+        videos_per_outcome: if args.out.is_some() { args.videos } else { 0 },
     };
-    let pb = crate::progress::bar(0, "eval");
-    let report = evaluate(policy, &opts, |done, total, e| {
-        pb.set_length(total as u64);
-        pb.set_position(done as u64);
-        tracing::info!(task = %e.task, index = e.index, success = e.success, steps = e.steps, "episode");
-    })?;
+    let report = eval_policy(&args.policy, &args.device, &opts)?;
+    print_scores(&report);
+    if let Some(out) = &args.out {
+        let settings =
+            mulli_eval::info::EvalSettings::new(args.policy.display().to_string(), &opts, &report);
+        let path = mulli_eval::write_eval_dir(out, &report, settings)?;
+        println!("wrote {} ({} videos)", path.display(), report.videos.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mulli_policy::train` with a progress bar (loss, validation, lr, samples/s, ETA).
+pub fn train_with_progress(
+    out: &Path,
+    data: &[PathBuf],
+    config: Option<TrainConfig>,
+    resume: bool,
+    device: &str,
+) -> Result<mulli_policy::PolicySpec> {
+    let device = mulli_policy::device(device)?;
+    let pb = indicatif::ProgressBar::new(0);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>10} [{bar:30}] {pos}/{len} steps ({elapsed} elapsed, eta {eta}) {prefix}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_message("train");
+    let spec = mulli_policy::train(
+        out,
+        data,
+        config,
+        resume,
+        &device,
+        |event| match event {
+            Event::Loading(what) => pb.set_prefix(what.to_string()),
+            Event::Started {
+                first_step,
+                steps,
+                params,
+                data,
+            } => {
+                pb.set_length(steps);
+                pb.set_position(first_step);
+                pb.reset_eta();
+                pb.println(format!(
+                    "training {params} parameters on {} frames ({} episodes; {} held out), {} tasks, {} (dataset, task) groups{}",
+                    data.train_len,
+                    data.train_episodes,
+                    data.val_episodes,
+                    data.tasks.len(),
+                    data.groups(),
+                    if first_step > 0 {
+                        format!("; resuming at step {first_step}")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            Event::Step(m) => {
+                pb.set_position(m.step);
+                let val = m
+                    .val_loss
+                    .map(|v| format!(" val {v:.4}"))
+                    .unwrap_or_default();
+                pb.set_prefix(format!(
+                    "loss {:.4}{val} lr {:.1e} {:.0} samples/s",
+                    m.loss, m.lr, m.samples_per_s
+                ));
+                if m.val_loss.is_some() {
+                    tracing::info!(step = m.step, loss = m.loss, val = ?m.val_loss, "validation");
+                }
+            }
+            Event::Checkpoint(dir) => tracing::info!(dir = %dir.display(), "checkpoint"),
+        },
+    )
+    .with_context(|| format!("training into {}", out.display()))?;
     pb.finish_and_clear();
+    Ok(spec)
+}
+
+/// The kitchen as the policy was trained to see it (its image size).
+pub fn env_for(spec: &mulli_policy::PolicySpec) -> EnvConfig {
+    let s = spec.model.image_size;
+    let mut env = EnvConfig::default();
+    env.cameras.width = s;
+    env.cameras.height = s;
+    env
+}
+
+/// Evaluates the policy of a run directory, one policy instance per worker, with a progress bar.
+pub fn eval_policy(run: &Path, device: &str, opts: &EvalOptions) -> Result<mulli_eval::EvalReport> {
+    let device = mulli_policy::device(device)?;
+    let pb = crate::progress::bar(0, "eval");
+    let report = mulli_eval::evaluate(
+        |_worker| VlaPolicy::load(run, &device),
+        opts,
+        |done, total, e| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+            tracing::info!(task = %e.task, split = %e.split, index = e.index, success = e.success, steps = e.steps, "episode");
+        },
+    )?;
+    pb.finish_and_clear();
+    Ok(report)
+}
+
+/// Success per split and task, as a Markdown table.
+pub fn print_scores(report: &mulli_eval::EvalReport) {
     println!("| split | task | success | 95% CI | failures |");
     println!("|---|---|---|---|---|");
     for sc in &report.scores {
+        let task = match &sc.instruction {
+            Some(i) => format!("{} \"{i}\"", sc.task),
+            None => sc.task.clone(),
+        };
         println!(
             "| {} | {} | {}/{} ({:.0}%) | {:.0}–{:.0}% | {} |",
             sc.split,
-            sc.task,
+            task,
             sc.successes,
             sc.episodes,
             100.0 * sc.rate,
@@ -337,17 +406,22 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
                 .join(", ")
         );
     }
-    println!(
-        "overall: {:.1}% of {} episodes",
-        100.0 * report.success_rate(),
-        report.episodes.len()
-    );
-    if let Some(path) = &args.json {
-        crate::files::write_new(
-            path,
-            serde_json::to_string_pretty(&report)?.as_bytes(),
-            args.force,
-        )?;
+    for sp in &report.split_scores {
+        println!(
+            "{}: {}/{} ({:.1}%, 95% CI {:.1}–{:.1}%)",
+            sp.split,
+            sp.successes,
+            sp.episodes,
+            100.0 * sp.rate,
+            100.0 * sp.ci.0,
+            100.0 * sp.ci.1
+        );
     }
-    Ok(ExitCode::SUCCESS)
+    println!(
+        "overall: {:.1}% of {} episodes in {:.0} s on {} worker(s)",
+        100.0 * report.success_rate(),
+        report.episodes.len(),
+        report.eval_s,
+        report.workers
+    );
 }

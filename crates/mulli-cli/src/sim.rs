@@ -280,7 +280,7 @@ fn experts(suite: &str, seeds: u64, noise: f64, seed: u64) -> Result<ExitCode> {
                 .entry(r.failure.map_or("unknown", |f| f.as_str()))
                 .or_default() += 1;
         }
-        let (lo, hi) = mulli_sim::eval::wilson(ok, results.len());
+        let (lo, hi) = mulli_eval::wilson(ok, results.len());
         let reasons = reasons
             .iter()
             .map(|(k, v)| format!("{k}: {v}"))

@@ -183,12 +183,6 @@ fn bad_inputs_fail_with_clear_messages() {
 }
 
 #[test]
-fn flywheel_says_what_is_built() {
-    let out = ok(&["flywheel", "--quick"]);
-    assert!(out.contains("flywheel stages not built yet"), "{out}");
-}
-
-#[test]
 fn sim_commands_record_a_valid_dataset_and_render_cameras() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("kitchen");
@@ -389,7 +383,13 @@ fn train_info_and_eval_a_policy_end_to_end() {
     );
     assert!(info.contains("agentview, wrist"), "{info}");
 
-    let json = tmp.path().join("eval.json");
+    let eval_dir = tmp.path().join("eval");
+    let instructions = tmp.path().join("mine.toml");
+    std::fs::write(
+        &instructions,
+        "[[instruction]]\ntask = \"open_drawer\"\ninstruction = \"서랍 좀 열어 <b>\"\n",
+    )
+    .unwrap();
     let out = ok(&[
         "eval",
         "--policy",
@@ -398,11 +398,128 @@ fn train_info_and_eval_a_policy_end_to_end() {
         "open_drawer",
         "--episodes",
         "1",
-        "--json",
-        s(&json),
+        "--split",
+        "seen_layouts",
+        "--instructions",
+        s(&instructions),
+        "--workers",
+        "2",
+        "--out",
+        s(&eval_dir),
     ]);
     assert!(out.contains("| seen_layouts | open_drawer |"), "{out}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(report["episodes"].as_array().unwrap().len(), 1);
+    assert!(out.contains("custom_instructions"), "{out}");
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_dir.join("eval_info.json")).unwrap())
+            .unwrap();
+    assert_eq!(info["per_episode"].as_array().unwrap().len(), 2);
+    assert!(info["aggregated"]["pc_success"].is_number());
+    // Evaluating into the same directory again is refused.
+    let o = mulli(&[
+        "eval",
+        "--policy",
+        s(&run),
+        "--task",
+        "open_drawer",
+        "--episodes",
+        "1",
+        "--out",
+        s(&eval_dir),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already holds an evaluation"));
+    // A report of this evaluation, with the user's instruction escaped.
+    let path = ok(&[
+        "report",
+        s(&eval_dir),
+        "--train",
+        s(&run),
+        "--data",
+        s(&data),
+    ]);
+    let html = std::fs::read_to_string(path.trim()).unwrap();
+    assert!(html.contains("서랍 좀 열어 &lt;b&gt;") && !html.contains("열어 <b>"));
+    assert!(html.contains("<svg") && html.contains("data:video/mp4;base64,"));
+}
+
+/// The main job with --quick: every stage writes valid artifacts, a rerun reuses them, and
+/// a changed config runs again beside the old results. (Success is not asserted: the quick
+/// budgets train for seconds.)
+#[test]
+fn quick_flywheel_runs_every_stage_and_caches_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("fw");
+    let out = ok(&["flywheel", "--quick", "--out", s(&out_dir)]);
+    for stage in ["capture", "multiply", "train", "eval", "report"] {
+        assert!(out.contains(stage), "{stage}: {out}");
+    }
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("flywheel.json")).unwrap())
+            .unwrap();
+    let dir = |name: &str| -> std::path::PathBuf {
+        let st = record["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == name)
+            .unwrap();
+        out_dir.join(st["dir"].as_str().unwrap())
+    };
+    // The dataset is a valid LeRobot dataset.
+    let v = ok(&["dataset", "validate", s(&dir("capture").join("dataset"))]);
+    assert!(v.contains("ok") || v.contains("valid"), "{v}");
+    // The policy loads.
+    let info = ok(&["policy", "info", s(&dir("train").join("run"))]);
+    assert!(info.contains("parameters"), "{info}");
+    // eval_info.json covers 3 tasks × 6 splits × 1 episode and lists videos that exist.
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir("eval").join("eval_info.json")).unwrap())
+            .unwrap();
+    assert_eq!(eval["per_episode"].as_array().unwrap().len(), 18);
+    assert_eq!(eval["per_group"].as_object().unwrap().len(), 6);
+    let videos = eval["overall"]["video_paths"].as_array().unwrap();
+    assert!(!videos.is_empty());
+    for v in videos {
+        assert!(dir("eval").join(v.as_str().unwrap()).exists(), "{v}");
+    }
+    let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
+    assert!(html.starts_with("<!doctype html>") && html.ends_with("</html>\n"));
+    assert!(html.contains("open_drawer") && html.contains("<svg"));
+
+    // Same config again: every stage is cached.
+    let again = ok(&["flywheel", "--quick", "--out", s(&out_dir)]);
+    assert_eq!(again.matches("cached").count(), 3, "{again}");
+    // One changed key: capture stays cached, training and evaluation run again, new dirs.
+    let cfg = tmp.path().join("fw.toml");
+    std::fs::write(&cfg, "[train]\nsteps = 20\n").unwrap();
+    let changed = ok(&[
+        "flywheel",
+        "--quick",
+        "--out",
+        s(&out_dir),
+        "--config",
+        s(&cfg),
+    ]);
+    assert_eq!(changed.matches("cached").count(), 1, "{changed}");
+    let trains = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("train-")
+        })
+        .count();
+    assert_eq!(trains, 2, "the first run's training is kept");
+    // Bad configs are named.
+    std::fs::write(&cfg, "[eval]\nsplits = [\"upside_down\"]\n").unwrap();
+    let o = mulli(&[
+        "flywheel",
+        "--quick",
+        "--out",
+        s(&out_dir),
+        "--config",
+        s(&cfg),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("upside_down"));
 }

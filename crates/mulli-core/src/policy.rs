@@ -33,6 +33,12 @@ pub trait Policy {
     /// Forget anything remembered from the previous episode.
     fn reset(&mut self);
 
+    /// Seed the stochastic choices of the next episode (e.g. flow-matching noise), so an
+    /// episode's actions depend on its seed alone, not on which episodes ran before it on the
+    /// same instance: what lets evaluation spread episodes over workers reproducibly.
+    /// Deterministic policies ignore it. Call before [`Policy::reset`].
+    fn reseed(&mut self, _seed: u64) {}
+
     /// The action chunk for this observation.
     fn act(&mut self, obs: &Observation) -> Result<ActionChunk, Self::Error>;
 }

@@ -142,6 +142,10 @@ impl Policy for VlaPolicy {
         self.rng = rng::substream(self.seed, "policy-noise", self.episodes);
     }
 
+    fn reseed(&mut self, seed: u64) {
+        self.set_seed(seed);
+    }
+
     fn act(&mut self, obs: &Observation) -> Result<ActionChunk, PolicyError> {
         self.check(obs)?;
         let s = self.spec.model.image_size;

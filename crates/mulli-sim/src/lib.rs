@@ -10,7 +10,6 @@
 
 pub mod env;
 pub mod error;
-pub mod eval;
 pub mod expert;
 pub mod layout;
 pub mod objects;

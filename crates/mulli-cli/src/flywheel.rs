@@ -1,0 +1,734 @@
+//! `mulli flywheel`: the main job. Capture scripted demos in the kitchen → multiply them →
+//! train a policy → evaluate it on every split → write the HTML report.
+//!
+//! Every stage writes into `OUT/<stage>-<hash>/`, where the hash covers the stage's own
+//! config and the hashes of the stages it reads, and marks itself complete by writing
+//! `stage.json` last. A rerun with the same config reuses complete stages; a changed config
+//! gets new directories (old results stay on disk); a killed run picks up where it stopped
+//! (training resumes from its last checkpoint, bit for bit; an interrupted capture or
+//! evaluation — minutes at most — is redone).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use mulli_core::Execution;
+use mulli_eval::EvalOptions;
+use mulli_policy::TrainConfig;
+use mulli_policy::model::VlaConfig;
+use mulli_sim::record::RecordOptions;
+use mulli_sim::{EnvConfig, Split, Suite};
+use serde::{Deserialize, Serialize};
+
+#[derive(clap::Args)]
+pub struct FlywheelArgs {
+    /// Flywheel configuration (TOML; see --print-config). Default: the built-in one.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Tiny budgets (3 tasks, a tiny model, one episode per split): a smoke test of every
+    /// stage in a few minutes, not a useful policy.
+    #[arg(long)]
+    pub quick: bool,
+    /// Output directory (stages, report.html). Default: runs/flywheel (runs/flywheel-quick).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the configuration that would run (defaults merged with --config) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// Everything that defines a flywheel run. Unknown keys are errors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlywheelConfig {
+    /// Seed of the demos' layouts and noise, and of the evaluation episodes.
+    pub seed: u64,
+    pub suite: String,
+    /// Task ids (empty = every task of the suite).
+    pub tasks: Vec<String>,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    pub capture: CaptureConfig,
+    pub multiply: MultiplyConfig,
+    /// The policy and its training (`mulli train --print-config`); the cameras are recorded
+    /// at `train.model.image_size`.
+    pub train: TrainConfig,
+    pub eval: EvalConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Successful scripted demos per task.
+    pub episodes_per_task: usize,
+    /// Expert action noise (m per step): demos that recover from small errors.
+    pub noise: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MultiplyConfig {
+    /// Generated demos per task (0 = no multiplication).
+    pub per_task: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    pub splits: Vec<String>,
+    pub episodes_per_task: usize,
+    /// Parallel workers (0 = one per core).
+    pub workers: usize,
+    /// Rollout videos per task and split: this many successes and this many failures.
+    pub videos_per_outcome: usize,
+    /// Actions executed per chunk before re-planning (receding horizon).
+    pub execute: usize,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            episodes_per_task: 30,
+            noise: 0.002,
+        }
+    }
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            splits: Split::EVAL.iter().map(|s| s.id().to_string()).collect(),
+            episodes_per_task: 10,
+            workers: 0,
+            videos_per_outcome: 1,
+            execute: 8,
+        }
+    }
+}
+
+impl Default for FlywheelConfig {
+    fn default() -> Self {
+        // Sized for ≤ 20 minutes on 2 CPU cores (docs/benchmarks.md): 64-px cameras and a
+        // ~0.4 M-parameter policy; the bigger default VLA needs a GPU or more time.
+        let model = VlaConfig {
+            image_size: 64,
+            conv_channels: vec![32, 32, 64, 64],
+            d_model: 96,
+            n_heads: 4,
+            n_layers: 2,
+            d_ff: 256,
+            ..VlaConfig::default()
+        };
+        FlywheelConfig {
+            seed: 0,
+            suite: "kitchen-v1-single".into(),
+            tasks: Vec::new(),
+            device: "cpu".into(),
+            capture: CaptureConfig::default(),
+            multiply: MultiplyConfig::default(),
+            train: TrainConfig {
+                steps: 1500,
+                batch_size: 32,
+                lr: 1e-3,
+                warmup_steps: 50,
+                ema_decay: 0.99,
+                val_every: 250,
+                checkpoint_every: 250,
+                log_every: 25,
+                model,
+                ..TrainConfig::default()
+            },
+            eval: EvalConfig::default(),
+        }
+    }
+}
+
+impl FlywheelConfig {
+    /// Tiny budgets for `--quick`: every stage runs and writes real artifacts in minutes.
+    pub fn quick() -> Self {
+        let d = FlywheelConfig::default();
+        let model = VlaConfig {
+            image_size: 32,
+            conv_channels: vec![8, 16],
+            d_model: 32,
+            n_heads: 2,
+            n_layers: 1,
+            d_ff: 64,
+            text_len: 32,
+            ..d.train.model.clone()
+        };
+        FlywheelConfig {
+            tasks: vec![
+                "open_drawer".into(),
+                "pick_up_cube".into(),
+                "put_apple_in_bowl".into(),
+            ],
+            capture: CaptureConfig {
+                episodes_per_task: 3,
+                ..d.capture
+            },
+            train: TrainConfig {
+                steps: 30,
+                batch_size: 8,
+                warmup_steps: 5,
+                val_every: 15,
+                val_samples: 16,
+                checkpoint_every: 15,
+                log_every: 5,
+                model,
+                ..d.train
+            },
+            eval: EvalConfig {
+                episodes_per_task: 1,
+                ..d.eval
+            },
+            ..d
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let suite = Suite::named(&self.suite)?.with_tasks(&self.tasks)?;
+        anyhow::ensure!(
+            self.capture.episodes_per_task > 0,
+            "capture.episodes_per_task = 0: the flywheel needs demos to train on"
+        );
+        anyhow::ensure!(
+            self.eval.episodes_per_task > 0,
+            "eval.episodes_per_task = 0: evaluate at least one episode per task and split"
+        );
+        anyhow::ensure!(self.eval.execute > 0, "eval.execute must be at least 1");
+        anyhow::ensure!(
+            self.eval.execute <= self.train.model.chunk,
+            "eval.execute = {} is more than the policy's chunk ({} actions)",
+            self.eval.execute,
+            self.train.model.chunk
+        );
+        anyhow::ensure!(
+            !self.eval.splits.is_empty(),
+            "eval.splits is empty; known splits: {}",
+            Split::EVAL.map(|s| s.id()).join(", ")
+        );
+        for s in &self.eval.splits {
+            let split = Split::from_id(s).context("in eval.splits")?;
+            anyhow::ensure!(
+                split != Split::Train,
+                "eval.splits: 'train' is the training pool, not an evaluation split"
+            );
+        }
+        tracing::debug!(tasks = suite.tasks.len(), "flywheel config checked");
+        Ok(())
+    }
+
+    fn splits(&self) -> Result<Vec<Split>> {
+        self.eval
+            .splits
+            .iter()
+            .map(|s| Split::from_id(s).map_err(Into::into))
+            .collect()
+    }
+
+    fn env(&self) -> EnvConfig {
+        let mut env = EnvConfig::default();
+        env.cameras.width = self.train.model.image_size;
+        env.cameras.height = self.train.model.image_size;
+        env
+    }
+}
+
+/// What `stage.json` records: the stage is complete, what it was, how long it took.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub stage: String,
+    pub hash: String,
+    pub seconds: f64,
+    /// Stage-specific results (episodes, losses, success rates).
+    pub summary: serde_json::Value,
+}
+
+/// One line of `flywheel.json`: what happened to a stage in this run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StageRun {
+    pub stage: String,
+    /// `ran`, `cached`, `resumed` or `skipped`.
+    pub status: String,
+    /// Relative to the output directory.
+    pub dir: Option<String>,
+    pub hash: Option<String>,
+    /// Seconds the stage took when it ran (for a cached stage: when it first ran).
+    pub seconds: f64,
+    pub note: Option<String>,
+}
+
+/// `flywheel.json`: the last run's stages; the report reads it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FlywheelRecord {
+    pub mulli_version: String,
+    pub quick: bool,
+    pub config: FlywheelConfig,
+    pub stages: Vec<StageRun>,
+    pub total_s: f64,
+}
+
+/// FNV-1a over the stage's canonical JSON: a cache key, not a security boundary.
+fn stage_hash(stage: &str, inputs: &serde_json::Value) -> String {
+    let text = serde_json::json!({
+        "stage": stage,
+        "mulli": env!("CARGO_PKG_VERSION"),
+        "inputs": inputs,
+    })
+    .to_string();
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn read_record(dir: &Path) -> Option<StageRecord> {
+    let text = std::fs::read_to_string(dir.join("stage.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn write_record(dir: &Path, record: &StageRecord) -> Result<()> {
+    let tmp = dir.join("stage.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(record)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join("stage.json"))
+        .with_context(|| format!("completing {}", dir.display()))?;
+    Ok(())
+}
+
+/// Removes what an interrupted stage left in its own directory.
+fn clear_partial(path: &Path) -> Result<()> {
+    if path.exists() {
+        std::fs::remove_dir_all(path)
+            .with_context(|| format!("removing the interrupted stage output {}", path.display()))?;
+    }
+    Ok(())
+}
+
+struct Stage<'a> {
+    out: &'a Path,
+    name: &'static str,
+    hash: String,
+    number: usize,
+    of: usize,
+}
+
+impl Stage<'_> {
+    fn dir(&self) -> PathBuf {
+        self.out.join(format!("{}-{}", self.name, self.hash))
+    }
+
+    fn rel(&self) -> String {
+        format!("{}-{}", self.name, self.hash)
+    }
+
+    fn header(&self, what: &str) {
+        println!("[{}/{}] {:<9} {what}", self.number, self.of, self.name);
+    }
+
+    fn cached(&self) -> Option<StageRun> {
+        let rec = read_record(&self.dir())?;
+        if rec.hash != self.hash {
+            return None;
+        }
+        self.header(&format!(
+            "cached ({}, ran in {:.0} s)",
+            self.dir().display(),
+            rec.seconds
+        ));
+        Some(StageRun {
+            stage: self.name.into(),
+            status: "cached".into(),
+            dir: Some(self.rel()),
+            hash: Some(self.hash.clone()),
+            seconds: rec.seconds,
+            note: None,
+        })
+    }
+
+    fn finish(
+        &self,
+        started: Instant,
+        status: &str,
+        summary: serde_json::Value,
+    ) -> Result<StageRun> {
+        let seconds = started.elapsed().as_secs_f64();
+        write_record(
+            &self.dir(),
+            &StageRecord {
+                stage: self.name.into(),
+                hash: self.hash.clone(),
+                seconds,
+                summary,
+            },
+        )?;
+        Ok(StageRun {
+            stage: self.name.into(),
+            status: status.into(),
+            dir: Some(self.rel()),
+            hash: Some(self.hash.clone()),
+            seconds,
+            note: None,
+        })
+    }
+}
+
+pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
+    let base = if args.quick {
+        FlywheelConfig::quick()
+    } else {
+        FlywheelConfig::default()
+    };
+    let config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading flywheel config {}", path.display()))?;
+            // The file overrides the (default or --quick) base key by key.
+            let mut merged = toml::Value::try_from(&base)?;
+            let over: toml::Value = toml::from_str(&text)
+                .with_context(|| format!("flywheel config {}", path.display()))?;
+            merge(&mut merged, over);
+            merged
+                .try_into::<FlywheelConfig>()
+                .with_context(|| format!("flywheel config {}", path.display()))?
+        }
+        None => base,
+    };
+    if args.print_config {
+        print!("{}", toml::to_string_pretty(&config)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    config.check()?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(if args.quick {
+            "runs/flywheel-quick"
+        } else {
+            "runs/flywheel"
+        })
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let started = Instant::now();
+    println!(
+        "mulli flywheel{} → {}  (suite {}, {} tasks, device {})",
+        if args.quick { " --quick" } else { "" },
+        out.display(),
+        config.suite,
+        Suite::named(&config.suite)?
+            .with_tasks(&config.tasks)?
+            .tasks
+            .len(),
+        config.device
+    );
+    let mut stages = Vec::new();
+
+    // 1. Capture.
+    let n_tasks = Suite::named(&config.suite)?
+        .with_tasks(&config.tasks)?
+        .tasks
+        .len();
+    let capture = Stage {
+        out: &out,
+        name: "capture",
+        hash: stage_hash(
+            "capture",
+            &serde_json::json!({
+                "suite": config.suite, "tasks": config.tasks, "seed": config.seed,
+                "capture": config.capture, "image_size": config.train.model.image_size,
+            }),
+        ),
+        number: 1,
+        of: 5,
+    };
+    let capture_data = capture.dir().join("dataset");
+    let run = match capture.cached() {
+        Some(r) => r,
+        None => {
+            let t = Instant::now();
+            let episodes = config.capture.episodes_per_task * n_tasks;
+            capture.header(&format!(
+                "{episodes} scripted demos ({} per task, noise {} m/step)",
+                config.capture.episodes_per_task, config.capture.noise
+            ));
+            clear_partial(&capture.dir())?;
+            std::fs::create_dir_all(capture.dir())?;
+            let opts = RecordOptions {
+                suite: config.suite.clone(),
+                tasks: config.tasks.clone(),
+                episodes,
+                seed: config.seed,
+                noise: config.capture.noise,
+                keep_failures: false,
+                split: Split::Train,
+                env: config.env(),
+            };
+            let pb = crate::progress::bar(episodes, "capture");
+            let report = mulli_sim::record::record(
+                &capture_data,
+                &opts,
+                mulli_data::WriteMode::Create,
+                crate::progress::callback(&pb),
+            )
+            .with_context(|| format!("recording demos into {}", capture_data.display()))?;
+            pb.finish_and_clear();
+            println!(
+                "          {} episodes, {} frames ({} expert attempts) in {:.0} s",
+                report.episodes,
+                report.frames,
+                report.attempts,
+                t.elapsed().as_secs_f64()
+            );
+            capture.finish(t, "ran", serde_json::to_value(&report)?)?
+        }
+    };
+    stages.push(run);
+
+    // 2. Multiply.
+    let multiply_note = if config.multiply.per_task > 0 {
+        "demo multiplication (mulli synth, issue 6) is not built yet"
+    } else {
+        "multiply.per_task = 0"
+    };
+    println!("[2/5] multiply  skipped: {multiply_note}");
+    stages.push(StageRun {
+        stage: "multiply".into(),
+        status: "skipped".into(),
+        dir: None,
+        hash: None,
+        seconds: 0.0,
+        note: Some(multiply_note.into()),
+    });
+    let data = vec![capture_data.clone()];
+
+    // 3. Train.
+    let train = Stage {
+        out: &out,
+        name: "train",
+        hash: stage_hash(
+            "train",
+            &serde_json::json!({"data": [capture.hash], "train": config.train, "device": config.device}),
+        ),
+        number: 3,
+        of: 5,
+    };
+    let run_dir = train.dir().join("run");
+    let run = match train.cached() {
+        Some(r) => r,
+        None => {
+            let t = Instant::now();
+            let resume = mulli_policy::checkpoint::checkpoint_dir(&run_dir).is_some();
+            if resume {
+                train.header("resuming from the last checkpoint");
+            } else {
+                train.header(&format!(
+                    "{} steps, batch {}, on {}",
+                    config.train.steps, config.train.batch_size, config.device
+                ));
+                clear_partial(&train.dir())?;
+                std::fs::create_dir_all(train.dir())?;
+            }
+            let spec = crate::policy::train_with_progress(
+                &run_dir,
+                &data,
+                (!resume).then(|| config.train.clone()),
+                resume,
+                &config.device,
+            )?;
+            println!(
+                "          {} steps: loss {}, val loss {} in {:.0} s",
+                spec.training.step,
+                spec.training
+                    .last_loss
+                    .map_or("-".into(), |l| format!("{l:.4}")),
+                spec.training
+                    .last_val_loss
+                    .map_or("-".into(), |l| format!("{l:.4}")),
+                t.elapsed().as_secs_f64()
+            );
+            train.finish(
+                t,
+                if resume { "resumed" } else { "ran" },
+                serde_json::json!({
+                    "steps": spec.training.step,
+                    "last_loss": spec.training.last_loss,
+                    "last_val_loss": spec.training.last_val_loss,
+                }),
+            )?
+        }
+    };
+    stages.push(run);
+
+    // 4. Evaluate.
+    let eval = Stage {
+        out: &out,
+        name: "eval",
+        hash: stage_hash(
+            "eval",
+            &serde_json::json!({
+                "policy": [train.hash], "suite": config.suite, "tasks": config.tasks,
+                "seed": config.seed, "eval": config.eval,
+            }),
+        ),
+        number: 4,
+        of: 5,
+    };
+    let run = match eval.cached() {
+        Some(r) => r,
+        None => {
+            let t = Instant::now();
+            let splits = config.splits()?;
+            eval.header(&format!(
+                "{} episodes ({} per task and split; splits: {})",
+                n_tasks * splits.len() * config.eval.episodes_per_task,
+                config.eval.episodes_per_task,
+                config.eval.splits.join(", ")
+            ));
+            clear_partial(&eval.dir())?;
+            let opts = EvalOptions {
+                suite: config.suite.clone(),
+                tasks: config.tasks.clone(),
+                splits,
+                instructions: Vec::new(),
+                episodes_per_task: config.eval.episodes_per_task,
+                seed: config.seed,
+                env: config.env(),
+                execution: Execution::RecedingHorizon {
+                    execute: config.eval.execute,
+                },
+                workers: config.eval.workers,
+                videos_per_outcome: config.eval.videos_per_outcome,
+            };
+            let report = crate::policy::eval_policy(&run_dir, &config.device, &opts)?;
+            crate::policy::print_scores(&report);
+            let settings =
+                mulli_eval::info::EvalSettings::new(run_dir.display().to_string(), &opts, &report);
+            mulli_eval::write_eval_dir(&eval.dir(), &report, settings)?;
+            eval.finish(
+                t,
+                "ran",
+                serde_json::json!({
+                    "episodes": report.episodes.len(),
+                    "successes": report.successes(),
+                    "pc_success": 100.0 * report.success_rate(),
+                }),
+            )?
+        }
+    };
+    stages.push(run);
+
+    // 5. Report (always re-rendered: it is derived from the stages above).
+    let t = Instant::now();
+    let mut record = FlywheelRecord {
+        mulli_version: env!("CARGO_PKG_VERSION").into(),
+        quick: args.quick,
+        config: config.clone(),
+        stages,
+        total_s: 0.0,
+    };
+    record.stages.push(StageRun {
+        stage: "report".into(),
+        status: "ran".into(),
+        dir: None,
+        hash: None,
+        seconds: 0.0,
+        note: None,
+    });
+    record.total_s = started.elapsed().as_secs_f64();
+    let record_path = out.join("flywheel.json");
+    std::fs::write(&record_path, serde_json::to_vec_pretty(&record)?)
+        .with_context(|| format!("writing {}", record_path.display()))?;
+    let report_path = crate::report::render_flywheel(&out)?;
+    if let Some(last) = record.stages.last_mut() {
+        last.seconds = t.elapsed().as_secs_f64();
+    }
+    record.total_s = started.elapsed().as_secs_f64();
+    std::fs::write(&record_path, serde_json::to_vec_pretty(&record)?)
+        .with_context(|| format!("writing {}", record_path.display()))?;
+    println!("[5/5] report    {}", report_path.display());
+    println!(
+        "flywheel done in {:.0} s; a rerun reuses every stage whose inputs are unchanged ({})",
+        record.total_s,
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Overlays `over` onto `base`, table by table (so a file can set one key of `[train]`).
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_quick_are_valid_and_round_trip_through_toml() {
+        for c in [FlywheelConfig::default(), FlywheelConfig::quick()] {
+            c.check().unwrap();
+            let text = toml::to_string_pretty(&c).unwrap();
+            let back: FlywheelConfig = toml::from_str(&text).unwrap();
+            assert_eq!(back, c);
+        }
+    }
+
+    #[test]
+    fn a_file_overrides_single_keys_and_unknown_keys_are_errors() {
+        let mut base = toml::Value::try_from(FlywheelConfig::default()).unwrap();
+        merge(
+            &mut base,
+            toml::from_str("[train]\nsteps = 7\n[train.model]\nd_model = 48\n").unwrap(),
+        );
+        let c: FlywheelConfig = base.try_into().unwrap();
+        assert_eq!(c.train.steps, 7);
+        assert_eq!(c.train.model.d_model, 48);
+        assert_eq!(
+            c.train.batch_size,
+            FlywheelConfig::default().train.batch_size
+        );
+        let mut base = toml::Value::try_from(FlywheelConfig::default()).unwrap();
+        merge(&mut base, toml::from_str("[eval]\nepisodez = 3\n").unwrap());
+        let e = base.try_into::<FlywheelConfig>().unwrap_err().to_string();
+        assert!(e.contains("episodez"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let mut c = FlywheelConfig::default();
+        c.eval.splits = vec!["sideways".into()];
+        let e = format!("{:#}", c.check().unwrap_err());
+        assert!(e.contains("sideways") && e.contains("eval.splits"), "{e}");
+        let mut c = FlywheelConfig::default();
+        c.eval.execute = 99;
+        assert!(c.check().unwrap_err().to_string().contains("chunk"));
+        let c = FlywheelConfig {
+            tasks: vec!["juggle".into()],
+            ..Default::default()
+        };
+        assert!(c.check().unwrap_err().to_string().contains("juggle"));
+    }
+
+    #[test]
+    fn stage_hashes_follow_their_inputs() {
+        let a = stage_hash("train", &serde_json::json!({"steps": 1}));
+        assert_eq!(a, stage_hash("train", &serde_json::json!({"steps": 1})));
+        assert_ne!(a, stage_hash("train", &serde_json::json!({"steps": 2})));
+        assert_ne!(a, stage_hash("eval", &serde_json::json!({"steps": 1})));
+        assert_eq!(a.len(), 16);
+    }
+}

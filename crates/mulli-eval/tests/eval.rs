@@ -1,0 +1,246 @@
+//! The harness end to end in the real kitchen: a policy that replays the scripted expert
+//! succeeds, one that stands still fails with a timeout, workers do not change results, and
+//! eval_info.json agrees with the report and the videos on disk.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use mulli_core::{ActionChunk, Execution, Observation, Policy, Value};
+use mulli_eval::{EvalOptions, EvalReport, evaluate, info::EvalSettings, write_eval_dir};
+use mulli_sim::{EnvConfig, Split, Suite, record};
+
+/// Expert actions by (instruction, first agent-view image).
+type Plans = HashMap<(String, Vec<u8>), Vec<Vec<f32>>>;
+
+const TASKS: [&str; 2] = ["open_drawer", "pick_up_cube"];
+
+fn options(workers: usize) -> EvalOptions {
+    let mut env = EnvConfig::default();
+    env.cameras.width = 32;
+    env.cameras.height = 32;
+    EvalOptions {
+        suite: "kitchen-v1-single".into(),
+        tasks: TASKS.iter().map(|s| s.to_string()).collect(),
+        splits: vec![Split::SeenLayouts, Split::Distractors],
+        episodes_per_task: 2,
+        seed: 7,
+        env,
+        execution: Execution::RecedingHorizon { execute: 4 },
+        workers,
+        videos_per_outcome: 1,
+        ..Default::default()
+    }
+}
+
+/// Plays back the expert's actions of the episode it recognizes by its instruction and first
+/// camera image.
+#[derive(Clone)]
+struct Replay {
+    plans: Arc<Plans>,
+    plan: Option<Vec<Vec<f32>>>,
+    step: usize,
+}
+
+impl Policy for Replay {
+    type Error = Infallible;
+    fn reset(&mut self) {
+        self.plan = None;
+        self.step = 0;
+    }
+    fn act(&mut self, obs: &Observation) -> Result<ActionChunk, Infallible> {
+        if self.plan.is_none() {
+            let key = (obs.instruction.clone(), obs.images["agentview"].rgb.clone());
+            self.plan = self.plans.get(&key).cloned();
+        }
+        let plan = self.plan.as_deref().unwrap_or(&[]);
+        let chunk: Vec<Vec<f32>> = (self.step..self.step + 4)
+            .map(|i| plan.get(i).cloned().unwrap_or_else(|| vec![0.0; 7]))
+            .collect();
+        self.step += 4;
+        Ok(ActionChunk { actions: chunk })
+    }
+}
+
+struct Still;
+
+impl Policy for Still {
+    type Error = Infallible;
+    fn reset(&mut self) {}
+    fn act(&mut self, _: &Observation) -> Result<ActionChunk, Infallible> {
+        Ok(ActionChunk {
+            actions: vec![vec![0.0; 7]; 4],
+        })
+    }
+}
+
+/// The expert's actions for every episode the options will run.
+fn expert_plans(opts: &EvalOptions) -> Plans {
+    let config = EnvConfig {
+        render: true,
+        ..opts.env.clone()
+    };
+    let mut plans = HashMap::new();
+    for &split in &opts.splits {
+        for id in TASKS {
+            let one = Suite {
+                tasks: vec![mulli_sim::tasks::task(id).unwrap()],
+                ..Suite::named(&opts.suite).unwrap()
+            };
+            for i in 0..opts.episodes_per_task as u64 {
+                let spec = one.episode(split, i, opts.seed);
+                let r = record::rollout(&spec, i, &config, 0.0, true).unwrap();
+                assert!(r.success, "the expert solves {id} {i}");
+                let first = match r.frames[0].get("observation.images.agentview") {
+                    Some(Value::U8(v)) => v.clone(),
+                    _ => panic!("no image"),
+                };
+                let actions = r
+                    .frames
+                    .iter()
+                    .map(|f| match f.get("action") {
+                        Some(Value::F32(a)) => a.clone(),
+                        _ => panic!("no action"),
+                    })
+                    .collect();
+                // Tasks share layouts: the same first image can start two tasks.
+                plans.insert((spec.instruction.clone(), first), actions);
+            }
+        }
+    }
+    plans
+}
+
+fn run_replay(opts: &EvalOptions, plans: &Arc<Plans>) -> EvalReport {
+    let mut calls = 0;
+    let report = evaluate(
+        |_| {
+            Ok::<_, Infallible>(Replay {
+                plans: plans.clone(),
+                plan: None,
+                step: 0,
+            })
+        },
+        opts,
+        |done, total, _| {
+            calls += 1;
+            assert!(done <= total);
+        },
+    )
+    .unwrap();
+    assert_eq!(calls, report.episodes.len());
+    report
+}
+
+#[test]
+fn replayed_experts_succeed_and_workers_do_not_change_results() {
+    let opts = options(1);
+    let plans = Arc::new(expert_plans(&opts));
+    let one = run_replay(&opts, &plans);
+    assert_eq!(one.episodes.len(), 2 * 2 * 2);
+    assert!(
+        one.episodes.iter().all(|e| e.success),
+        "{:#?}",
+        one.episodes
+    );
+    assert!(one.episodes.iter().all(|e| e.max_reward == 1.0));
+    assert_eq!(one.scores.len(), 4);
+    assert_eq!(one.split_scores.len(), 2);
+    assert!(one.scores.iter().all(|s| s.rate == 1.0 && s.ci.0 > 0.1));
+    // One success video per task and split, none for failures (there are none).
+    assert_eq!(one.videos.len(), 4);
+
+    let two = run_replay(&options(2), &plans);
+    assert_eq!(two.workers, 2);
+    assert_eq!(one.episodes, two.episodes);
+    assert_eq!(one.scores, two.scores);
+    let ids = |r: &EvalReport| r.videos.iter().map(|v| v.episode).collect::<Vec<_>>();
+    assert_eq!(ids(&one), ids(&two));
+    assert_eq!(
+        one.videos[0].packets.len(),
+        two.videos[0].packets.len(),
+        "the same frames"
+    );
+}
+
+#[test]
+fn a_policy_that_stands_still_times_out_and_eval_info_agrees() {
+    let mut opts = options(2);
+    opts.splits = vec![Split::SeenLayouts];
+    opts.instructions = vec![mulli_eval::CustomInstruction {
+        task: "open_drawer".into(),
+        instruction: "서랍 좀 열어줄래".into(),
+    }];
+    opts.episodes_per_task = 1;
+    let report = evaluate(|_| Ok::<_, Infallible>(Still), &opts, |_, _, _| {}).unwrap();
+    assert_eq!(report.episodes.len(), 2 + 1);
+    assert!(report.episodes.iter().all(|e| !e.success));
+    assert!(
+        report
+            .episodes
+            .iter()
+            .all(|e| e.failure.as_deref() == Some("timeout"))
+    );
+    let custom = report.episodes.last().unwrap();
+    assert_eq!(custom.split, mulli_eval::CUSTOM_SPLIT);
+    assert_eq!(custom.instruction, "서랍 좀 열어줄래");
+    assert_eq!(report.videos.len(), 3, "one failure video per group");
+
+    let dir = tempfile::tempdir().unwrap();
+    let settings = EvalSettings::new("still", &opts, &report);
+    let path = write_eval_dir(dir.path(), &report, settings.clone()).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(info["aggregated"]["pc_success"], 0.0);
+    assert_eq!(info["overall"]["n_episodes"], 3);
+    assert_eq!(info["per_episode"].as_array().unwrap().len(), 3);
+    assert_eq!(info["per_episode"][0]["success"], false);
+    assert!(info["aggregated"]["eval_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(info["per_group"]["custom_instructions"]["n_episodes"], 1);
+    assert_eq!(info["scores"][2]["instruction"], "서랍 좀 열어줄래");
+    let videos = info["overall"]["video_paths"].as_array().unwrap();
+    assert_eq!(videos.len(), 3);
+    for v in videos {
+        let p = dir.path().join(v.as_str().unwrap());
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(&bytes[4..8], b"ftyp", "{} is an MP4", p.display());
+        assert!(p.with_extension("png").exists());
+        // The video decodes with mulli's own reader, one frame per step plus the last.
+        let reader = mulli_data::video::VideoReader::open(&p).unwrap();
+        assert_eq!(reader.width(), 64, "both 32-px cameras side by side");
+    }
+    // Nothing is overwritten.
+    let e = write_eval_dir(dir.path(), &report, settings)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already exists"), "{e}");
+}
+
+#[test]
+fn a_failing_policy_stops_the_evaluation_with_its_error() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("camera unplugged")]
+    struct Broken;
+    struct Fails;
+    impl Policy for Fails {
+        type Error = Broken;
+        fn reset(&mut self) {}
+        fn act(&mut self, _: &Observation) -> Result<ActionChunk, Broken> {
+            Err(Broken)
+        }
+    }
+    let e = evaluate(|_| Ok::<_, Broken>(Fails), &options(2), |_, _, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("policy failed in") && e.contains("camera unplugged"),
+        "{e}"
+    );
+    let e = evaluate(|_| Err::<Fails, _>(Broken), &options(2), |_, _, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("worker") && e.contains("camera unplugged"),
+        "{e}"
+    );
+}

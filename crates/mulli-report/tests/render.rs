@@ -1,0 +1,114 @@
+//! Rendering from files on disk: what the report shows comes from eval_info.json, strings are
+//! escaped, inconsistent or hostile inputs are refused with the file named.
+
+use std::path::Path;
+
+use mulli_report::{ReportInputs, render, write};
+use serde_json::json;
+
+fn eval_info(success: [bool; 2], pc: f64, video: Option<&str>) -> serde_json::Value {
+    json!({
+        "per_episode": [
+            {"episode_ix": 0, "sum_reward": 1.0, "max_reward": 1.0, "success": success[0], "seed": 3,
+             "task": "open_drawer", "split": "seen_layouts", "index": 0,
+             "instruction": "open the <drawer>", "failure": null, "steps": 40, "policy_queries": 5,
+             "video": video},
+            {"episode_ix": 1, "sum_reward": 0.0, "max_reward": 0.0, "success": success[1], "seed": 4,
+             "task": "open_drawer", "split": "korean", "index": 0,
+             "instruction": "서랍을 열어줘", "failure": "timeout", "steps": 180, "policy_queries": 23}
+        ],
+        "aggregated": {"avg_sum_reward": 0.5, "avg_max_reward": 0.5, "pc_success": pc, "eval_s": 2.0, "eval_ep_s": 1.0},
+        "per_task": [], "per_group": {}, "overall": {},
+        "scores": [
+            {"task": "open_drawer", "split": "seen_layouts", "episodes": 1, "successes": 1, "rate": 1.0,
+             "ci": [0.2, 1.0], "failures": {}},
+            {"task": "open_drawer", "split": "korean", "episodes": 1, "successes": 0, "rate": 0.0,
+             "ci": [0.0, 0.8], "failures": {"timeout": 1}}
+        ],
+        "split_scores": [
+            {"split": "seen_layouts", "episodes": 1, "successes": 1, "rate": 1.0, "ci": [0.2, 1.0]},
+            {"split": "korean", "episodes": 1, "successes": 0, "rate": 0.0, "ci": [0.0, 0.8]}
+        ],
+        "pc_success_ci95": [9.0, 90.0],
+        "settings": {"policy": "runs/x", "suite": "kitchen-v1-single", "episodes_per_task": 1, "seed": 1, "mulli_version": "0.1.0"}
+    })
+}
+
+fn eval_dir(dir: &Path, info: &serde_json::Value) {
+    std::fs::create_dir_all(dir.join("videos/seen_layouts")).unwrap();
+    std::fs::write(dir.join("videos/seen_layouts/a.mp4"), b"\0\0\0\x18ftypisom").unwrap();
+    std::fs::write(dir.join("eval_info.json"), info.to_string()).unwrap();
+}
+
+fn inputs(dir: &Path) -> ReportInputs {
+    ReportInputs {
+        title: "test <report>".into(),
+        eval_dir: dir.to_path_buf(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn renders_a_self_contained_page_from_eval_info() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(
+        run.join("metrics.jsonl"),
+        "{\"step\":1,\"loss\":1.0,\"lr\":0.001,\"samples_per_s\":50,\"elapsed_s\":1}\n\
+         {\"step\":2,\"loss\":0.5,\"lr\":0.001,\"samples_per_s\":50,\"elapsed_s\":2,\"val_loss\":0.6}\n\
+         {\"step\":3,\"lo",
+    )
+    .unwrap();
+    eval_dir(
+        tmp.path(),
+        &eval_info([true, false], 50.0, Some("videos/seen_layouts/a.mp4")),
+    );
+    let mut i = inputs(tmp.path());
+    i.train_run = Some(run);
+    let html = render(&i).unwrap();
+    assert!(html.starts_with("<!doctype html>"));
+    assert!(html.contains("test &lt;report&gt;") && !html.contains("<report>"));
+    assert!(html.contains("open the &lt;drawer&gt;") && html.contains("서랍을 열어줘"));
+    assert!(
+        html.contains(">50%<"),
+        "the headline is eval_info's pc_success"
+    );
+    assert!(html.contains("data:video/mp4;base64,"));
+    assert!(html.contains("<svg") && html.contains("val loss"));
+    assert!(!html.contains("<script"), "no scripts in the report");
+    let out = tmp.path().join("report.html");
+    write(&i, &out).unwrap();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), html);
+}
+
+#[test]
+fn inconsistent_or_hostile_eval_info_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    // pc_success disagrees with the episodes.
+    eval_dir(tmp.path(), &eval_info([true, false], 100.0, None));
+    let e = render(&inputs(tmp.path())).unwrap_err().to_string();
+    assert!(
+        e.contains("eval_info.json") && e.contains("pc_success"),
+        "{e}"
+    );
+    // Scores disagree with the episodes.
+    eval_dir(tmp.path(), &eval_info([true, true], 100.0, None));
+    let e = render(&inputs(tmp.path())).unwrap_err().to_string();
+    assert!(e.contains("scores"), "{e}");
+    // A video path that leaves the directory.
+    eval_dir(
+        tmp.path(),
+        &eval_info([true, false], 50.0, Some("../../etc/passwd")),
+    );
+    let e = render(&inputs(tmp.path())).unwrap_err().to_string();
+    assert!(e.contains("leaves the evaluation directory"), "{e}");
+    // Not JSON at all; missing.
+    std::fs::write(tmp.path().join("eval_info.json"), "{").unwrap();
+    let e = render(&inputs(tmp.path())).unwrap_err().to_string();
+    assert!(e.contains("not valid JSON"), "{e}");
+    let e = render(&inputs(&tmp.path().join("nope")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot read"), "{e}");
+}
