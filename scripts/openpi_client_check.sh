@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-scripts/.venv-openpi}
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q openpi-client
+  # openpi-client 0.1.2 imports typing_extensions without declaring it.
+  "$VENV/bin/pip" install -q openpi-client typing_extensions
 fi
 if [ -z "${MULLI:-}" ]; then
   cargo build --release -q -p mulli

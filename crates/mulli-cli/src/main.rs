@@ -9,6 +9,7 @@ mod dataset;
 mod files;
 mod policy;
 mod progress;
+mod serve;
 mod sim;
 mod teleop;
 
@@ -43,11 +44,14 @@ enum Command {
     Train(policy::TrainArgs),
     /// Evaluate a trained policy closed-loop in the kitchen.
     Eval(policy::EvalArgs),
+    /// Serve a trained policy over openpi's websocket protocol (robots, other simulators,
+    /// `mulli eval --server`).
+    Serve(serve::ServeArgs),
     /// Inspect trained policies.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
     /// Measure speed: the training loader, the dataset writer, the simulator, training and
-    /// inference of the policy.
+    /// inference of the policy, the policy server.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
 }
@@ -82,6 +86,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(a) => policy::train(a),
         Command::Eval(a) => policy::eval(a),
         Command::Policy(c) => policy::run(c),
+        Command::Serve(a) => serve::serve(a),
         Command::Bench(c) => bench::run(c),
     };
     match result {

@@ -52,8 +52,15 @@ pub enum PolicyCmd {
 #[derive(Args)]
 pub struct EvalArgs {
     /// Run directory (or checkpoint directory) of the policy to evaluate.
+    #[arg(long, required_unless_present = "server", conflicts_with = "server")]
+    pub policy: Option<PathBuf>,
+    /// Evaluate a policy served by `mulli serve` at this URL (ws://HOST:PORT) through the
+    /// openpi protocol instead of loading one.
     #[arg(long)]
-    pub policy: PathBuf,
+    pub server: Option<String>,
+    /// API key for --server.
+    #[arg(long, requires = "server")]
+    pub api_key: Option<String>,
     #[arg(long, default_value = "kitchen-v1-single")]
     pub suite: String,
     /// Only these task ids (repeatable).
@@ -282,23 +289,42 @@ fn info(run: &Path) -> Result<ExitCode> {
 }
 
 pub fn eval(args: EvalArgs) -> Result<ExitCode> {
+    if let Some(url) = &args.server {
+        // The remote policy keeps no per-episode state; its chunks are executed here.
+        let (policy, size, execution) = crate::serve::connect(url, args.api_key.as_deref())?;
+        return eval_with(policy, size, execution, &args);
+    }
+    let Some(path) = &args.policy else {
+        anyhow::bail!("--policy RUN or --server URL is required");
+    };
     let device = mulli_policy::device(&args.device)?;
-    let mut policy = VlaPolicy::load(&args.policy, &device)?;
+    let mut policy = VlaPolicy::load(path, &device)?;
     policy.set_seed(args.seed);
+    let (s, execution) = (policy.spec().model.image_size, policy.spec().execution);
+    eval_with(policy, s, execution, &args)
+}
+
+/// Closed-loop evaluation of any policy whose cameras are `s`×`s`; `default_execution` unless
+/// --execute/--ensemble say otherwise.
+fn eval_with<P: mulli_core::Policy>(
+    policy: P,
+    s: usize,
+    default_execution: Execution,
+    args: &EvalArgs,
+) -> Result<ExitCode> {
     let execution = match (args.execute, args.ensemble) {
         (_, Some(decay)) => Execution::TemporalEnsemble { decay },
         (Some(execute), None) => {
             anyhow::ensure!(execute > 0, "--execute must be at least 1");
             Execution::RecedingHorizon { execute }
         }
-        (None, None) => policy.spec().execution,
+        (None, None) => default_execution,
     };
     let splits = args
         .splits
         .iter()
         .map(|s| Split::from_id(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let s = policy.spec().model.image_size;
     let mut env = EnvConfig::default();
     env.cameras.width = s;
     env.cameras.height = s;

@@ -90,3 +90,46 @@ fn the_valid_frame_decodes() {
     let o = map.decode(&valid_frame(), &i).unwrap();
     assert_eq!(o.state, [1.0, 2.0, 3.0]);
 }
+
+/// The fuzz seeds (packed by openpi-client's `msgpack_numpy`) decode for the fuzz target's
+/// policy, and re-encoding round-trips, as `fuzz/fuzz_targets/openpi_frame.rs` asserts.
+#[test]
+fn fuzz_seeds_from_openpi_client_decode() {
+    let info = PolicyInfo {
+        name: "fuzz".into(),
+        cameras: vec![
+            CameraInfo {
+                name: "agentview".into(),
+                height: 8,
+                width: 8,
+            },
+            CameraInfo {
+                name: "wrist".into(),
+                height: 4,
+                width: 6,
+            },
+        ],
+        state_dim: 3,
+        state_names: None,
+        action_dim: 2,
+        chunk: 2,
+        execution: None,
+    };
+    let config = mulli_serve::ObservationMapConfig {
+        default_prompt: Some("fallback".into()),
+        ..Default::default()
+    };
+    let map = ObservationMap::resolve(&config, &info).unwrap();
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/openpi_frame");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let obs = map.decode(&bytes, &info).unwrap();
+        assert_eq!(obs.images["wrist"].rgb.len(), 4 * 6 * 3);
+        let again = map.decode(&map.encode(&obs).unwrap(), &info).unwrap();
+        assert_eq!(again, obs);
+        n += 1;
+    }
+    assert_eq!(n, 2);
+}
