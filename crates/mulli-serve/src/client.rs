@@ -131,8 +131,13 @@ impl RemotePolicy {
         }
     }
 
-    /// Close politely.
-    pub fn close(mut self) {
+    /// Close politely (dropping does the same).
+    pub fn close(self) {}
+}
+
+impl Drop for RemotePolicy {
+    /// A close frame, so the server counts a finished session, not a broken connection.
+    fn drop(&mut self) {
         let _ = self.socket.close(None);
         let _ = self.socket.flush();
     }
