@@ -90,6 +90,25 @@ pub enum BenchCmd {
         #[arg(long)]
         baseline: Option<f64>,
     },
+    /// Policy-server overhead: loopback openpi requests (2×96×96 cameras) with 1, 10, 100
+    /// concurrent clients against in-process inference, on a cheap stand-in policy (protocol
+    /// only) and optionally the default VLA or a trained run.
+    Serve {
+        /// Concurrent client counts to measure (repeatable).
+        #[arg(long = "clients", default_values_t = [1, 10, 100])]
+        clients: Vec<usize>,
+        /// Requests per client.
+        #[arg(long, default_value_t = 100)]
+        requests: usize,
+        /// Also serve the default VLA (untrained weights; real model cost).
+        #[arg(long)]
+        vla: bool,
+        /// Also serve this trained run.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -109,6 +128,13 @@ impl From<HeadArg> for mulli_policy::Head {
 
 pub fn run(cmd: BenchCmd) -> Result<ExitCode> {
     match cmd {
+        BenchCmd::Serve {
+            clients,
+            requests,
+            vla,
+            policy,
+            device,
+        } => crate::serve::bench(&clients, requests, vla, policy.as_deref(), &device),
         BenchCmd::Train {
             batch_size,
             steps,

@@ -11,6 +11,7 @@ mod flywheel;
 mod policy;
 mod progress;
 mod report;
+mod serve;
 mod sim;
 mod teleop;
 
@@ -45,13 +46,16 @@ enum Command {
     Train(policy::TrainArgs),
     /// Evaluate a trained policy closed-loop in the kitchen.
     Eval(policy::EvalArgs),
+    /// Serve a trained policy over openpi's websocket protocol (robots, other simulators,
+    /// `mulli eval --server`).
+    Serve(serve::ServeArgs),
     /// Inspect trained policies.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
     /// Render the HTML report of a flywheel run or an evaluation.
     Report(report::ReportArgs),
     /// Measure speed: the training loader, the dataset writer, the simulator, training and
-    /// inference of the policy.
+    /// inference of the policy, the policy server.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
 }
@@ -77,6 +81,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(a) => policy::eval(a),
         Command::Policy(c) => policy::run(c),
         Command::Report(a) => report::run(a),
+        Command::Serve(a) => serve::serve(a),
         Command::Bench(c) => bench::run(c),
     };
     match result {

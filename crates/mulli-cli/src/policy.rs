@@ -52,8 +52,15 @@ pub enum PolicyCmd {
 #[derive(Args)]
 pub struct EvalArgs {
     /// Run directory (or checkpoint directory) of the policy to evaluate.
+    #[arg(long, required_unless_present = "server", conflicts_with = "server")]
+    pub policy: Option<PathBuf>,
+    /// Evaluate a policy served by `mulli serve` at this URL (ws://HOST:PORT) through the
+    /// openpi protocol instead of loading one.
     #[arg(long)]
-    pub policy: PathBuf,
+    pub server: Option<String>,
+    /// API key for --server.
+    #[arg(long, requires = "server")]
+    pub api_key: Option<String>,
     #[arg(long, default_value = "kitchen-v1-single")]
     pub suite: String,
     /// Only these task ids (repeatable).
@@ -231,15 +238,27 @@ fn info(run: &Path) -> Result<ExitCode> {
 }
 
 pub fn eval(args: EvalArgs) -> Result<ExitCode> {
-    let device = mulli_policy::device(&args.device)?;
-    let spec = VlaPolicy::load(&args.policy, &device)?.spec().clone();
+    // The policy's image size and default execution: from the server's metadata or the run.
+    let (size, default_execution, name) = match (&args.server, &args.policy) {
+        (Some(url), _) => {
+            let (_probe, size, execution) = crate::serve::connect(url, args.api_key.as_deref())?;
+            (size, execution, url.clone())
+        }
+        (None, Some(path)) => {
+            let device = mulli_policy::device(&args.device)?;
+            let spec = VlaPolicy::load(path, &device)?.spec().clone();
+            let name = path.display().to_string();
+            (spec.model.image_size, spec.execution, name)
+        }
+        (None, None) => anyhow::bail!("--policy RUN or --server URL is required"),
+    };
     let execution = match (args.execute, args.ensemble) {
         (_, Some(decay)) => Execution::TemporalEnsemble { decay },
         (Some(execute), None) => {
             anyhow::ensure!(execute > 0, "--execute must be at least 1");
             Execution::RecedingHorizon { execute }
         }
-        (None, None) => spec.execution,
+        (None, None) => default_execution,
     };
     let instructions = match &args.instructions {
         Some(path) => mulli_eval::load_instructions(path)?,
@@ -268,16 +287,24 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
         instructions,
         episodes_per_task: args.episodes,
         seed: args.seed,
-        env: env_for(&spec),
+        env: env_for_size(size),
         execution,
         workers: args.workers,
         videos_per_outcome: if args.out.is_some() { args.videos } else { 0 },
     };
-    let report = eval_policy(&args.policy, &args.device, &opts)?;
+    let report = match (&args.server, &args.policy) {
+        // One connection per worker; the chunks are executed here, the server keeps no
+        // per-episode state.
+        (Some(url), _) => run_eval(
+            |_| mulli_serve::RemotePolicy::connect(url, args.api_key.as_deref()),
+            &opts,
+        )?,
+        (None, Some(path)) => eval_policy(path, &args.device, &opts)?,
+        (None, None) => unreachable!("checked above"),
+    };
     print_scores(&report);
     if let Some(out) = &args.out {
-        let settings =
-            mulli_eval::info::EvalSettings::new(args.policy.display().to_string(), &opts, &report);
+        let settings = mulli_eval::info::EvalSettings::new(name, &opts, &report);
         let path = mulli_eval::write_eval_dir(out, &report, settings)?;
         println!("wrote {} ({} videos)", path.display(), report.videos.len());
     }
@@ -355,9 +382,8 @@ pub fn train_with_progress(
     Ok(spec)
 }
 
-/// The kitchen as the policy was trained to see it (its image size).
-pub fn env_for(spec: &mulli_policy::PolicySpec) -> EnvConfig {
-    let s = spec.model.image_size;
+/// The kitchen as a policy trained on `s`×`s` images sees it.
+pub fn env_for_size(s: usize) -> EnvConfig {
     let mut env = EnvConfig::default();
     env.cameras.width = s;
     env.cameras.height = s;
@@ -367,16 +393,22 @@ pub fn env_for(spec: &mulli_policy::PolicySpec) -> EnvConfig {
 /// Evaluates the policy of a run directory, one policy instance per worker, with a progress bar.
 pub fn eval_policy(run: &Path, device: &str, opts: &EvalOptions) -> Result<mulli_eval::EvalReport> {
     let device = mulli_policy::device(device)?;
+    run_eval(|_worker| VlaPolicy::load(run, &device), opts)
+}
+
+/// `mulli_eval::evaluate` with a progress bar.
+pub fn run_eval<P, E, F>(make_policy: F, opts: &EvalOptions) -> Result<mulli_eval::EvalReport>
+where
+    P: mulli_core::Policy,
+    E: std::error::Error + Send + Sync + 'static,
+    F: Fn(usize) -> Result<P, E> + Sync,
+{
     let pb = crate::progress::bar(0, "eval");
-    let report = mulli_eval::evaluate(
-        |_worker| VlaPolicy::load(run, &device),
-        opts,
-        |done, total, e| {
-            pb.set_length(total as u64);
-            pb.set_position(done as u64);
-            tracing::info!(task = %e.task, split = %e.split, index = e.index, success = e.success, steps = e.steps, "episode");
-        },
-    )?;
+    let report = mulli_eval::evaluate(make_policy, opts, |done, total, e| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+        tracing::info!(task = %e.task, split = %e.split, index = e.index, success = e.success, steps = e.steps, "episode");
+    })?;
     pb.finish_and_clear();
     Ok(report)
 }

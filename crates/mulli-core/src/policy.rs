@@ -41,6 +41,13 @@ pub trait Policy {
 
     /// The action chunk for this observation.
     fn act(&mut self, obs: &Observation) -> Result<ActionChunk, Self::Error>;
+
+    /// One chunk per observation, in order. A server that gathers concurrent requests calls
+    /// this once per batch; a model that can run them as one forward pass overrides it. The
+    /// default calls [`Policy::act`] in order, so results equal one-at-a-time calls.
+    fn act_batch(&mut self, obs: &[Observation]) -> Result<Vec<ActionChunk>, Self::Error> {
+        obs.iter().map(|o| self.act(o)).collect()
+    }
 }
 
 /// How chunks become per-step actions.
@@ -206,6 +213,16 @@ mod tests {
         // Large decay: the oldest prediction dominates.
         let (a, _) = run(Execution::TemporalEnsemble { decay: 50.0 }, 3);
         assert!((a[2] - 2.0).abs() < 1e-3, "{a:?}");
+    }
+
+    #[test]
+    fn act_batch_defaults_to_act_in_order() {
+        let mut p = Counter { h: 2, calls: 0 };
+        let obs = vec![Observation::default(); 3];
+        let chunks = p.act_batch(&obs).unwrap();
+        let firsts: Vec<f32> = chunks.iter().map(|c| c.actions[0][0]).collect();
+        assert_eq!(firsts, [0.0, 100.0, 200.0]);
+        assert!(p.act_batch(&[]).unwrap().is_empty());
     }
 
     #[test]
