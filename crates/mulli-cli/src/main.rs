@@ -10,6 +10,7 @@ mod files;
 mod policy;
 mod progress;
 mod sim;
+mod synth;
 mod teleop;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,9 @@ enum Command {
     /// The kitchen world: tasks, camera renders, scripted experts, demo recording.
     #[command(subcommand)]
     Sim(sim::SimCmd),
+    /// Multiply kitchen demonstrations MimicGen-style: re-target their subtasks to new
+    /// scenes, replay them in the simulator and keep the successes.
+    Synth(synth::SynthArgs),
     /// Train a vision-language-action policy on LeRobot datasets.
     Train(policy::TrainArgs),
     /// Evaluate a trained policy closed-loop in the kitchen.
@@ -79,6 +83,7 @@ fn main() -> std::process::ExitCode {
         Command::Flywheel(a) => flywheel(a),
         Command::Dataset(c) => dataset::run(c),
         Command::Sim(c) => sim::run(c),
+        Command::Synth(a) => synth::run(a),
         Command::Train(a) => policy::train(a),
         Command::Eval(a) => policy::eval(a),
         Command::Policy(c) => policy::run(c),
@@ -102,13 +107,14 @@ fn flywheel(args: FlywheelArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     println!("mulli flywheel{}", if args.quick { " --quick" } else { "" });
     println!("  capture   : ready as `mulli sim record` (flywheel wiring: issue 5)");
-    println!("  multiply  : not built yet (demo multiplication: issue 6)");
+    println!("  multiply  : ready as `mulli synth` (MimicGen-style demo multiplication)");
     println!("  train     : ready as `mulli train` (VLA policy, CPU)");
     println!("  evaluate  : ready as `mulli eval` (closed loop, per-task success)");
     println!("  report    : not built yet (HTML report: issue 5)");
     println!();
     println!("flywheel stages not built yet as one command. Run them one by one:");
     println!("  mulli sim record --suite kitchen-v1-single --episodes 330 --out /tmp/kitchen");
+    println!("  mulli synth --source /tmp/kitchen --out /tmp/kitchen-x10 --per-task 300");
     println!("  mulli train --data /tmp/kitchen --out /tmp/run");
     println!("  mulli eval --policy /tmp/run --episodes 10");
     println!("  mulli policy info /tmp/run");
