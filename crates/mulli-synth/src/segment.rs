@@ -475,7 +475,7 @@ mod tests {
         assert_eq!(s.len(), 2, "{s:?}");
         assert_eq!(s[0].reference, Reference::DrawerHandle);
         assert_eq!(s[1].reference, Reference::Cabinet);
-        assert_eq!(s[0].end, 29);
+        assert!((27..=29).contains(&s[0].end), "{s:?}");
     }
 
     #[test]
