@@ -406,3 +406,82 @@ fn train_info_and_eval_a_policy_end_to_end() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["episodes"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn synth_multiplies_recorded_demos_and_never_overwrites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    ok(&[
+        "sim",
+        "record",
+        "--tasks",
+        "open_drawer",
+        "--episodes",
+        "2",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--out",
+        s(&src),
+    ]);
+    let out = tmp.path().join("gen");
+    let text = ok(&[
+        "synth",
+        "--source",
+        s(&src),
+        "--out",
+        s(&out),
+        "--per-task",
+        "1",
+        "--workers",
+        "2",
+        "--seed",
+        "3",
+    ]);
+    assert!(text.contains("wrote 1 episodes"), "{text}");
+    let report = std::fs::read_to_string(out.join("synth_report.json")).unwrap();
+    assert!(
+        report.contains("\"yield\"") && report.contains("open_drawer"),
+        "{report}"
+    );
+    assert!(ok(&["dataset", "validate", s(&out)]).contains("ok (1 episodes"));
+    // The output exists now: refused, nothing touched.
+    let o = mulli(&[
+        "synth",
+        "--source",
+        s(&src),
+        "--out",
+        s(&out),
+        "--per-task",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"));
+    // A dataset from another world.
+    let demo = tmp.path().join("demo");
+    ok(&[
+        "dataset",
+        "demo",
+        "--out",
+        s(&demo),
+        "--episodes",
+        "1",
+        "--frames",
+        "4",
+        "--size",
+        "16",
+    ]);
+    let o = mulli(&[
+        "synth",
+        "--source",
+        s(&demo),
+        "--out",
+        s(&tmp.path().join("x")),
+        "--per-task",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("observation.environment_state"), "{err}");
+}

@@ -241,9 +241,22 @@ fn handle_positions_follow_from_the_environment_state() {
         let t = task(id).unwrap();
         let env = KitchenEnv::new(config.clone(), t, seed, "x").unwrap();
         let s = env.environment_state();
-        let drawer = drawer_handle_at([s[at("cabinet.x")], s[at("cabinet.y")]], s[at("drawer.opening")]);
-        assert!((drawer - env.scene().drawer_handle()).length() < 1e-4, "{id}");
-        let door = door_handle_at([s[at("fridge.x")], s[at("fridge.y")]], s[at("fridge_door.angle")]);
-        assert!((door - env.scene().door_handle().0).length() < 1e-3, "{id}: {door} vs {:?}", env.scene().door_handle());
+        let drawer = drawer_handle_at(
+            [s[at("cabinet.x")], s[at("cabinet.y")]],
+            s[at("drawer.opening")],
+        );
+        assert!(
+            (drawer - env.scene().drawer_handle()).length() < 1e-4,
+            "{id}"
+        );
+        let door = door_handle_at(
+            [s[at("fridge.x")], s[at("fridge.y")]],
+            s[at("fridge_door.angle")],
+        );
+        assert!(
+            (door - env.scene().door_handle().0).length() < 1e-3,
+            "{id}: {door} vs {:?}",
+            env.scene().door_handle()
+        );
     }
 }

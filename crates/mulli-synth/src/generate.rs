@@ -367,8 +367,8 @@ pub fn synthesize(
         path: out.to_path_buf(),
         source,
     };
-    let mut writer = DatasetWriter::create(out, &mulli_sim::record::features(&env), wopts)
-        .map_err(data_err)?;
+    let mut writer =
+        DatasetWriter::create(out, &mulli_sim::record::features(&env), wopts).map_err(data_err)?;
     let target = opts.per_task * plans.len();
     let batch = (rayon::current_num_threads() * 2).max(2);
     for plan in &plans {

@@ -137,7 +137,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn pose(p: [f64; 3], axis_angle: [f64; 3]) -> Pose {
-        Pose::new(DVec3::from(p), DQuat::from_scaled_axis(DVec3::from(axis_angle)))
+        Pose::new(
+            DVec3::from(p),
+            DQuat::from_scaled_axis(DVec3::from(axis_angle)),
+        )
     }
 
     fn close(a: &Pose, b: &Pose) -> bool {

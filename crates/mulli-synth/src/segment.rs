@@ -368,7 +368,6 @@ pub fn signature(subtasks: &[Subtask]) -> String {
         .join(" → ")
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,13 +394,22 @@ mod tests {
         let mut eef = Vec::new();
         let mut gripper = Vec::new();
         let mut env = Vec::new();
-        let apple_at = |t: usize, p: DVec3| -> DVec3 { if t < 20 { DVec3::new(0.5, 0.0, 0.03) } else { p - DVec3::Z * 0.02 } };
+        let apple_at = |t: usize, p: DVec3| -> DVec3 {
+            if t < 20 {
+                DVec3::new(0.5, 0.0, 0.03)
+            } else {
+                p - DVec3::Z * 0.02
+            }
+        };
         for t in 0..60 {
             let p = match t {
-                0..10 => DVec3::new(0.3, 0.0, 0.3).lerp(DVec3::new(0.5, 0.0, 0.05), t as f64 / 10.0),
+                0..10 => {
+                    DVec3::new(0.3, 0.0, 0.3).lerp(DVec3::new(0.5, 0.0, 0.05), t as f64 / 10.0)
+                }
                 10..20 => DVec3::new(0.5, 0.0, 0.05),
                 20..30 => DVec3::new(0.5, 0.0, 0.05 + 0.02 * (t - 20) as f64),
-                30..45 => DVec3::new(0.5, 0.0, 0.25).lerp(DVec3::new(0.4, 0.2, 0.1), (t - 30) as f64 / 15.0),
+                30..45 => DVec3::new(0.5, 0.0, 0.25)
+                    .lerp(DVec3::new(0.4, 0.2, 0.1), (t - 30) as f64 / 15.0),
                 _ => DVec3::new(0.4, 0.2, 0.1 + 0.01 * (t - 45) as f64),
             };
             let closed = (15..48).contains(&t);
@@ -461,7 +469,11 @@ mod tests {
         let mut demo = pick_place();
         for t in 0..60 {
             demo.gripper[t] = 1.0;
-            let opening = if t < 30 { 0.12 } else { 0.12 - 0.004 * (t - 29) as f32 };
+            let opening = if t < 30 {
+                0.12
+            } else {
+                0.12 - 0.004 * (t - 29) as f32
+            };
             demo.env[t] = state(&[
                 ("cabinet.x", 0.6),
                 ("cabinet.y", -0.48),
@@ -504,6 +516,11 @@ mod tests {
             "[[episodes]]\nepisode = 0\nsubtasks = [{ end = 90, reference = \"apple\" }, { reference = \"basket\" }]\n",
         )
         .unwrap();
-        assert!(too_long.subtasks(&demo).unwrap_err().contains("past the episode"));
+        assert!(
+            too_long
+                .subtasks(&demo)
+                .unwrap_err()
+                .contains("past the episode")
+        );
     }
 }

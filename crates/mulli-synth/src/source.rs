@@ -151,7 +151,10 @@ pub fn load(root: &Path) -> Result<SourceSet, SynthError> {
     let data = |name: &str| -> Result<(&[f32], usize), SynthError> {
         match ds.table.column(name) {
             Some(Column::F32(v, w)) => Ok((v.as_slice(), *w)),
-            _ => Err(bad(name, "expected a float32 column in the data files".into())),
+            _ => Err(bad(
+                name,
+                "expected a float32 column in the data files".into(),
+            )),
         }
     };
     let (env, env_w) = data(ENV_STATE)?;

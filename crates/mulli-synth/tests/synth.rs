@@ -65,8 +65,14 @@ fn generates_valid_deterministic_datasets_from_a_few_demos() {
         assert!(t.accepted > 0 && t.yield_rate > 0.0, "{id}: {t:?}");
         assert_eq!(t.attempts, t.reasons.values().sum::<usize>());
     }
-    assert_eq!(report.per_task["open_drawer"].subtasks, "drawer_handle → cabinet");
-    assert_eq!(report.per_task["put_apple_in_bowl"].subtasks, "apple → bowl");
+    assert_eq!(
+        report.per_task["open_drawer"].subtasks,
+        "drawer_handle → cabinet"
+    );
+    assert_eq!(
+        report.per_task["put_apple_in_bowl"].subtasks,
+        "apple → bowl"
+    );
     assert_eq!(report.per_task["pick_up_cube"].subtasks, "cube");
 
     let ds = Dataset::open(&a).unwrap();
