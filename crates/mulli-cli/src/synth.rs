@@ -73,7 +73,11 @@ pub fn run(args: SynthArgs) -> Result<ExitCode> {
         pool = pool.num_threads(w);
     }
     let pool = pool.build().context("starting worker threads")?;
-    let tasks = source.by_task().len();
+    let tasks = if args.tasks.is_empty() {
+        source.by_task().len()
+    } else {
+        args.tasks.len()
+    };
     let pb = crate::progress::bar(args.per_task * tasks, "episodes");
     let report = pool
         .install(|| {
