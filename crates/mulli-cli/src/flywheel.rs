@@ -66,7 +66,7 @@ pub struct CaptureConfig {
     pub noise: f64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MultiplyConfig {
     /// Generated demos per task (0 = no multiplication).
@@ -84,6 +84,12 @@ pub struct EvalConfig {
     pub videos_per_outcome: usize,
     /// Actions executed per chunk before re-planning (receding horizon).
     pub execute: usize,
+}
+
+impl Default for MultiplyConfig {
+    fn default() -> Self {
+        MultiplyConfig { per_task: 30 }
+    }
 }
 
 impl Default for CaptureConfig {
@@ -168,6 +174,7 @@ impl FlywheelConfig {
                 episodes_per_task: 3,
                 ..d.capture
             },
+            multiply: MultiplyConfig { per_task: 2 },
             train: TrainConfig {
                 steps: 30,
                 batch_size: 8,
@@ -486,22 +493,80 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
     };
     stages.push(run);
 
-    // 2. Multiply.
-    let multiply_note = if config.multiply.per_task > 0 {
-        "demo multiplication (mulli synth, issue 6) is not built yet"
+    // 2. Multiply: MimicGen-style re-targeting of the captured demos to new layouts.
+    let mut data = vec![capture_data.clone()];
+    let mut upstream = vec![capture.hash.clone()];
+    if config.multiply.per_task > 0 {
+        let multiply = Stage {
+            out: &out,
+            name: "multiply",
+            hash: stage_hash(
+                "multiply",
+                &serde_json::json!({
+                    "source": [capture.hash], "tasks": config.tasks, "seed": config.seed,
+                    "multiply": config.multiply,
+                }),
+            ),
+            number: 2,
+            of: 5,
+        };
+        let synth_data = multiply.dir().join("dataset");
+        let run = match multiply.cached() {
+            Some(r) => r,
+            None => {
+                let t = Instant::now();
+                multiply.header(&format!(
+                    "{} generated demos per task from the captured ones",
+                    config.multiply.per_task
+                ));
+                clear_partial(&multiply.dir())?;
+                std::fs::create_dir_all(multiply.dir())?;
+                let source = mulli_synth::load(&capture_data).with_context(|| {
+                    format!("reading source demos from {}", capture_data.display())
+                })?;
+                let options = mulli_synth::SynthOptions {
+                    per_task: config.multiply.per_task,
+                    seed: config.seed,
+                    tasks: config.tasks.clone(),
+                    ..Default::default()
+                };
+                let pb = crate::progress::bar(config.multiply.per_task * n_tasks, "multiply");
+                let report = mulli_synth::synthesize(
+                    &source,
+                    None,
+                    &synth_data,
+                    &options,
+                    crate::progress::callback(&pb),
+                )
+                .with_context(|| format!("generating demos into {}", synth_data.display()))?;
+                pb.finish_and_clear();
+                println!(
+                    "          {} accepted of {} attempts ({:.0}% yield, {:.1} episodes/s)",
+                    report.accepted,
+                    report.attempts,
+                    100.0 * report.accepted as f64 / report.attempts.max(1) as f64,
+                    report.episodes_per_s
+                );
+                for w in &report.warnings {
+                    println!("          warning: {w}");
+                }
+                multiply.finish(t, "ran", serde_json::to_value(&report)?)?
+            }
+        };
+        stages.push(run);
+        data.push(synth_data);
+        upstream.push(multiply.hash.clone());
     } else {
-        "multiply.per_task = 0"
-    };
-    println!("[2/5] multiply  skipped: {multiply_note}");
-    stages.push(StageRun {
-        stage: "multiply".into(),
-        status: "skipped".into(),
-        dir: None,
-        hash: None,
-        seconds: 0.0,
-        note: Some(multiply_note.into()),
-    });
-    let data = vec![capture_data.clone()];
+        println!("[2/5] multiply  skipped: multiply.per_task = 0");
+        stages.push(StageRun {
+            stage: "multiply".into(),
+            status: "skipped".into(),
+            dir: None,
+            hash: None,
+            seconds: 0.0,
+            note: Some("multiply.per_task = 0".into()),
+        });
+    }
 
     // 3. Train.
     let train = Stage {
@@ -509,7 +574,7 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
         name: "train",
         hash: stage_hash(
             "train",
-            &serde_json::json!({"data": [capture.hash], "train": config.train, "device": config.device}),
+            &serde_json::json!({"data": upstream, "train": config.train, "device": config.device}),
         ),
         number: 3,
         of: 5,

@@ -13,6 +13,7 @@ mod progress;
 mod report;
 mod serve;
 mod sim;
+mod synth;
 mod teleop;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +43,9 @@ enum Command {
     /// The kitchen world: tasks, camera renders, scripted experts, demo recording.
     #[command(subcommand)]
     Sim(sim::SimCmd),
+    /// Multiply kitchen demonstrations MimicGen-style: re-target their subtasks to new
+    /// scenes, replay them in the simulator and keep the successes.
+    Synth(synth::SynthArgs),
     /// Train a vision-language-action policy on LeRobot datasets.
     Train(policy::TrainArgs),
     /// Evaluate a trained policy closed-loop in the kitchen.
@@ -77,6 +81,7 @@ fn main() -> std::process::ExitCode {
         Command::Flywheel(a) => flywheel::run(a),
         Command::Dataset(c) => dataset::run(c),
         Command::Sim(c) => sim::run(c),
+        Command::Synth(a) => synth::run(a),
         Command::Train(a) => policy::train(a),
         Command::Eval(a) => policy::eval(a),
         Command::Policy(c) => policy::run(c),

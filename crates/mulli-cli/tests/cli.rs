@@ -464,9 +464,11 @@ fn quick_flywheel_runs_every_stage_and_caches_them() {
             .unwrap();
         out_dir.join(st["dir"].as_str().unwrap())
     };
-    // The dataset is a valid LeRobot dataset.
-    let v = ok(&["dataset", "validate", s(&dir("capture").join("dataset"))]);
-    assert!(v.contains("ok") || v.contains("valid"), "{v}");
+    // The captured and the generated datasets are valid LeRobot datasets.
+    for stage in ["capture", "multiply"] {
+        let v = ok(&["dataset", "validate", s(&dir(stage).join("dataset"))]);
+        assert!(v.contains("ok") || v.contains("valid"), "{v}");
+    }
     // The policy loads.
     let info = ok(&["policy", "info", s(&dir("train").join("run"))]);
     assert!(info.contains("parameters"), "{info}");
@@ -487,8 +489,9 @@ fn quick_flywheel_runs_every_stage_and_caches_them() {
 
     // Same config again: every stage is cached.
     let again = ok(&["flywheel", "--quick", "--out", s(&out_dir)]);
-    assert_eq!(again.matches("cached").count(), 3, "{again}");
-    // One changed key: capture stays cached, training and evaluation run again, new dirs.
+    assert_eq!(again.matches("cached").count(), 4, "{again}");
+    // One changed key: capture and multiply stay cached, training and evaluation run again,
+    // in new directories.
     let cfg = tmp.path().join("fw.toml");
     std::fs::write(&cfg, "[train]\nsteps = 20\n").unwrap();
     let changed = ok(&[
@@ -499,7 +502,7 @@ fn quick_flywheel_runs_every_stage_and_caches_them() {
         "--config",
         s(&cfg),
     ]);
-    assert_eq!(changed.matches("cached").count(), 1, "{changed}");
+    assert_eq!(changed.matches("cached").count(), 2, "{changed}");
     let trains = std::fs::read_dir(&out_dir)
         .unwrap()
         .filter(|e| {
@@ -522,4 +525,83 @@ fn quick_flywheel_runs_every_stage_and_caches_them() {
         s(&cfg),
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("upside_down"));
+}
+
+#[test]
+fn synth_multiplies_recorded_demos_and_never_overwrites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    ok(&[
+        "sim",
+        "record",
+        "--tasks",
+        "open_drawer",
+        "--episodes",
+        "2",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--out",
+        s(&src),
+    ]);
+    let out = tmp.path().join("gen");
+    let text = ok(&[
+        "synth",
+        "--source",
+        s(&src),
+        "--out",
+        s(&out),
+        "--per-task",
+        "1",
+        "--workers",
+        "2",
+        "--seed",
+        "3",
+    ]);
+    assert!(text.contains("wrote 1 episodes"), "{text}");
+    let report = std::fs::read_to_string(out.join("synth_report.json")).unwrap();
+    assert!(
+        report.contains("\"yield\"") && report.contains("open_drawer"),
+        "{report}"
+    );
+    assert!(ok(&["dataset", "validate", s(&out)]).contains("ok (1 episodes"));
+    // The output exists now: refused, nothing touched.
+    let o = mulli(&[
+        "synth",
+        "--source",
+        s(&src),
+        "--out",
+        s(&out),
+        "--per-task",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"));
+    // A dataset from another world.
+    let demo = tmp.path().join("demo");
+    ok(&[
+        "dataset",
+        "demo",
+        "--out",
+        s(&demo),
+        "--episodes",
+        "1",
+        "--frames",
+        "4",
+        "--size",
+        "16",
+    ]);
+    let o = mulli(&[
+        "synth",
+        "--source",
+        s(&demo),
+        "--out",
+        s(&tmp.path().join("x")),
+        "--per-task",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("observation.environment_state"), "{err}");
 }

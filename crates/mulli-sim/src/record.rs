@@ -5,11 +5,11 @@
 //! Episodes are rolled out in parallel (rayon) and written in index order, so the dataset's
 //! bytes depend only on the options and the seed, never on the number of threads.
 
-use crate::env::{EnvConfig, KitchenEnv, environment_state_names, state_names};
+use crate::env::{EnvConfig, KitchenEnv, StepResult, environment_state_names, state_names};
 use crate::error::SimError;
 use crate::expert::{Expert, NoisyExpert};
 use crate::tasks::{EpisodeSpec, FailureReason, Split, Suite};
-use mulli_core::{FeatureSpec, Features, Frame, Value};
+use mulli_core::{FeatureSpec, Features, Frame, Observation, Value};
 use mulli_data::{DatasetWriter, WriteMode, WriterOptions};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -106,6 +106,32 @@ pub fn features(config: &EnvConfig) -> Features {
     f
 }
 
+/// One dataset frame (see [`features`]): the observation `obs` the action was chosen on (its
+/// images are moved out), the privileged state then, the action and what the step returned.
+pub fn frame(
+    instruction: &str,
+    obs: &mut Observation,
+    env_state: Vec<f32>,
+    action: &[f32],
+    result: &StepResult,
+) -> Frame {
+    let mut frame = Frame::new(instruction)
+        .with("observation.state", Value::F32(obs.state.clone()))
+        .with("observation.environment_state", Value::F32(env_state))
+        .with("action", Value::F32(action.to_vec()))
+        .with("next.reward", Value::F32(vec![result.reward]))
+        .with(
+            "next.done",
+            Value::Bool(vec![result.terminated || result.truncated]),
+        )
+        .with("next.success", Value::Bool(vec![result.info.success]));
+    for cam in KitchenEnv::CAMERAS {
+        let img = obs.images.remove(cam).map(|i| i.rgb).unwrap_or_default();
+        frame = frame.with(format!("observation.images.{cam}"), Value::U8(img));
+    }
+    frame
+}
+
 /// Roll out the (noisy) expert for one episode, capturing frames when `capture` is set.
 pub fn rollout(
     spec: &EpisodeSpec,
@@ -131,21 +157,13 @@ pub fn rollout(
         let env_state = env.environment_state();
         let result = env.step(&action)?;
         if capture {
-            let mut frame = Frame::new(spec.instruction.clone())
-                .with("observation.state", Value::F32(obs.state.clone()))
-                .with("observation.environment_state", Value::F32(env_state))
-                .with("action", Value::F32(action.to_vec()))
-                .with("next.reward", Value::F32(vec![result.reward]))
-                .with(
-                    "next.done",
-                    Value::Bool(vec![result.terminated || result.truncated]),
-                )
-                .with("next.success", Value::Bool(vec![result.info.success]));
-            for cam in KitchenEnv::CAMERAS {
-                let img = obs.images.remove(cam).map(|i| i.rgb).unwrap_or_default();
-                frame = frame.with(format!("observation.images.{cam}"), Value::U8(img));
-            }
-            frames.push(frame);
+            frames.push(frame(
+                &spec.instruction,
+                &mut obs,
+                env_state,
+                &action,
+                &result,
+            ));
         }
         obs = result.observation;
         if result.terminated || result.truncated {

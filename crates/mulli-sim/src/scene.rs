@@ -560,6 +560,25 @@ impl Scene {
     }
 }
 
+/// World position of the drawer handle's centre for a cabinet centred at `cabinet` (x, y on
+/// the table, yaw 0 as layouts place it) with the drawer open by `opening` (m): what
+/// [`Scene::drawer_handle`] returns, computed from the environment state alone.
+pub fn drawer_handle_at(cabinet: [f32; 2], opening: f32) -> Vec3 {
+    v(cabinet[0], cabinet[1], 0.0)
+        + v(drawer_closed_x() - opening, 0.0, CABINET_HALF[2])
+        + drawer_handle_local()
+}
+
+/// World position of the fridge door handle's top end for a fridge centred at `fridge` (x, y,
+/// yaw 0) with the door open by `angle` (rad): what [`Scene::door_handle`] returns, from the
+/// environment state alone.
+pub fn door_handle_at(fridge: [f32; 2], angle: f32) -> Vec3 {
+    let [hx, hy, hz] = FRIDGE_HALF;
+    let hinge = v(fridge[0], fridge[1], 0.0) + v(-hx - DOOR_T / 2.0 - 0.002, hy, hz);
+    let rot = Quat::from_rotation_z(-angle);
+    hinge + rot * (v(0.0, -hy, 0.0) + door_handle_local() + v(0.0, 0.0, DOOR_HANDLE_HALF))
+}
+
 fn door_handle_local() -> Vec3 {
     v(-DOOR_T / 2.0 - HANDLE_STANDOFF, DOOR_HANDLE_Y, 0.0)
 }

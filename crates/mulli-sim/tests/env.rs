@@ -226,3 +226,37 @@ fn the_env_trait_resets_by_task_id_and_describes_the_embodiment() {
     assert!(err.contains("fly_away"), "{err}");
     assert!(Env::step(&mut env, &[0.0; 7]).is_ok());
 }
+
+#[test]
+fn handle_positions_follow_from_the_environment_state() {
+    use mulli_sim::env::environment_state_names;
+    use mulli_sim::scene::{door_handle_at, drawer_handle_at};
+    let names = environment_state_names();
+    let at = |n: &str| names.iter().position(|x| x == n).unwrap();
+    let config = EnvConfig {
+        render: false,
+        ..EnvConfig::default()
+    };
+    for (id, seed) in [("close_drawer", 3), ("close_fridge", 4), ("open_drawer", 5)] {
+        let t = task(id).unwrap();
+        let env = KitchenEnv::new(config.clone(), t, seed, "x").unwrap();
+        let s = env.environment_state();
+        let drawer = drawer_handle_at(
+            [s[at("cabinet.x")], s[at("cabinet.y")]],
+            s[at("drawer.opening")],
+        );
+        assert!(
+            (drawer - env.scene().drawer_handle()).length() < 1e-4,
+            "{id}"
+        );
+        let door = door_handle_at(
+            [s[at("fridge.x")], s[at("fridge.y")]],
+            s[at("fridge_door.angle")],
+        );
+        assert!(
+            (door - env.scene().door_handle().0).length() < 1e-3,
+            "{id}: {door} vs {:?}",
+            env.scene().door_handle()
+        );
+    }
+}
