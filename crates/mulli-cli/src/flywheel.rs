@@ -667,7 +667,7 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
                 videos_per_outcome: config.eval.videos_per_outcome,
             };
             let report = crate::policy::eval_policy(&run_dir, &config.device, &opts)?;
-            crate::policy::print_scores(&report);
+            crate::policy::print_split_scores(&report);
             let settings =
                 mulli_eval::info::EvalSettings::new(run_dir.display().to_string(), &opts, &report);
             mulli_eval::write_eval_dir(&eval.dir(), &report, settings)?;

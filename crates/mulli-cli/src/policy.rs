@@ -413,7 +413,7 @@ where
     Ok(report)
 }
 
-/// Success per split and task, as a Markdown table.
+/// Success per split and task, as a Markdown table, then per split.
 pub fn print_scores(report: &mulli_eval::EvalReport) {
     println!("| split | task | success | 95% CI | failures |");
     println!("|---|---|---|---|---|");
@@ -438,6 +438,11 @@ pub fn print_scores(report: &mulli_eval::EvalReport) {
                 .join(", ")
         );
     }
+    print_split_scores(report);
+}
+
+/// Success per split and overall.
+pub fn print_split_scores(report: &mulli_eval::EvalReport) {
     for sp in &report.split_scores {
         println!(
             "{}: {}/{} ({:.1}%, 95% CI {:.1}–{:.1}%)",

@@ -105,11 +105,21 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series], log_y: bool) ->
         r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#bbb"/>"##
     );
     let y_ticks: Vec<(f64, String)> = if log_y {
+        // Powers of ten; with less than a decade shown, also 2× and 5× them.
         let (lo, hi) = (y0.floor() as i32, y1.ceil() as i32);
-        (lo..=hi)
+        let inside = |v: f64| v >= y0 - 1e-9 && v <= y1 + 1e-9;
+        let mut t: Vec<(f64, String)> = (lo..=hi)
             .map(|e| (f64::from(e), label(10f64.powi(e))))
-            .filter(|(v, _)| *v >= y0 - 1e-9 && *v <= y1 + 1e-9)
-            .collect()
+            .filter(|(v, _)| inside(*v))
+            .collect();
+        if t.len() < 3 {
+            t = (lo..=hi)
+                .flat_map(|e| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(e)))
+                .map(|v| (v.log10(), label(v)))
+                .filter(|(v, _)| inside(*v))
+                .collect();
+        }
+        t
     } else {
         ticks(y0, y1, 5)
             .into_iter()
@@ -197,6 +207,9 @@ mod tests {
         let svg = line_chart("t", "step", &[s(vec![(0.0, 1.0), (10.0, 0.1)])], true);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
         assert!(svg.contains("polyline") && svg.contains("loss &lt;train&gt;"));
+        // Less than a decade on a log axis still gets labelled ticks.
+        let svg = line_chart("t", "step", &[s(vec![(0.0, 0.9), (10.0, 0.3)])], true);
+        assert!(svg.contains(">0.5<") && !svg.contains(">0.2<"), "{svg}");
         for points in [vec![], vec![(1.0, 1.0)], vec![(0.0, f64::NAN), (1.0, -1.0)]] {
             let svg = line_chart("t", "step", &[s(points)], true);
             assert!(svg.ends_with("</svg>") && !svg.contains("NaN"), "{svg}");

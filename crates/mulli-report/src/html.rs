@@ -94,7 +94,7 @@ pub fn document(p: &Parts) -> Result<String, ReportError> {
     let _ = write!(h, "<h1>{}</h1>", escape(p.title));
     let _ = write!(
         h,
-        "<p class=\"sub\">policy <code>{}</code> · suite {} · {} episodes per task and split · seed {} · mulli {}</p>",
+        "<p class=\"sub\">policy <code>{}</code> · suite {} · episodes per task and split: {} · seed {} · mulli {}</p>",
         escape(&s(&settings["policy"])),
         escape(&s(&settings["suite"])),
         escape(&s(&settings["episodes_per_task"])),
