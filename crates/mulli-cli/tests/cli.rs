@@ -427,6 +427,54 @@ fn train_info_and_eval_a_policy_end_to_end() {
         s(&eval_dir),
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("already holds an evaluation"));
+    // The same policy behind `mulli serve` (openpi protocol), evaluated through the wire.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_mulli"))
+        .args(["serve", "--policy", s(&run), "--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .unwrap_or_else(|| panic!("no ws:// address in {first:?}"))
+        .to_string();
+    let remote = mulli(&[
+        "eval",
+        "--server",
+        &url,
+        "--task",
+        "open_drawer",
+        "--episodes",
+        "1",
+        "--split",
+        "seen_layouts",
+    ]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let remote_out = String::from_utf8_lossy(&remote.stdout);
+    assert!(
+        remote.status.success(),
+        "{remote_out}\n{}",
+        String::from_utf8_lossy(&remote.stderr)
+    );
+    let row = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("| seen_layouts | open_drawer |"))
+            .map(|l| l.split('|').nth(3).unwrap().trim().to_string())
+    };
+    assert!(row(&remote_out).is_some(), "{remote_out}");
+    assert_eq!(
+        row(&remote_out),
+        row(&out),
+        "same episodes, same success through the wire"
+    );
     // A report of this evaluation, with the user's instruction escaped.
     let path = ok(&[
         "report",
