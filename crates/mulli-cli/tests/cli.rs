@@ -434,12 +434,11 @@ fn train_info_and_eval_a_policy_end_to_end() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let mut reader = std::io::BufReader::new(server.stdout.take().unwrap());
     let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
-        &mut first,
-    )
-    .unwrap();
+    std::io::BufRead::read_line(&mut reader, &mut first).unwrap();
+    // Keep reading: a closed pipe would make the server's next line of output fail.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     let url = first
         .split_whitespace()
         .find(|w| w.starts_with("ws://"))
