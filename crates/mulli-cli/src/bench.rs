@@ -74,6 +74,10 @@ pub enum BenchCmd {
         head: HeadArg,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Model sizes as TOML (the `[model]` table of a training config) instead of the
+        /// default VLA; `--head` still applies.
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
         /// A baseline in samples/s (the PyTorch twin's) for the ratio.
         #[arg(long)]
         baseline: Option<f64>,
@@ -86,6 +90,9 @@ pub enum BenchCmd {
         head: HeadArg,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Model sizes as TOML instead of the default VLA (see `bench train --model`).
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
         /// A baseline p50 in ms (the PyTorch twin's) for the ratio.
         #[arg(long)]
         baseline: Option<f64>,
@@ -140,14 +147,22 @@ pub fn run(cmd: BenchCmd) -> Result<ExitCode> {
             steps,
             head,
             device,
+            model,
             baseline,
-        } => crate::bench_policy::train(batch_size, steps, head.into(), &device, baseline),
+        } => {
+            let config = crate::bench_policy::config_for(head.into(), model.as_deref())?;
+            crate::bench_policy::train(batch_size, steps, &config, &device, baseline)
+        }
         BenchCmd::Infer {
             calls,
             head,
             device,
+            model,
             baseline,
-        } => crate::bench_policy::infer(calls, head.into(), &device, baseline),
+        } => {
+            let config = crate::bench_policy::config_for(head.into(), model.as_deref())?;
+            crate::bench_policy::infer(calls, &config, &device, baseline)
+        }
         BenchCmd::Sim {
             steps,
             width,

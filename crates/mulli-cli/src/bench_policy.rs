@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
@@ -50,17 +50,26 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn config_for(head: Head) -> VlaConfig {
-    VlaConfig {
-        head,
-        ..VlaConfig::default()
-    }
+/// The default VLA, or the sizes in a TOML file, with `head`.
+pub fn config_for(head: Head, file: Option<&std::path::Path>) -> Result<VlaConfig> {
+    let base = match file {
+        None => VlaConfig::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading model config {}", path.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("{}: not a model config", path.display()))?
+        }
+    };
+    let config = VlaConfig { head, ..base };
+    config.validate()?;
+    Ok(config)
 }
 
 pub fn train(
     batch: usize,
     steps: usize,
-    head: Head,
+    config: &VlaConfig,
     device: &str,
     baseline: Option<f64>,
 ) -> Result<ExitCode> {
@@ -69,16 +78,16 @@ pub fn train(
         "--batch-size and --steps must be positive"
     );
     let device = mulli_policy::device(device)?.autodiff();
-    let config = config_for(head);
-    let mut model = Vla::new(&config, 0, &device)?;
-    let batcher = Batcher::new(&config, None)?;
-    let host = synthetic(&config, batch, 12, 1);
+    let head = config.head;
+    let mut model = Vla::new(config, 0, &device)?;
+    let batcher = Batcher::new(config, None)?;
+    let host = synthetic(config, batch, 12, 1);
     let mut opt = AdamWConfig::new()
         .with_weight_decay(1e-4)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
         .init();
     println!(
-        "default VLA ({head:?} head, {} parameters), batch {batch}, {} rayon threads",
+        "VLA ({head:?} head, {} parameters), batch {batch}, {} rayon threads",
         model.num_params(),
         rayon::current_num_threads()
     );
@@ -118,16 +127,21 @@ pub fn train(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn infer(calls: usize, head: Head, device: &str, baseline: Option<f64>) -> Result<ExitCode> {
+pub fn infer(
+    calls: usize,
+    config: &VlaConfig,
+    device: &str,
+    baseline: Option<f64>,
+) -> Result<ExitCode> {
     anyhow::ensure!(calls > 0, "--calls must be positive");
     let device = mulli_policy::device(device)?;
-    let config = config_for(head);
-    let model = Vla::new(&config, 0, &device)?;
-    let batcher = Batcher::new(&config, None)?;
-    let host = synthetic(&config, 1, 1, 2);
+    let head = config.head;
+    let model = Vla::new(config, 0, &device)?;
+    let batcher = Batcher::new(config, None)?;
+    let host = synthetic(config, 1, 1, 2);
     let noise = || burn::tensor::Tensor::<3>::zeros([1, config.chunk, config.action_dim], &device);
     println!(
-        "default VLA ({head:?} head, {} parameters), batch 1, {} rayon threads",
+        "VLA ({head:?} head, {} parameters), batch 1, {} rayon threads",
         model.num_params(),
         rayon::current_num_threads()
     );

@@ -3,6 +3,12 @@
 //! Each subcommand lives in its own module; this file only parses arguments, sets up logging
 //! and reports errors (with their chain of causes) in the user's words.
 
+// burn-flex allocates and frees a fresh buffer for nearly every tensor op; glibc's malloc
+// returns the large ones to the kernel each time, so training spent its time in page faults
+// and page zeroing. mimalloc keeps them (measured in docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod bench_policy;
 mod dataset;

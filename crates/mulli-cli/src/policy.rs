@@ -165,10 +165,14 @@ fn info(run: &Path) -> Result<ExitCode> {
     println!("format     {}", spec.format);
     println!("parameters {}", spec.params);
     println!(
-        "model      {} cameras {}×{} → CNN {:?} → {} tokens/camera; text {:?} ({} tokens, {} layer(s)); fusion d={} heads={} layers={} ff={}; {:?} head, chunk {} × {}{}",
+        "model      {} cameras {}×{} → {} stem {:?} → {} tokens/camera; text {:?} ({} tokens, {} layer(s)); fusion d={} heads={} layers={} ff={}; {:?} head, chunk {} × {}{}",
         m.cameras,
         m.image_size,
         m.image_size,
+        match m.stem {
+            mulli_policy::ImageStem::Conv => "3×3 conv",
+            mulli_policy::ImageStem::Patch => "2×2 patch",
+        },
         m.conv_channels,
         m.grid_side() * m.grid_side(),
         m.text_encoder,

@@ -105,8 +105,9 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     )
     .with_context(|| format!("serving {}", spec.training.datasets.join(", ")))?;
     let map = mulli_serve::ObservationMap::resolve(&config.observation, &info)?;
-    println!(
-        "serving {} on ws://{} (openpi protocol; GET /healthz, GET /metrics){}",
+    use std::fmt::Write as _;
+    let mut banner = format!(
+        "serving {} on ws://{} (openpi protocol; GET /healthz, GET /metrics){}\n",
         info.name,
         server.local_addr(),
         if config.api_key.is_some() {
@@ -116,17 +117,30 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         }
     );
     for (name, key) in &map.cameras {
-        println!(
+        let _ = writeln!(
+            banner,
             "  {key:<28} camera {name} ({s}×{s} RGB; uint8 HWC/CHW or float [0, 1])",
             s = spec.model.image_size
         );
     }
-    println!("  {:<28} state, {} values", map.state, spec.model.state_dim);
-    println!("  {:<28} instruction", map.prompt);
-    println!(
+    let _ = writeln!(
+        banner,
+        "  {:<28} state, {} values",
+        map.state, spec.model.state_dim
+    );
+    let _ = writeln!(banner, "  {:<28} instruction", map.prompt);
+    let _ = writeln!(
+        banner,
         "  → actions [{}, {}] float32; Ctrl-C stops",
         spec.model.chunk, spec.model.action_dim
     );
+    // A server outlives whoever reads its banner (`| head -1`, a supervisor that closes the
+    // pipe): a closed stdout must not stop it, as println! would by panicking.
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
+    }
     server.wait();
     Ok(ExitCode::SUCCESS)
 }

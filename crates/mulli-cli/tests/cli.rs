@@ -183,6 +183,39 @@ fn bad_inputs_fail_with_clear_messages() {
 }
 
 #[test]
+fn bench_measures_a_model_from_a_file_and_names_bad_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model.toml");
+    std::fs::write(
+        &model,
+        "image_size = 16\nconv_channels = [8, 8]\nstem = \"patch\"\nd_model = 16\nd_ff = 32\n\
+         n_heads = 2\nn_layers = 1\ntext_len = 16\nchunk = 2\n",
+    )
+    .unwrap();
+    let out = ok(&[
+        "bench",
+        "train",
+        "--model",
+        s(&model),
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+    ]);
+    assert!(out.contains("samples/s"), "{out}");
+    let out = ok(&["bench", "infer", "--model", s(&model), "--calls", "2"]);
+    assert!(out.contains("p50"), "{out}");
+
+    std::fs::write(&model, "stem = \"pyramid\"\n").unwrap();
+    let o = mulli(&["bench", "train", "--model", s(&model), "--steps", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("model.toml") && err.contains("pyramid"),
+        "{err}"
+    );
+}
+
+#[test]
 fn sim_commands_record_a_valid_dataset_and_render_cameras() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("kitchen");

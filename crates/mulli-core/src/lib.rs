@@ -18,5 +18,5 @@ pub use embodiment::Embodiment;
 pub use error::CoreError;
 pub use feature::{DType, FeatureKind, FeatureSpec, Features, ImageLayout};
 pub use frame::{Episode, Frame, Task, Value};
-pub use observation::{CameraImage, Observation};
+pub use observation::{CameraImage, Observation, resize_rgb};
 pub use policy::{ActionChunk, ChunkExecutor, Execution, Policy};

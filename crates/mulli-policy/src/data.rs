@@ -145,31 +145,10 @@ fn names(ds: &Dataset, key: &str) -> Option<Vec<String>> {
     list.iter().map(|n| n.as_str().map(str::to_owned)).collect()
 }
 
-/// Bilinear resize of an RGB8 image (`h`×`w`) to `s`×`s` (pixel centres aligned). Used for
-/// both training data and live observations so they match exactly.
+/// Bilinear resize of an RGB8 image (`h`×`w`) to `s`×`s` ([`mulli_core::resize_rgb`]). Used
+/// for both training data and live observations so they match exactly.
 pub fn resize_rgb(src: &[u8], h: usize, w: usize, s: usize) -> Vec<u8> {
-    if h == s && w == s {
-        return src.to_vec();
-    }
-    let mut out = vec![0u8; s * s * 3];
-    let (sy, sx) = (h as f32 / s as f32, w as f32 / s as f32);
-    for y in 0..s {
-        let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (h - 1) as f32);
-        let (y0, wy) = (fy.floor() as usize, fy.fract());
-        let y1 = (y0 + 1).min(h - 1);
-        for x in 0..s {
-            let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (w - 1) as f32);
-            let (x0, wx) = (fx.floor() as usize, fx.fract());
-            let x1 = (x0 + 1).min(w - 1);
-            for c in 0..3 {
-                let p = |yy: usize, xx: usize| f32::from(src[(yy * w + xx) * 3 + c]);
-                let top = p(y0, x0) * (1.0 - wx) + p(y0, x1) * wx;
-                let bot = p(y1, x0) * (1.0 - wx) + p(y1, x1) * wx;
-                out[(y * s + x) * 3 + c] = (top * (1.0 - wy) + bot * wy).round() as u8;
-            }
-        }
-    }
-    out
+    mulli_core::resize_rgb(src, h, w, s, s)
 }
 
 /// HWC RGB8 `s`×`s` → CHW floats in [0, 1], appended to `out`, with an optional shift

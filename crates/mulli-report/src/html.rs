@@ -416,9 +416,11 @@ fn policy(h: &mut String, spec: Option<&Value>) {
     let m = &spec["model"];
     let _ = write!(
         h,
-        "<h2>Policy</h2><p>{} head · {} px images · conv {} · d_model {} · {} fusion layers · chunk {} · trained {} steps (last loss {}, val {})</p>",
+        "<h2>Policy</h2><p>{} head · {} px images · {} stem {} · d_model {} · {} fusion layers · chunk {} · trained {} steps (last loss {}, val {})</p>",
         escape(&s(&m["head"])),
         s(&m["image_size"]),
+        // Checkpoints from before the patch stem have no `stem`: they are convolutional.
+        escape(m["stem"].as_str().unwrap_or("conv")),
         escape(&s(&m["conv_channels"])),
         s(&m["d_model"]),
         s(&m["n_layers"]),

@@ -307,29 +307,9 @@ fn image(v: &ValueRef<'_>, height: usize, width: usize) -> Result<CameraImage, S
     })
 }
 
-/// Bilinear resize of HWC RGB8 with half-pixel centres (mulli-policy's training filter,
-/// generalized to non-square targets).
-pub fn resize_rgb(src: &[u8], h: usize, w: usize, th: usize, tw: usize) -> Vec<u8> {
-    let mut out = vec![0u8; th * tw * 3];
-    let (sy, sx) = (h as f32 / th as f32, w as f32 / tw as f32);
-    for y in 0..th {
-        let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (h - 1) as f32);
-        let (y0, wy) = (fy.floor() as usize, fy.fract());
-        let y1 = (y0 + 1).min(h - 1);
-        for x in 0..tw {
-            let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (w - 1) as f32);
-            let (x0, wx) = (fx.floor() as usize, fx.fract());
-            let x1 = (x0 + 1).min(w - 1);
-            for c in 0..3 {
-                let p = |yy: usize, xx: usize| f32::from(src[(yy * w + xx) * 3 + c]);
-                let top = p(y0, x0) * (1.0 - wx) + p(y0, x1) * wx;
-                let bot = p(y1, x0) * (1.0 - wx) + p(y1, x1) * wx;
-                out[(y * tw + x) * 3 + c] = (top * (1.0 - wy) + bot * wy).round() as u8;
-            }
-        }
-    }
-    out
-}
+/// The one bilinear filter of mulli (the policy's training filter), re-exported for callers
+/// that map wire images themselves.
+pub use mulli_core::resize_rgb;
 
 fn state(v: &ValueRef<'_>, info: &PolicyInfo) -> Result<Vec<f32>, String> {
     let values: Vec<f32> = match wire::as_ndarray(v) {
