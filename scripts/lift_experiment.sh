@@ -98,10 +98,10 @@ for task in src:
     lift = 100 * (b / m - a / n)
     lifts.append(lift)
     y = per_task.get(task, {})
-    yld = y.get("yield_rate")
+    yld = y.get("yield")
     yld = f"{100 * yld:.0f}%" if isinstance(yld, (int, float)) else "?"
     print(f"| {task} | {a}/{n} | {b}/{m} | {lift:+.0f} | {yld} |")
-    rows.append({"task": task, "source": [a, n], "generated": [b, m], "lift_points": lift, "yield": y.get("yield_rate")})
+    rows.append({"task": task, "source": [a, n], "generated": [b, m], "lift_points": lift, "yield": y.get("yield")})
 mean = sum(lifts) / len(lifts)
 tot = lambda d: 100 * sum(v[0] for v in d.values()) / sum(v[1] for v in d.values())
 print(f"| **all** | {tot(src):.1f}% | {tot(gen):.1f}% | **{mean:+.1f}** | |")
