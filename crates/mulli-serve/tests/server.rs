@@ -149,7 +149,15 @@ fn metadata_actions_health_and_metrics() {
         h.starts_with("HTTP/1.1 200 OK") && h.ends_with("\r\n\r\nOK\n"),
         "{h}"
     );
-    let m = http_get(&s, "/metrics");
+    // Counted once the reply is sent, which may be just after the client read it.
+    let mut m = http_get(&s, "/metrics");
+    for _ in 0..500 {
+        if m.contains("mulli_serve_requests_total 2\n") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        m = http_get(&s, "/metrics");
+    }
     assert!(m.contains("mulli_serve_requests_total 2\n"), "{m}");
     assert!(m.contains("mulli_serve_connections_open 1\n"), "{m}");
     assert!(http_get(&s, "/nope").starts_with("HTTP/1.1 404"));
@@ -323,14 +331,16 @@ fn concurrent_clients_are_batched_and_get_their_own_answers() {
     for h in handles {
         h.join().unwrap();
     }
-    let m = s.metrics().render();
-    assert!(
-        m.contains(&format!(
-            "mulli_serve_requests_total {}\n",
-            clients * 15 - 1
-        )),
-        "{m}"
-    );
+    // A request is counted once its reply has been sent, which can be just after the client
+    // has read it: give the server's connection tasks a moment to settle.
+    let expected = format!("mulli_serve_requests_total {}\n", clients * 15 - 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut m = s.metrics().render();
+    while !m.contains(&expected) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        m = s.metrics().render();
+    }
+    assert!(m.contains(&expected), "{m}");
     // Some batches held more than one request.
     let singles: u64 = m
         .lines()
