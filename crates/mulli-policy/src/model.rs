@@ -285,6 +285,9 @@ struct FlowInput {
 
 #[derive(Module, Debug)]
 pub struct Vla {
+    /// The stem: exactly one of `blocks` (conv) and `patches` is non-empty. Two lists rather
+    /// than an enum keep the conv stem's parameter names (`blocks.N.…`), so checkpoints
+    /// written before the patch stem still load.
     blocks: Vec<ConvBlock>,
     patches: Vec<PatchBlock>,
     image_proj: Linear,
