@@ -33,6 +33,7 @@ fn synthetic(config: &VlaConfig, b: usize, texts: usize, seed: u64) -> HostBatch
         state: (0..b * config.state_dim)
             .map(|_| r.random::<f32>())
             .collect(),
+        aux: (0..b * config.aux_dim).map(|_| r.random::<f32>()).collect(),
         action: (0..b * h * a).map(|_| r.random::<f32>()).collect(),
         valid: vec![1.0; b * h],
         noise: (0..b * h * a).map(|_| r.random::<f32>()).collect(),

@@ -165,7 +165,7 @@ fn info(run: &Path) -> Result<ExitCode> {
     println!("format     {}", spec.format);
     println!("parameters {}", spec.params);
     println!(
-        "model      {} cameras {}×{} → {} stem {:?} → {} tokens/camera; text {:?} ({} tokens, {} layer(s)); fusion d={} heads={} layers={} ff={}; {:?} head, chunk {} × {}{}",
+        "model      {} cameras {}×{} → {} stem {:?} → {} tokens/camera{}; text {:?} ({} tokens, {} layer(s)); fusion d={} heads={} layers={} ff={}; {:?} head, chunk {} × {}{}",
         m.cameras,
         m.image_size,
         m.image_size,
@@ -175,6 +175,16 @@ fn info(run: &Path) -> Result<ExitCode> {
         },
         m.conv_channels,
         m.grid_side() * m.grid_side(),
+        if m.keypoints > 0 {
+            format!(
+                " + {} spatial-softmax keypoints on a {}×{} map",
+                m.keypoints,
+                m.keypoint_side(),
+                m.keypoint_side()
+            )
+        } else {
+            String::new()
+        },
         m.text_encoder,
         m.text_len,
         m.text_layers,
@@ -419,15 +429,22 @@ where
 
 /// Success per split and task, as a Markdown table, then per split.
 pub fn print_scores(report: &mulli_eval::EvalReport) {
-    println!("| split | task | success | 95% CI | failures |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| split | task | success | 95% CI | failures | hand–object closest / at close (median cm) |"
+    );
+    println!("|---|---|---|---|---|---|");
     for sc in &report.scores {
         let task = match &sc.instruction {
             Some(i) => format!("{} \"{i}\"", sc.task),
             None => sc.task.clone(),
         };
+        let cm = |m: Option<f64>| m.map_or("—".to_string(), |m| format!("{:.1}", 100.0 * m));
+        let reach = match sc.median_closest_m {
+            Some(_) => format!("{} / {}", cm(sc.median_closest_m), cm(sc.median_at_close_m)),
+            None => String::new(),
+        };
         println!(
-            "| {} | {} | {}/{} ({:.0}%) | {:.0}–{:.0}% | {} |",
+            "| {} | {} | {}/{} ({:.0}%) | {:.0}–{:.0}% | {} | {reach} |",
             sc.split,
             task,
             sc.successes,

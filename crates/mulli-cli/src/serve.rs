@@ -387,6 +387,8 @@ fn default_vla(device: &burn::tensor::Device) -> Result<VlaPolicy> {
         action_names: None,
         state_norm: norm(config.state_dim)?,
         action_norm: norm(config.action_dim)?,
+        aux_names: Vec::new(),
+        aux_norm: None,
         text_encoder_dir: None,
         execution: Execution::default(),
         params: 0,

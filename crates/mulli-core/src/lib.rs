@@ -13,6 +13,7 @@ pub mod frame;
 pub mod observation;
 pub mod policy;
 pub mod rng;
+pub mod stats;
 
 pub use embodiment::Embodiment;
 pub use error::CoreError;

@@ -25,6 +25,10 @@ pub struct DemoSpec {
     pub state_dim: usize,
     pub action_dim: usize,
     pub seed: u64,
+    /// Also write `observation.environment_state`: the first camera's blob centre
+    /// (`blob.x`, `blob.y`, in [0, 1] of the image's width and height) and a constant
+    /// `blob.qw`, a stand-in for a simulator's object poses.
+    pub environment_state: bool,
 }
 
 impl Default for DemoSpec {
@@ -40,6 +44,7 @@ impl Default for DemoSpec {
             state_dim: 8,
             action_dim: 7,
             seed: 0,
+            environment_state: false,
         }
     }
 }
@@ -64,6 +69,13 @@ impl DemoSpec {
             FeatureSpec::vector("action", &a.iter().map(String::as_str).collect::<Vec<_>>());
         f.insert(state.name.clone(), state);
         f.insert(action.name.clone(), action);
+        if self.environment_state {
+            let env = FeatureSpec::vector(
+                "observation.environment_state",
+                &["blob.x", "blob.y", "blob.qw"],
+            );
+            f.insert(env.name.clone(), env);
+        }
         for c in &self.cameras {
             let cam = FeatureSpec::camera(
                 format!("observation.images.{c}"),
@@ -92,6 +104,13 @@ impl DemoSpec {
                 "action",
                 Value::F32(walk[self.state_dim..self.state_dim + self.action_dim].to_vec()),
             );
+        if self.environment_state {
+            let (bx, by) = self.blob(ep, k, 0);
+            f = f.with(
+                "observation.environment_state",
+                Value::F32(vec![bx, by, 1.0]),
+            );
+        }
         for (ci, c) in self.cameras.iter().enumerate() {
             f = f.with(
                 format!("observation.images.{c}"),
@@ -101,15 +120,19 @@ impl DemoSpec {
         f
     }
 
+    /// Centre of camera `cam`'s blob in frame `k` of episode `ep`, as fractions of the image's
+    /// width and height.
+    pub fn blob(&self, ep: usize, k: usize, cam: usize) -> (f32, f32) {
+        let t = k as f32 * 0.15 + ep as f32 * 0.7 + cam as f32 * 1.3;
+        (t.sin() * 0.35 + 0.5, (t * 0.7).cos() * 0.35 + 0.5)
+    }
+
     /// A smooth moving gradient with a bright blob, HWC RGB.
     pub fn image(&self, ep: usize, k: usize, cam: usize) -> Vec<u8> {
         let (h, w) = (self.height, self.width);
         let mut px = vec![0u8; h * w * 3];
-        let t = k as f32 * 0.15 + ep as f32 * 0.7 + cam as f32 * 1.3;
-        let (bx, by) = (
-            (t.sin() * 0.35 + 0.5) * w as f32,
-            ((t * 0.7).cos() * 0.35 + 0.5) * h as f32,
-        );
+        let (bx, by) = self.blob(ep, k, cam);
+        let (bx, by) = (bx * w as f32, by * h as f32);
         let rad2 = (w.min(h) as f32 * 0.12).powi(2);
         for y in 0..h {
             for x in 0..w {

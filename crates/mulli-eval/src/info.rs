@@ -65,6 +65,12 @@ pub struct EpisodeInfo {
     pub failure: Option<String>,
     pub steps: usize,
     pub policy_queries: usize,
+    /// mulli, grasping tasks: closest approach of the hand to the target object, and the
+    /// nearest it was when commanded to close (m).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closest_m: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_close_m: Option<f64>,
     /// Relative to the evaluation directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub video: Option<String>,
@@ -172,6 +178,8 @@ impl EvalInfo {
                 failure: e.failure.clone(),
                 steps: e.steps,
                 policy_queries: e.policy_queries,
+                closest_m: e.closest_m,
+                at_close_m: e.at_close_m,
                 video: videos.get(&i).cloned(),
             })
             .collect();

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use mulli_core::stats::median;
 use mulli_core::{ChunkExecutor, Execution, Observation, Policy, rng};
 use mulli_data::video::{EncodedPacket, Mp4H264Writer};
 use mulli_sim::{EnvConfig, KitchenEnv, SimError, Split, Suite, Task};
@@ -83,6 +84,12 @@ pub struct EpisodeResult {
     /// Sum and maximum of the per-step reward (1 on the step the task succeeds, else 0).
     pub sum_reward: f64,
     pub max_reward: f64,
+    /// Grasping tasks: how close the hand came to the target object (m), overall and when
+    /// it closed (see [`mulli_sim::Reach`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closest_m: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_close_m: Option<f64>,
 }
 
 /// Success of one task on one split (and one instruction, for custom instructions).
@@ -98,6 +105,12 @@ pub struct TaskScore {
     /// Wilson 95% interval.
     pub ci: (f64, f64),
     pub failures: BTreeMap<String, usize>,
+    /// Grasping tasks: medians over the episodes of [`EpisodeResult::closest_m`] and of
+    /// [`EpisodeResult::at_close_m`] (over the episodes that closed the hand).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub median_closest_m: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub median_at_close_m: Option<f64>,
 }
 
 /// Success over all tasks of one split.
@@ -440,6 +453,8 @@ fn run_episode<P: Policy>(
             policy_queries: exec.queries(),
             sum_reward,
             max_reward,
+            closest_m: env.reach().map(|r| r.closest_m),
+            at_close_m: env.reach().and_then(|r| r.at_close_m),
         },
         video: video.map(|v| (v.writer, v.last)),
     })
@@ -564,6 +579,8 @@ fn score(rollouts: Vec<Rollout>, per_outcome: usize) -> EvalReport {
             rate: successes as f64 / eps.len() as f64,
             ci: wilson(successes, eps.len()),
             failures,
+            median_closest_m: median(eps.iter().filter_map(|e| e.closest_m)),
+            median_at_close_m: median(eps.iter().filter_map(|e| e.at_close_m)),
         });
     }
     let mut split_order: Vec<String> = Vec::new();

@@ -144,6 +144,19 @@ fn replayed_experts_succeed_and_workers_do_not_change_results() {
         one.episodes
     );
     assert!(one.episodes.iter().all(|e| e.max_reward == 1.0));
+    // Reach diagnostics exist for the grasping task only; the expert closed on the cube.
+    for e in &one.episodes {
+        let grasping = e.task == "pick_up_cube";
+        assert_eq!(e.closest_m.is_some(), grasping, "{e:?}");
+        if grasping {
+            assert!(e.at_close_m.is_some_and(|d| d < 0.02), "{e:?}");
+        }
+    }
+    assert!(
+        one.scores
+            .iter()
+            .all(|s| s.median_at_close_m.is_some() == (s.task == "pick_up_cube"))
+    );
     assert_eq!(one.scores.len(), 4);
     assert_eq!(one.split_scores.len(), 2);
     assert!(one.scores.iter().all(|s| s.rate == 1.0 && s.ci.0 > 0.1));
@@ -181,6 +194,13 @@ fn a_policy_that_stands_still_times_out_and_eval_info_agrees() {
             .iter()
             .all(|e| e.failure.as_deref() == Some("timeout"))
     );
+    // Standing still: the hand never closed, and stayed as far as it started.
+    let cube = report
+        .episodes
+        .iter()
+        .find(|e| e.task == "pick_up_cube")
+        .unwrap();
+    assert!(cube.at_close_m.is_none() && cube.closest_m.is_some_and(|d| d > 0.1));
     let custom = report.episodes.last().unwrap();
     assert_eq!(custom.split, mulli_eval::CUSTOM_SPLIT);
     assert_eq!(custom.instruction, "서랍 좀 열어줄래");
@@ -195,6 +215,13 @@ fn a_policy_that_stands_still_times_out_and_eval_info_agrees() {
     assert_eq!(info["overall"]["n_episodes"], 3);
     assert_eq!(info["per_episode"].as_array().unwrap().len(), 3);
     assert_eq!(info["per_episode"][0]["success"], false);
+    let cube_info = info["per_episode"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["task"] == "pick_up_cube")
+        .unwrap();
+    assert!(cube_info["closest_m"].as_f64().is_some() && cube_info.get("at_close_m").is_none());
     assert!(info["aggregated"]["eval_s"].as_f64().unwrap() > 0.0);
     assert_eq!(info["per_group"]["custom_instructions"]["n_episodes"], 1);
     assert_eq!(info["scores"][2]["instruction"], "서랍 좀 열어줄래");

@@ -46,6 +46,12 @@ pub struct PolicySpec {
     /// Directory of a frozen pretrained text encoder, if the model uses one.
     #[serde(default)]
     pub text_encoder_dir: Option<PathBuf>,
+    /// Auxiliary training targets (environment-state names) and their normalization, when
+    /// the model was trained with them; not needed at inference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aux_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aux_norm: Option<Normalizer>,
     /// How chunks should be executed unless the caller chooses otherwise.
     pub execution: Execution,
     pub params: usize,

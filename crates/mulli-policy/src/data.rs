@@ -22,6 +22,8 @@ use crate::normalize::Normalizer;
 pub const IMAGE_PREFIX: &str = "observation.images.";
 pub const STATE_KEY: &str = "observation.state";
 pub const ACTION_KEY: &str = "action";
+/// Privileged simulator state (LeRobot's name); the source of auxiliary targets.
+pub const ENV_STATE_KEY: &str = "observation.environment_state";
 
 /// One dataset's frames, states and actions.
 struct Source {
@@ -30,6 +32,8 @@ struct Source {
     frames: Vec<Vec<u8>>,
     state: Vec<f32>,
     action: Vec<f32>,
+    /// `[len, aux_dim]` auxiliary targets (empty when the layout has none).
+    aux: Vec<f32>,
     /// `[start, end)` rows of the episode of each row.
     episode_end: Vec<usize>,
     task: Vec<u32>,
@@ -46,6 +50,8 @@ pub struct DataLayout {
     pub robot_type: Option<String>,
     pub state_names: Option<Vec<String>>,
     pub action_names: Option<Vec<String>>,
+    /// Auxiliary targets every dataset has (see [`aux_columns`]); empty = none.
+    pub aux_names: Vec<String>,
 }
 
 /// Options for sampling and augmentation.
@@ -113,6 +119,8 @@ pub struct HostBatch {
     pub text_index: Vec<i64>,
     /// Normalized `[B, state_dim]`.
     pub state: Vec<f32>,
+    /// Normalized `[B, aux_dim]` auxiliary targets (empty when there are none).
+    pub aux: Vec<f32>,
     /// Normalized `[B, H, action_dim]`; padded steps repeat the episode's last action.
     pub action: Vec<f32>,
     /// `[B, H]`: 1 for real steps, 0 past the episode's end.
@@ -132,6 +140,37 @@ fn f32_column(ds: &Dataset, path: &Path, key: &str) -> Result<(Vec<f32>, usize),
             "no feature `{key}` (a policy needs `{STATE_KEY}` and `{ACTION_KEY}`)"
         ))),
     }
+}
+
+/// The auxiliary targets of a dataset: the positions and articulations in its environment
+/// state (entries named `<thing>.x|y|z|angle|opening`; orientations are left out, as near-
+/// constant quaternion entries make noisy targets). `None` when the dataset has no float
+/// environment state with names.
+fn aux_columns(ds: &Dataset) -> Option<(Vec<String>, Vec<f32>)> {
+    let (values, width) = match ds.table.column(ENV_STATE_KEY)? {
+        Column::F32(v, w) => (v.clone(), *w),
+        Column::F64(v, w) => (v.iter().map(|&x| x as f32).collect(), *w),
+        _ => return None,
+    };
+    let all = names(ds, ENV_STATE_KEY)?;
+    if all.len() != width {
+        return None;
+    }
+    let keep: Vec<usize> = (0..width)
+        .filter(|&i| {
+            let last = all[i].rsplit('.').next().unwrap_or("");
+            matches!(last, "x" | "y" | "z" | "angle" | "opening")
+        })
+        .collect();
+    if keep.is_empty() {
+        return None;
+    }
+    let rows = values.len() / width.max(1);
+    let mut out = Vec::with_capacity(rows * keep.len());
+    for r in 0..rows {
+        out.extend(keep.iter().map(|&i| values[r * width + i]));
+    }
+    Some((keep.iter().map(|&i| all[i].clone()).collect(), out))
 }
 
 /// Axis names as a list, whether stored as `[...]` or LeRobot's `{"motors": [...]}`.
@@ -225,6 +264,7 @@ impl TrainData {
             }
             let (state, state_dim) = f32_column(&ds, path, STATE_KEY)?;
             let (action, action_dim) = f32_column(&ds, path, ACTION_KEY)?;
+            let (aux_names, aux) = aux_columns(&ds).unwrap_or_default();
             let this = DataLayout {
                 cameras,
                 state_dim,
@@ -233,6 +273,7 @@ impl TrainData {
                 robot_type: ds.info.robot_type.clone(),
                 state_names: names(&ds, STATE_KEY),
                 action_names: names(&ds, ACTION_KEY),
+                aux_names,
             };
             match &layout {
                 None => layout = Some((this.clone(), path.clone())),
@@ -257,6 +298,16 @@ impl TrainData {
                             path.display(),
                             first_path.display()
                         )));
+                    }
+                    // Auxiliary targets only where every dataset has the same ones.
+                    if first.aux_names != this.aux_names {
+                        layout = Some((
+                            DataLayout {
+                                aux_names: Vec::new(),
+                                ..first.clone()
+                            },
+                            first_path.clone(),
+                        ));
                     }
                 }
             }
@@ -344,9 +395,16 @@ impl TrainData {
                 frames,
                 state,
                 action,
+                aux,
                 episode_end,
                 task,
             });
+        }
+        let layout = layout.expect("at least one dataset").0;
+        if layout.aux_names.is_empty() {
+            for src in &mut sources {
+                src.aux = Vec::new();
+            }
         }
         let groups: Vec<Group> = groups
             .into_values()
@@ -358,7 +416,7 @@ impl TrainData {
         }
         Ok(TrainData {
             sources,
-            layout: layout.expect("at least one dataset").0,
+            layout,
             image_size,
             chunk,
             tasks,
@@ -388,6 +446,14 @@ impl TrainData {
             a.extend_from_slice(&src.action);
         }
         (s, a)
+    }
+
+    /// All training auxiliary targets (empty when the layout has none).
+    pub fn aux_rows(&self) -> Vec<f32> {
+        self.sources
+            .iter()
+            .flat_map(|s| s.aux.iter().copied())
+            .collect()
     }
 
     /// The samples of training step `step`: task-balanced (each (dataset, task) group equally
@@ -422,6 +488,7 @@ impl TrainData {
         samples: &[SampleRef],
         state_norm: &Normalizer,
         action_norm: &Normalizer,
+        aux_norm: Option<&Normalizer>,
         augment: &Augment,
         seed: u64,
         stream: (&str, u64),
@@ -437,6 +504,7 @@ impl TrainData {
             texts: Vec::new(),
             text_index: Vec::with_capacity(b),
             state: Vec::with_capacity(b * sd),
+            aux: Vec::new(),
             action: Vec::with_capacity(b * h * ad),
             valid: Vec::with_capacity(b * h),
             noise: Vec::with_capacity(b * h * ad),
@@ -477,6 +545,14 @@ impl TrainData {
             let mut st = src.state[row * sd..(row + 1) * sd].to_vec();
             state_norm.normalize(&mut st);
             out.state.extend(st);
+            let xd = self.layout.aux_names.len();
+            if let Some(norm) = aux_norm
+                && xd > 0
+            {
+                let mut x = src.aux[row * xd..(row + 1) * xd].to_vec();
+                norm.normalize(&mut x);
+                out.aux.extend(x);
+            }
             let end = src.episode_end[row];
             for k in 0..h {
                 let (r_k, ok) = if row + k < end {

@@ -99,6 +99,14 @@ pub struct VlaConfig {
     pub conv_channels: Vec<usize>,
     /// The image stem's kind (older checkpoints have none: convolutions).
     pub stem: ImageStem,
+    /// Spatial-softmax keypoints per camera, read from the stem's stride-4 feature map
+    /// (after its second stage) and given to the fusion as one extra token per camera;
+    /// 0 = none (older checkpoints). See [`Keypoints`].
+    pub keypoints: usize,
+    /// Auxiliary targets predicted from the keypoints during training (object positions from
+    /// the dataset's privileged environment state; see [`crate::train`]); set by training
+    /// from the data, 0 = none. Unused at inference.
+    pub aux_dim: usize,
     pub head: Head,
     /// Euler steps of the flow head at inference.
     pub flow_steps: usize,
@@ -121,6 +129,8 @@ impl Default for VlaConfig {
             text_layers: 1,
             conv_channels: vec![32, 64, 64, 64],
             stem: ImageStem::Conv,
+            keypoints: 0,
+            aux_dim: 0,
             head: Head::L1,
             flow_steps: 5,
             text_encoder: TextEncoderKind::Bytes,
@@ -166,6 +176,19 @@ impl VlaConfig {
                 "conv_channels contains {c}: each must be a positive multiple of 8 (GroupNorm groups)"
             )));
         }
+        if self.keypoints > 0 && self.conv_channels.len() < KEYPOINT_STAGE {
+            return Err(PolicyError::Config(format!(
+                "keypoints = {} needs at least {KEYPOINT_STAGE} stem stages (conv_channels has {})",
+                self.keypoints,
+                self.conv_channels.len()
+            )));
+        }
+        if self.aux_dim > 0 && self.keypoints == 0 {
+            return Err(PolicyError::Config(format!(
+                "aux_dim = {}: auxiliary targets are predicted from keypoints; set keypoints > 0",
+                self.aux_dim
+            )));
+        }
         if self.grid_side() == 0 {
             return Err(PolicyError::Config(format!(
                 "image_size = {} is too small for {} stride-2 stages",
@@ -195,9 +218,21 @@ impl VlaConfig {
         s
     }
 
-    /// Image tokens over all cameras.
+    /// Image tokens over all cameras (grid cells; keypoint tokens not included).
     pub fn image_tokens(&self) -> usize {
         self.cameras * self.grid_side() * self.grid_side()
+    }
+
+    /// Side of the feature map the keypoints are read from.
+    pub fn keypoint_side(&self) -> usize {
+        let mut s = self.image_size;
+        for _ in 0..KEYPOINT_STAGE.min(self.conv_channels.len()) {
+            s = match self.stem {
+                ImageStem::Conv => s.saturating_sub(3) / 2 + 1,
+                ImageStem::Patch => s / 2,
+            };
+        }
+        s
     }
 
     fn transformer(&self, layers: usize) -> TransformerEncoderConfig {
@@ -266,6 +301,57 @@ impl PatchBlock {
     }
 }
 
+/// Stem stages before the keypoint map: stride 4 (16×16 at 64 px), fine enough to place a
+/// 4-cm object to about a pixel of the agent view, coarse enough to be cheap.
+const KEYPOINT_STAGE: usize = 2;
+
+/// Spatial softmax (Levine et al. 2016; robomimic's and Diffusion Policy's visual encoders):
+/// a 1×1 projection makes `K` heat maps of a stride-4 feature map, a softmax over positions
+/// turns each into a distribution, and its expected image coordinates (x, y in [-1, 1]) are
+/// the keypoint. The grid tokens carry *what* is where only implicitly (a 16-pixel cell's
+/// features); keypoints hand the fusion explicit coordinates, which is what placing a hand on
+/// a small object needs. Measured on the single-task grasp control (docs/benchmarks.md).
+#[derive(Module, Debug)]
+struct Keypoints {
+    heat: Linear,
+    proj: Linear,
+    /// One learned position per camera's keypoint token.
+    positions: Param<Tensor<2>>,
+}
+
+impl Keypoints {
+    /// `[N, S, S, C]` channels-last features → keypoint coordinates `[N, 2K]` (x, y pairs).
+    fn coords(&self, x: Tensor<4>) -> Tensor<2> {
+        let [n, s, _, c] = x.dims();
+        let heat = self.heat.forward(x.reshape([n * s * s, c]));
+        let k = heat.dims()[1];
+        spatial_softmax(heat.reshape([n, s * s, k]), s).reshape([n, 2 * k])
+    }
+}
+
+/// Auxiliary head: the keypoints of all cameras → object positions. Training it pulls the
+/// keypoints onto the objects, dense supervision on every frame that the action loss alone
+/// gives slowly (see [`crate::train::TrainConfig::aux_weight`]).
+#[derive(Module, Debug)]
+struct AuxHead {
+    hidden: Linear,
+    out: Linear,
+    act: Relu,
+}
+
+/// Expected coordinates `[N, K, 2]` (x = column, y = row, pixel centres in [-1, 1]) of the
+/// softmax over positions of each of K heat maps `[N, S·S, K]` (row-major positions).
+fn spatial_softmax(heat: Tensor<3>, side: usize) -> Tensor<3> {
+    let [n, _, _] = heat.dims();
+    let prob = burn::tensor::activation::softmax(heat.swap_dims(1, 2), 2);
+    let coord = |i: usize| (2.0 * i as f32 + 1.0) / side as f32 - 1.0;
+    let grid: Vec<f32> = (0..side * side)
+        .flat_map(|p| [coord(p % side), coord(p / side)])
+        .collect();
+    let grid = Tensor::<2>::from_data(TensorData::new(grid, [side * side, 2]), &prob.device());
+    prob.matmul(grid.unsqueeze_dim::<3>(0).repeat_dim(0, n))
+}
+
 /// The byte-level instruction encoder.
 #[derive(Module, Debug)]
 struct ByteTextEncoder {
@@ -292,6 +378,8 @@ pub struct Vla {
     patches: Vec<PatchBlock>,
     image_proj: Linear,
     image_positions: Param<Tensor<2>>,
+    keypoints: Option<Keypoints>,
+    aux: Option<AuxHead>,
     bytes: Option<ByteTextEncoder>,
     text_proj: Option<Linear>,
     state_proj: Linear,
@@ -350,13 +438,30 @@ impl Vla {
         let d = config.d_model;
         let (mut blocks, mut patches) = (Vec::new(), Vec::new());
         let mut c_in = 3;
-        for &c in &config.conv_channels {
+        let mut keypoint_channels = 0;
+        for (stage, &c) in config.conv_channels.iter().enumerate() {
+            if stage == KEYPOINT_STAGE {
+                keypoint_channels = c_in;
+            }
             match config.stem {
                 ImageStem::Conv => blocks.push(ConvBlock::new(c_in, c, device)),
                 ImageStem::Patch => patches.push(PatchBlock::new(c_in, c, device)),
             }
             c_in = c;
         }
+        if config.conv_channels.len() == KEYPOINT_STAGE {
+            keypoint_channels = c_in;
+        }
+        let keypoints = (config.keypoints > 0).then(|| Keypoints {
+            heat: LinearConfig::new(keypoint_channels, config.keypoints).init(device),
+            proj: LinearConfig::new(2 * config.keypoints, d).init(device),
+            positions: normal([config.cameras, d], device),
+        });
+        let aux = (config.aux_dim > 0).then(|| AuxHead {
+            hidden: LinearConfig::new(config.cameras * 2 * config.keypoints, d).init(device),
+            out: LinearConfig::new(d, config.aux_dim).init(device),
+            act: Relu::new(),
+        });
         let (bytes, text_proj) = match config.text_encoder {
             TextEncoderKind::Bytes => (
                 Some(ByteTextEncoder {
@@ -382,6 +487,8 @@ impl Vla {
             patches,
             image_proj: LinearConfig::new(c_in, d).init(device),
             image_positions: normal([config.image_tokens(), d], device),
+            keypoints,
+            aux,
             bytes,
             text_proj,
             state_proj: LinearConfig::new(config.state_dim, d).init(device),
@@ -408,33 +515,63 @@ impl Vla {
         }
     }
 
-    /// The observation as tokens `[B, image_tokens + 2, d]` (images, instruction, state).
+    /// The observation as tokens `[B, image_tokens (+ cameras keypoint tokens) + 2, d]`
+    /// (images, instruction, state).
     pub fn encode(&self, input: VlaInput) -> Tensor<3> {
+        self.encode_parts(input).0
+    }
+
+    /// [`Self::encode`], plus the keypoint coordinates of all cameras `[B, cameras · 2K]`
+    /// when the model has keypoints.
+    fn encode_parts(&self, input: VlaInput) -> (Tensor<3>, Option<Tensor<2>>) {
         let [b, cams, ch, h, w] = input.images.dims();
         let d = self.d_model;
         // All cameras through the shared encoder at once.
         let x = input.images.reshape([b * cams, ch, h, w]) * 2.0 - 1.0;
+        // The stride-4 map the keypoints read, channels-last.
+        let mut keymap: Option<Tensor<4>> = None;
         let grid: Tensor<3> = if self.patches.is_empty() {
             let mut x = x;
-            for block in &self.blocks {
+            for (stage, block) in self.blocks.iter().enumerate() {
+                if stage == KEYPOINT_STAGE && self.keypoints.is_some() {
+                    keymap = Some(x.clone().permute([0, 2, 3, 1]));
+                }
                 x = block.forward(x);
+            }
+            if keymap.is_none() && self.keypoints.is_some() {
+                keymap = Some(x.clone().permute([0, 2, 3, 1]));
             }
             let [_, c, gh, gw] = x.dims();
             x.reshape([b * cams, c, gh * gw]).swap_dims(1, 2)
         } else {
             let mut x = x.permute([0, 2, 3, 1]);
-            for block in &self.patches {
+            for (stage, block) in self.patches.iter().enumerate() {
+                if stage == KEYPOINT_STAGE && self.keypoints.is_some() {
+                    keymap = Some(x.clone());
+                }
                 x = block.forward(x);
+            }
+            if keymap.is_none() && self.keypoints.is_some() {
+                keymap = Some(x.clone());
             }
             let [_, gh, gw, c] = x.dims();
             x.reshape([b * cams, gh * gw, c])
         };
         let per_camera = grid.dims()[1];
-        let images = self
+        let mut images = self
             .image_proj
             .forward(grid)
             .reshape([b, cams * per_camera, d])
             + self.image_positions.val().unsqueeze_dim(0);
+        let mut keypoint_xy = None;
+        if let (Some(kp), Some(map)) = (&self.keypoints, keymap) {
+            let xy = kp.coords(map); // [B·cams, 2K]
+            let tokens = kp.proj.forward(xy.clone()).reshape([b, cams, d])
+                + kp.positions.val().unsqueeze_dim(0);
+            images = Tensor::cat(vec![images, tokens], 1);
+            let k2 = xy.dims()[1];
+            keypoint_xy = Some(xy.reshape([b, cams * k2]));
+        }
 
         let text = match input.text {
             TextInput::Bytes {
@@ -469,7 +606,12 @@ impl Vla {
         let pos = self.token_positions.val();
         let text = text.unsqueeze_dim::<3>(1) + pos.clone().narrow(0, 0, 1).unsqueeze_dim(0);
         let state = state.unsqueeze_dim::<3>(1) + pos.narrow(0, 1, 1).unsqueeze_dim(0);
-        Tensor::cat(vec![images, text, state], 1)
+        (Tensor::cat(vec![images, text, state], 1), keypoint_xy)
+    }
+
+    /// Whether the model has an auxiliary head (see [`VlaConfig::aux_dim`]).
+    pub fn has_aux(&self) -> bool {
+        self.aux.is_some()
     }
 
     /// Run the fusion transformer on observation tokens plus `H` action tokens and read the
@@ -535,7 +677,27 @@ impl Vla {
         valid: Tensor<2>,
         flow_sample: Option<(Tensor<3>, Vec<f32>)>,
     ) -> Tensor<1> {
-        let prefix = self.encode(input);
+        self.losses(input, target, valid, flow_sample, None).0
+    }
+
+    /// [`Self::loss`], plus the auxiliary loss (mean L1 against normalized `aux_target`
+    /// `[B, aux_dim]`) when both the target and the auxiliary head are there.
+    pub fn losses(
+        &self,
+        input: VlaInput,
+        target: Tensor<3>,
+        valid: Tensor<2>,
+        flow_sample: Option<(Tensor<3>, Vec<f32>)>,
+        aux_target: Option<Tensor<2>>,
+    ) -> (Tensor<1>, Option<Tensor<1>>) {
+        let (prefix, keypoint_xy) = self.encode_parts(input);
+        let aux = match (&self.aux, keypoint_xy, aux_target) {
+            (Some(head), Some(xy), Some(t)) => {
+                let pred = head.out.forward(head.act.forward(head.hidden.forward(xy)));
+                Some((pred - t).abs().mean())
+            }
+            _ => None,
+        };
         let [b, h, a] = target.dims();
         let mask = valid.reshape([b, h, 1]);
         let denom = mask.clone().sum().clamp_min(1.0) * (a as f32);
@@ -551,7 +713,7 @@ impl Vla {
             }
             (Head::Flow, None) => panic!("the flow head's loss needs noise and times"),
         };
-        (err * mask).sum().div(denom)
+        ((err * mask).sum().div(denom), aux)
     }
 
     /// The normalized action chunk `[B, H, A]`. The flow head integrates from `noise`
@@ -771,6 +933,57 @@ mod tests {
             .filter(|t| (0..d).any(|k| (before[t * d + k] - after[t * d + k]).abs() > 1e-6))
             .collect();
         assert_eq!(changed, vec![0]);
+    }
+
+    #[test]
+    fn spatial_softmax_finds_the_peak() {
+        let device = Device::flex();
+        // Two maps on a 4×4 grid: a sharp peak at row 3, column 1, and a flat map.
+        let mut heat = vec![0.0f32; 16 * 2];
+        heat[(3 * 4 + 1) * 2] = 60.0;
+        let heat = Tensor::<3>::from_data(TensorData::new(heat, [1, 16, 2]), &device);
+        let xy = spatial_softmax(heat, 4)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let close = |a: f32, b: f32| (a - b).abs() < 1e-4;
+        assert!(close(xy[0], -0.25) && close(xy[1], 0.75), "{xy:?}");
+        assert!(
+            close(xy[2], 0.0) && close(xy[3], 0.0),
+            "flat map → centre: {xy:?}"
+        );
+    }
+
+    #[test]
+    fn keypoints_add_one_token_per_camera_for_either_stem() {
+        let device = Device::flex();
+        for stem in [ImageStem::Conv, ImageStem::Patch] {
+            let plain = VlaConfig { stem, ..tiny() };
+            let config = VlaConfig {
+                keypoints: 8,
+                ..plain.clone()
+            };
+            let model = Vla::new(&config, 1, &device).unwrap();
+            let tokens = model.encode(batch(&config, 2, &device));
+            assert_eq!(
+                tokens.dims(),
+                [2, plain.image_tokens() + config.cameras + 2, config.d_model],
+                "{stem:?}"
+            );
+            let out = model.predict(batch(&config, 2, &device), None);
+            assert_eq!(out.dims(), [2, config.chunk, config.action_dim]);
+        }
+        // Too few stages for a stride-4 map.
+        let bad = VlaConfig {
+            keypoints: 8,
+            conv_channels: vec![8],
+            ..tiny()
+        };
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("keypoints = 8"), "{err}");
+        // Configs written before keypoints existed have none.
+        let old: VlaConfig = serde_json::from_str(r#"{"stem": "patch"}"#).unwrap();
+        assert_eq!(old.keypoints, 0);
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub struct Normalizer {
     pub mode: NormMode,
     pub shift: Vec<f32>,
     pub scale: Vec<f32>,
+    /// Dimensions the model does not see: they normalize to 0 whatever their value (see
+    /// [`crate::train::TrainConfig::state_ignore`]). Empty = none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<bool>,
 }
 
 /// Smallest scale used, so constant dimensions (a gripper never used) do not blow up.
@@ -53,7 +57,12 @@ impl Normalizer {
                     .collect(),
             ),
         };
-        Ok(Normalizer { mode, shift, scale })
+        Ok(Normalizer {
+            mode,
+            shift,
+            scale,
+            ignored: Vec::new(),
+        })
     }
 
     pub fn dim(&self) -> usize {
@@ -63,7 +72,11 @@ impl Normalizer {
     pub fn normalize(&self, x: &mut [f32]) {
         for (i, v) in x.iter_mut().enumerate() {
             let k = i % self.dim();
-            *v = (*v - self.shift[k]) / self.scale[k];
+            *v = if self.ignored.get(k).copied().unwrap_or(false) {
+                0.0
+            } else {
+                (*v - self.shift[k]) / self.scale[k]
+            };
         }
     }
 
@@ -88,6 +101,18 @@ mod tests {
         assert_eq!(x, [-1.0, 1.0, 1.0, -1.0]);
         assert!(Normalizer::new(NormMode::MeanStd, &[0.0], &[]).is_err());
         assert!(Normalizer::new(NormMode::MeanStd, &[f32::NAN], &[1.0]).is_err());
+    }
+
+    #[test]
+    fn ignored_dimensions_normalize_to_zero_and_old_files_ignore_none() {
+        let mut n = Normalizer::new(NormMode::MeanStd, &[1.0, 1.0], &[2.0, 2.0]).unwrap();
+        n.ignored = vec![false, true];
+        let mut x = [5.0, 5.0, -3.0, 1e9];
+        n.normalize(&mut x);
+        assert_eq!(x, [2.0, 0.0, -2.0, 0.0]);
+        let old: Normalizer =
+            serde_json::from_str(r#"{"mode":"mean_std","shift":[0.0],"scale":[1.0]}"#).unwrap();
+        assert!(old.ignored.is_empty());
     }
 
     proptest! {

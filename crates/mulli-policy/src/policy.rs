@@ -164,6 +164,7 @@ impl Policy for VlaPolicy {
             texts: vec![obs.instruction.clone()],
             text_index: vec![0],
             state,
+            aux: Vec::new(),
             action: Vec::new(),
             valid: Vec::new(),
             noise: Vec::new(),

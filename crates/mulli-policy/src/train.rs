@@ -55,6 +55,16 @@ pub struct TrainConfig {
     /// Limit on the decoded training frames held in memory.
     pub max_memory_mb: usize,
     pub augment: Augment,
+    /// Weight of the auxiliary loss: predict the objects' positions (from the datasets'
+    /// `observation.environment_state`) from the image keypoints. Used when it is positive,
+    /// the model has `keypoints`, and every dataset has a named environment state (simulated
+    /// ones do; real ones usually do not, and then training goes on without it).
+    pub aux_weight: f32,
+    /// Names of `observation.state` entries the policy does not see (they enter the model
+    /// as 0, in training and at inference). Hiding the arm's own pose fights the copycat
+    /// shortcut of behaviour cloning: with it, a policy can continue whatever motion its
+    /// pose shows instead of looking where the object is (docs/benchmarks.md).
+    pub state_ignore: Vec<String>,
     /// A frozen pretrained sentence encoder (config.json, model.safetensors, tokenizer.json)
     /// to use instead of the byte-level text encoder.
     pub text_encoder_dir: Option<PathBuf>,
@@ -84,6 +94,8 @@ impl Default for TrainConfig {
             norm: NormMode::MeanStd,
             max_memory_mb: 8192,
             augment: Augment::default(),
+            aux_weight: 1.0,
+            state_ignore: Vec::new(),
             text_encoder_dir: None,
             model: VlaConfig::default(),
         }
@@ -114,6 +126,12 @@ impl TrainConfig {
             return Err(PolicyError::Config(format!(
                 "min_lr_ratio = {}: must be in [0, 1]",
                 self.min_lr_ratio
+            )));
+        }
+        if !(self.aux_weight >= 0.0 && self.aux_weight.is_finite()) {
+            return Err(PolicyError::Config(format!(
+                "aux_weight = {}: must be a finite number ≥ 0",
+                self.aux_weight
             )));
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
@@ -153,6 +171,9 @@ pub struct Metrics {
     pub elapsed_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f32>,
+    /// The auxiliary (object position) loss of this step, when training with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aux_loss: Option<f32>,
 }
 
 /// What the caller sees while training runs.
@@ -178,6 +199,8 @@ pub struct Batcher {
     chunk: usize,
     action_dim: usize,
     state_dim: usize,
+    aux_dim: usize,
+    aux_weight: f32,
 }
 
 impl Batcher {
@@ -217,7 +240,15 @@ impl Batcher {
             chunk: config.chunk,
             action_dim: config.action_dim,
             state_dim: config.state_dim,
+            aux_dim: config.aux_dim,
+            aux_weight: 1.0,
         })
+    }
+
+    /// Weight of the auxiliary loss in [`Self::loss`].
+    pub fn with_aux_weight(mut self, weight: f32) -> Self {
+        self.aux_weight = weight;
+        self
     }
 
     pub fn text(
@@ -281,16 +312,37 @@ impl Batcher {
         )
     }
 
-    /// The training loss of `model` on a host batch.
+    /// The training loss of `model` on a host batch: the action loss plus the weighted
+    /// auxiliary loss when the batch has auxiliary targets.
     pub fn loss(
         &self,
         model: &Vla,
         b: &HostBatch,
         device: &Device,
     ) -> Result<Tensor<1>, PolicyError> {
+        let (action, aux) = self.losses(model, b, device)?;
+        Ok(match aux {
+            Some(aux) if self.aux_weight > 0.0 => action + aux * self.aux_weight,
+            _ => action,
+        })
+    }
+
+    /// The action loss and, when the batch and model have them, the auxiliary loss.
+    pub fn losses(
+        &self,
+        model: &Vla,
+        b: &HostBatch,
+        device: &Device,
+    ) -> Result<(Tensor<1>, Option<Tensor<1>>), PolicyError> {
         let (target, valid, noise) = self.targets(b, device);
         let flow = (model.head() == Head::Flow).then(|| (noise, b.t.clone()));
-        Ok(model.loss(self.input(b, device)?, target, valid, flow))
+        let aux = (self.aux_dim > 0 && b.aux.len() == b.size * self.aux_dim).then(|| {
+            Tensor::from_data(
+                TensorData::new(b.aux.clone(), [b.size, self.aux_dim]),
+                device,
+            )
+        });
+        Ok(model.losses(self.input(b, device)?, target, valid, flow, aux))
     }
 }
 
@@ -375,7 +427,8 @@ fn validate(
     let mut total = 0.0;
     let mut n = 0;
     for b in batches {
-        total += batcher.loss(model, b, device)?.into_scalar::<f32>() * b.size as f32;
+        // The action loss only: comparable between runs with and without auxiliary targets.
+        total += batcher.losses(model, b, device)?.0.into_scalar::<f32>() * b.size as f32;
         n += b.size;
     }
     Ok(Some(total / n as f32))
@@ -461,11 +514,29 @@ pub fn train(
             None
         }
     };
+    let aux_names = if config.aux_weight > 0.0 && model_config.keypoints > 0 {
+        data.layout.aux_names.clone()
+    } else {
+        Vec::new()
+    };
+    model_config.aux_dim = aux_names.len();
     model_config.validate()?;
     let (states, actions) = data.stats_rows();
-    let state_norm = norm_from_rows(config.norm, &states, data.layout.state_dim)?;
+    let mut state_norm = norm_from_rows(config.norm, &states, data.layout.state_dim)?;
+    if !config.state_ignore.is_empty() {
+        state_norm.ignored = ignored_state(&config.state_ignore, &data.layout)?;
+    }
     let action_norm = norm_from_rows(config.norm, &actions, data.layout.action_dim)?;
-    let batcher = Batcher::new(&model_config, pretrained)?;
+    let aux_norm = if aux_names.is_empty() {
+        None
+    } else {
+        Some(norm_from_rows(
+            NormMode::MeanStd,
+            &data.aux_rows(),
+            aux_names.len(),
+        )?)
+    };
+    let batcher = Batcher::new(&model_config, pretrained)?.with_aux_weight(config.aux_weight);
 
     fs::create_dir_all(run).map_err(|e| io(run, e))?;
     if !resume {
@@ -502,6 +573,8 @@ pub fn train(
         action_names: data.layout.action_names.clone(),
         state_norm,
         action_norm,
+        aux_names,
+        aux_norm,
         text_encoder_dir: config
             .text_encoder_dir
             .as_ref()
@@ -565,6 +638,7 @@ pub fn train(
                     &samples,
                     &spec.state_norm,
                     &spec.action_norm,
+                    spec.aux_norm.as_ref(),
                     &config.augment,
                     config.seed,
                     ("train-augment", step),
@@ -576,9 +650,14 @@ pub fn train(
         });
         for (step, host) in rx.iter() {
             let lr = config.lr_at(step);
-            let loss = batcher.loss(&model, &host, device)?;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let loss = loss.into_scalar::<f32>();
+            let (action_loss, aux_loss) = batcher.losses(&model, &host, device)?;
+            let total = match &aux_loss {
+                Some(aux) => action_loss.clone() + aux.clone() * config.aux_weight,
+                None => action_loss.clone(),
+            };
+            let grads = GradientsParams::from_grads(total.backward(), &model);
+            let loss = action_loss.into_scalar::<f32>();
+            let aux_loss = aux_loss.map(|a| a.into_scalar::<f32>());
             if !loss.is_finite() {
                 return Err(PolicyError::Diverged { step, loss });
             }
@@ -602,6 +681,7 @@ pub fn train(
                     samples_per_s: window.1 as f64 / secs,
                     elapsed_s: elapsed_before + started.elapsed().as_secs_f64(),
                     val_loss: if validate_now { last_val } else { None },
+                    aux_loss,
                 };
                 window = (Instant::now(), 0);
                 let line = serde_json::to_string(&m).expect("metrics serialize");
@@ -637,6 +717,32 @@ struct SavedRun {
     config: TrainConfig,
 }
 
+/// Which state entries `names` hides; every name must be one of the data's state names.
+fn ignored_state(
+    names: &[String],
+    layout: &crate::data::DataLayout,
+) -> Result<Vec<bool>, PolicyError> {
+    let Some(state_names) = &layout.state_names else {
+        return Err(PolicyError::Config(
+            "state_ignore needs the datasets' observation.state to have names; they have none"
+                .into(),
+        ));
+    };
+    let mut ignored = vec![false; state_names.len()];
+    for n in names {
+        match state_names.iter().position(|s| s == n) {
+            Some(i) => ignored[i] = true,
+            None => {
+                return Err(PolicyError::Config(format!(
+                    "state_ignore: no state entry `{n}`; the data has {}",
+                    state_names.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(ignored)
+}
+
 fn norm_from_rows(mode: NormMode, rows: &[f32], dim: usize) -> Result<Normalizer, PolicyError> {
     let values: Vec<f64> = rows.iter().map(|&v| f64::from(v)).collect();
     let stats = mulli_data::FeatureStats::from_rows(&values, dim)
@@ -664,6 +770,7 @@ fn validation_batches(data: &TrainData, config: &TrainConfig, spec: &PolicySpec)
                 s,
                 &spec.state_norm,
                 &spec.action_norm,
+                None,
                 &Augment::none(),
                 config.seed,
                 ("val", i as u64),

@@ -184,6 +184,149 @@ fn a_trained_policy_acts_and_rejects_bad_observations() {
     assert!(e.contains("`front`"), "{e}");
 }
 
+/// Keypoints trained with the auxiliary loss learn where the blob is: the auxiliary loss
+/// (blob position from the images, normalized L1) falls well below what a constant guess
+/// gets; data without environment state trains without it; the policy still acts.
+#[test]
+fn keypoints_learn_object_positions_from_the_auxiliary_targets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let with_env = {
+        let spec = DemoSpec {
+            episodes: 8,
+            frames_per_episode: 12,
+            height: 24,
+            width: 24,
+            cameras: vec!["front".into()],
+            video: false,
+            state_dim: 4,
+            action_dim: 3,
+            seed: 11,
+            environment_state: true,
+            ..DemoSpec::default()
+        };
+        let dir = tmp.path().join("env");
+        spec.write(&dir, WriterOptions::default(), &mut |_, _| {})
+            .unwrap();
+        dir
+    };
+    let mut config = tiny(Head::L1);
+    config.steps = 150;
+    config.lr = 3e-3;
+    config.log_every = 10;
+    config.val_every = 150;
+    config.checkpoint_every = 150;
+    config.augment = mulli_policy::data::Augment::none();
+    config.model.keypoints = 8;
+    let run = tmp.path().join("aux");
+    train(
+        &run,
+        &[with_env.clone()],
+        Some(config.clone()),
+        false,
+        &device(),
+        |_| {},
+    )
+    .unwrap();
+    let m = metrics(&run);
+    let aux: Vec<f32> = m
+        .iter()
+        .map(|m| m.aux_loss.expect("aux loss logged"))
+        .collect();
+    let (first, last) = (aux[0], *aux.last().unwrap());
+    // Normalized targets: predicting the mean scores ~0.8 (mean |z| of a unit normal).
+    assert!(
+        last < 0.45 && last < 0.6 * first,
+        "auxiliary loss {first} → {last}: keypoints did not learn the blob's position"
+    );
+    let policy = VlaPolicy::load(&run, &Device::flex()).unwrap();
+    assert_eq!(
+        policy.spec().aux_names,
+        ["blob.x", "blob.y"],
+        "orientations are not targets"
+    );
+    assert_eq!(policy.spec().model.aux_dim, 2);
+    let mut policy = policy;
+    assert!(policy.act(&observation(&["front"], 24)).is_ok());
+
+    // No environment state (or no keypoints, or aux_weight = 0): no auxiliary loss.
+    let plain = dataset(tmp.path(), &["front"], 12);
+    config.steps = 3;
+    config.val_every = 3;
+    config.checkpoint_every = 3;
+    let run = tmp.path().join("plain");
+    train(
+        &run,
+        &[plain],
+        Some(config.clone()),
+        false,
+        &device(),
+        |_| {},
+    )
+    .unwrap();
+    assert!(metrics(&run).iter().all(|m| m.aux_loss.is_none()));
+    config.aux_weight = 0.0;
+    let run = tmp.path().join("off");
+    train(
+        &run,
+        &[with_env],
+        Some(config.clone()),
+        false,
+        &device(),
+        |_| {},
+    )
+    .unwrap();
+    assert!(metrics(&run).iter().all(|m| m.aux_loss.is_none()));
+    config.aux_weight = f32::NAN;
+    let e = train(
+        &tmp.path().join("nan"),
+        &[],
+        Some(config),
+        false,
+        &device(),
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("aux_weight"), "{e}");
+}
+
+/// `state_ignore` hides state entries from the model in training and at inference: the
+/// actions do not change whatever the hidden entry's value; unknown names are errors.
+#[test]
+fn ignored_state_entries_do_not_reach_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = vec![dataset(tmp.path(), &["front"], 14)];
+    let mut config = tiny(Head::L1);
+    config.steps = 3;
+    config.state_ignore = vec!["s1".into()];
+    let run = tmp.path().join("run");
+    train(&run, &data, Some(config.clone()), false, &device(), |_| {}).unwrap();
+    let mut policy = VlaPolicy::load(&run, &Device::flex()).unwrap();
+    assert_eq!(
+        policy.spec().state_norm.ignored,
+        [false, true, false, false]
+    );
+    let mut obs = observation(&["front"], 24);
+    let a = policy.act(&obs).unwrap();
+    obs.state[1] = 1e6;
+    assert_eq!(policy.act(&obs).unwrap(), a, "s1 is hidden");
+    obs.state[2] = 5.0;
+    assert_ne!(policy.act(&obs).unwrap(), a, "s2 is seen");
+
+    config.state_ignore = vec!["elbow".into()];
+    let e = train(
+        &tmp.path().join("bad"),
+        &data,
+        Some(config),
+        false,
+        &device(),
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("`elbow`") && e.contains("s0, s1, s2, s3"), "{e}");
+}
+
 #[test]
 fn broken_checkpoints_and_mismatched_data_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();

@@ -237,9 +237,26 @@ fn failures(h: &mut String, info: &Value) {
         return;
     }
     reasons.sort();
+    // Grasping tasks: where the hand was in the failed episodes (median, cm).
+    let mut reach: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for e in info["per_episode"].as_array().into_iter().flatten() {
+        if e["success"].as_bool() == Some(false) {
+            let r = reach.entry(s(&e["task"])).or_default();
+            r.0.extend(e["closest_m"].as_f64());
+            r.1.extend(e["at_close_m"].as_f64());
+        }
+    }
+    let cm = |v: &[f64]| match mulli_core::stats::median(v.iter().copied()) {
+        Some(m) => format!("{:.1}", 100.0 * m),
+        None => "—".into(),
+    };
+    let with_reach = reach.values().any(|r| !r.0.is_empty());
     h.push_str("<table><tr><th>task</th>");
     for r in &reasons {
         let _ = write!(h, "<th>{}</th>", escape(r));
+    }
+    if with_reach {
+        h.push_str("<th>hand–object, closest (cm)</th><th>hand–object at close (cm)</th>");
     }
     h.push_str("</tr>");
     for (task, counts) in &by_task {
@@ -251,9 +268,22 @@ fn failures(h: &mut String, info: &Value) {
                 counts.get(r).copied().unwrap_or(0)
             );
         }
+        if with_reach {
+            let (closest, close) = reach.get(task).cloned().unwrap_or_default();
+            let _ = write!(
+                h,
+                "<td class=\"num\">{}</td><td class=\"num\">{}</td>",
+                cm(&closest),
+                cm(&close)
+            );
+        }
         h.push_str("</tr>");
     }
-    h.push_str("</table><p class=\"note\">timeout: ran out of steps; dropped_object: lifted, then lost; wrong_target: the wrong object or receptacle; physics_fault: the simulation became invalid.</p>");
+    h.push_str("</table><p class=\"note\">timeout: ran out of steps; dropped_object: lifted, then lost; wrong_target: the wrong object or receptacle; physics_fault: the simulation became invalid.");
+    if with_reach {
+        h.push_str(" Hand–object: medians over the failed episodes of grasping tasks, from the tool centre to the target object's centre; far at close means the policy never found the object, near means it found it and the grasp failed.");
+    }
+    h.push_str("</p>");
 }
 
 fn curves(h: &mut String, metrics: &[Value]) {
@@ -279,7 +309,13 @@ fn curves(h: &mut String, metrics: &[Value]) {
             color: "#dc2626".into(),
             points: series("val_loss"),
         },
+        Series {
+            name: "auxiliary loss (object positions)".into(),
+            color: "#9333ea".into(),
+            points: series("aux_loss"),
+        },
     ];
+    let loss: Vec<Series> = loss.into_iter().filter(|s| !s.points.is_empty()).collect();
     h.push_str(&line_chart("loss", "step", &loss, true));
     let lr = [Series {
         name: "learning rate".into(),

@@ -77,9 +77,52 @@ fn renders_a_self_contained_page_from_eval_info() {
     assert!(html.contains("data:video/mp4;base64,"));
     assert!(html.contains("<svg") && html.contains("val loss"));
     assert!(!html.contains("<script"), "no scripts in the report");
+    assert!(
+        !html.contains("auxiliary loss") && !html.contains("hand–object"),
+        "no auxiliary curve or reach columns without their data"
+    );
     let out = tmp.path().join("report.html");
     write(&i, &out).unwrap();
     assert_eq!(std::fs::read_to_string(&out).unwrap(), html);
+}
+
+/// Grasping diagnostics and the auxiliary loss appear when the files have them: the reach
+/// columns show the medians over failed episodes, in centimetres.
+#[test]
+fn reach_medians_and_the_auxiliary_loss_are_shown_when_present() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(
+        run.join("metrics.jsonl"),
+        "{\"step\":1,\"loss\":1.0,\"lr\":0.001,\"samples_per_s\":50,\"elapsed_s\":1,\"aux_loss\":0.8}\n\
+         {\"step\":2,\"loss\":0.5,\"lr\":0.001,\"samples_per_s\":50,\"elapsed_s\":2,\"aux_loss\":0.4}\n",
+    )
+    .unwrap();
+    let mut info = eval_info([true, false], 20.0, None);
+    let fail = |i: usize, closest: f64, close: Option<f64>| {
+        json!({"episode_ix": i, "sum_reward": 0.0, "max_reward": 0.0, "success": false, "seed": 5,
+               "task": "pick_up_cube", "split": "korean", "index": i, "instruction": "큐브를 집어줘",
+               "failure": "timeout", "steps": 160, "policy_queries": 20,
+               "closest_m": closest, "at_close_m": close})
+    };
+    let eps = info["per_episode"].as_array_mut().unwrap();
+    eps.push(fail(2, 0.02, Some(0.15)));
+    eps.push(fail(3, 0.04, Some(0.25)));
+    eps.push(fail(4, 0.10, None));
+    info["scores"].as_array_mut().unwrap().push(json!(
+        {"task": "pick_up_cube", "split": "korean", "episodes": 3, "successes": 0, "rate": 0.0,
+         "ci": [0.0, 0.6], "failures": {"timeout": 3}}));
+    eval_dir(tmp.path(), &info);
+    let mut i = inputs(tmp.path());
+    i.train_run = Some(run);
+    let html = render(&i).unwrap();
+    assert!(html.contains("auxiliary loss"));
+    assert!(html.contains("hand–object at close"));
+    // closest: median of 2, 4, 10 cm; at close: of 15 and 25 cm (one never closed).
+    assert!(html.contains(">4.0<") && html.contains(">20.0<"), "{html}");
+    // open_drawer has no target object: a dash.
+    assert!(html.contains(">—<"));
 }
 
 #[test]

@@ -162,6 +162,19 @@ pub struct StepInfo {
     pub step: usize,
 }
 
+/// How close the hand came to the task's target object (tasks that grasp one): the
+/// diagnostic that tells a policy that never found the object from one that found it and
+/// fumbled the grasp. Distances are from the tool centre point to the object's centre (m).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reach {
+    /// Closest approach over the episode.
+    pub closest_m: f64,
+    /// The nearest the hand was when commanded to close (over every open→close command;
+    /// `None`: it never closed). Far from the object: it never found it; near: it found
+    /// it and the grasp failed.
+    pub at_close_m: Option<f64>,
+}
+
 #[derive(Debug)]
 pub struct StepResult {
     pub observation: Observation,
@@ -268,6 +281,9 @@ pub struct KitchenEnv {
     max_steps: usize,
     done: bool,
     ever_lifted: Vec<ObjectKind>,
+    reach: Option<Reach>,
+    /// Whether the last gripper command was "close" (to find the first open→close edge).
+    closing: bool,
     ik: IkSettings,
 }
 
@@ -298,6 +314,8 @@ impl KitchenEnv {
             max_steps,
             done: false,
             ever_lifted: Vec::new(),
+            reach: None,
+            closing: false,
             ik: IkSettings::default(),
         };
         env.settle();
@@ -375,6 +393,7 @@ impl KitchenEnv {
         };
         let q1 = robot::limit_step(&q0, &target_q, control_dt);
         let g = action[dim - 1].clamp(-1.0, 1.0);
+        self.track_reach(g > 0.0);
         self.scene
             .set_gripper((1.0 - g) / 2.0 * robot::GRIPPER_MAX_WIDTH as f32);
         let n = self.config.substeps();
@@ -415,6 +434,29 @@ impl KitchenEnv {
                 step: self.steps,
             },
         })
+    }
+
+    /// Update [`Reach`] with the hand where it is as this step's command arrives.
+    fn track_reach(&mut self, closing: bool) {
+        let target = self.task.target_object();
+        if let Some(pose) = target.and_then(|o| self.scene.object_pose(o)) {
+            let d = (self.scene.tcp().translation - pose.translation.as_dvec3()).length();
+            let r = self.reach.get_or_insert(Reach {
+                closest_m: d,
+                at_close_m: None,
+            });
+            r.closest_m = r.closest_m.min(d);
+            if closing && !self.closing {
+                r.at_close_m = Some(r.at_close_m.map_or(d, |c| c.min(d)));
+            }
+        }
+        self.closing = closing;
+    }
+
+    /// How close the hand has come to the target object so far (`None` for tasks without
+    /// one, or before the first step).
+    pub fn reach(&self) -> Option<Reach> {
+        self.reach
     }
 
     fn track_progress(&mut self) {

@@ -21,7 +21,7 @@ pub mod tasks;
 pub mod teleop;
 pub mod vec_env;
 
-pub use env::{ActionMode, CameraConfig, Env, EnvConfig, KitchenEnv, StepInfo, StepResult};
+pub use env::{ActionMode, CameraConfig, Env, EnvConfig, KitchenEnv, Reach, StepInfo, StepResult};
 pub use error::SimError;
 pub use layout::{Layout, LayoutOptions, VisualVariation};
 pub use objects::{ObjectKind, Receptacle};

@@ -7,7 +7,12 @@ use mulli_sim::{EnvConfig, KitchenEnv};
 fn run(
     task: &std::sync::Arc<dyn mulli_sim::Task>,
     seed: u64,
-) -> (bool, usize, Option<mulli_sim::FailureReason>) {
+) -> (
+    bool,
+    usize,
+    Option<mulli_sim::FailureReason>,
+    Option<mulli_sim::Reach>,
+) {
     let config = EnvConfig {
         render: false,
         ..EnvConfig::default()
@@ -18,7 +23,7 @@ fn run(
         let a = expert.act(env.scene());
         let r = env.step(&a).unwrap();
         if r.terminated || r.truncated {
-            return (r.info.success, r.info.step, r.info.failure);
+            return (r.info.success, r.info.step, r.info.failure, env.reach());
         }
     }
 }
@@ -38,7 +43,24 @@ fn every_expert_solves_its_task_on_random_layouts() {
         }
         let mut ok = 0;
         for seed in 0..seeds {
-            let (success, steps, failure) = run(&task, 1000 + seed);
+            let (success, steps, failure, reach) = run(&task, 1000 + seed);
+            // Reach diagnostics exist exactly for grasping tasks; an expert that succeeds
+            // closed its hand on the object (within 5 cm of its centre: tall objects are
+            // held above it).
+            assert_eq!(
+                reach.is_some(),
+                task.target_object().is_some(),
+                "{}",
+                task.id()
+            );
+            if let (true, Some(r)) = (success, reach) {
+                let close = r.at_close_m.expect("a successful grasp closed the hand");
+                assert!(
+                    r.closest_m <= close && close < 0.05,
+                    "{} seed {seed}: {r:?}",
+                    task.id()
+                );
+            }
             if success {
                 ok += 1;
             } else {

@@ -102,6 +102,10 @@ pub trait Task: Send + Sync {
     fn diagnose(&self, _scene: &Scene, _lifted: &[ObjectKind]) -> FailureReason {
         FailureReason::Timeout
     }
+    /// The object the hand must grasp, for tasks that grasp one (reach diagnostics).
+    fn target_object(&self) -> Option<ObjectKind> {
+        None
+    }
     /// Step budget at 20 Hz.
     fn max_steps(&self) -> usize;
     /// A fresh scripted expert for one episode.

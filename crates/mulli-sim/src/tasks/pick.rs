@@ -70,6 +70,9 @@ impl Task for PickUp {
             super::FailureReason::Timeout
         }
     }
+    fn target_object(&self) -> Option<ObjectKind> {
+        Some(self.object)
+    }
     fn max_steps(&self) -> usize {
         160
     }

@@ -116,6 +116,9 @@ impl Task for Place {
             FailureReason::Timeout
         }
     }
+    fn target_object(&self) -> Option<ObjectKind> {
+        Some(self.object)
+    }
     fn max_steps(&self) -> usize {
         240
     }

@@ -97,6 +97,9 @@ impl Task for StoreInFridge {
             FailureReason::Timeout
         }
     }
+    fn target_object(&self) -> Option<ObjectKind> {
+        Some(self.object)
+    }
     fn max_steps(&self) -> usize {
         700
     }
