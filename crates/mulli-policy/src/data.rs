@@ -85,6 +85,15 @@ impl Augment {
     }
 }
 
+/// The normalizations a batch applies: state and action, and the auxiliary targets' when
+/// the batch should carry them.
+#[derive(Clone, Copy, Debug)]
+pub struct Norms<'a> {
+    pub state: &'a Normalizer,
+    pub action: &'a Normalizer,
+    pub aux: Option<&'a Normalizer>,
+}
+
 /// A sample: (source, row).
 pub type SampleRef = (u32, u32);
 
@@ -486,13 +495,16 @@ impl TrainData {
     pub fn batch(
         &self,
         samples: &[SampleRef],
-        state_norm: &Normalizer,
-        action_norm: &Normalizer,
-        aux_norm: Option<&Normalizer>,
+        norms: Norms<'_>,
         augment: &Augment,
         seed: u64,
         stream: (&str, u64),
     ) -> HostBatch {
+        let Norms {
+            state: state_norm,
+            action: action_norm,
+            aux: aux_norm,
+        } = norms;
         let mut r = rng::substream(seed, stream.0, stream.1);
         let s = self.image_size;
         let (sd, ad, h) = (self.layout.state_dim, self.layout.action_dim, self.chunk);

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::PolicyError;
 use crate::checkpoint::{self, PolicySpec, TrainState, TrainingSummary};
-use crate::data::{Augment, HostBatch, TrainData};
+use crate::data::{Augment, HostBatch, Norms, TrainData};
 use crate::model::{Head, TextEncoderKind, TextInput, Vla, VlaConfig, VlaInput};
 use crate::normalize::{NormMode, Normalizer};
 use crate::pretrained::PretrainedTextEncoder;
@@ -636,9 +636,11 @@ pub fn train(
                     data.sample(config.seed, step, config.batch_size, config.balance_tasks);
                 let b = data.batch(
                     &samples,
-                    &spec.state_norm,
-                    &spec.action_norm,
-                    spec.aux_norm.as_ref(),
+                    Norms {
+                        state: &spec.state_norm,
+                        action: &spec.action_norm,
+                        aux: spec.aux_norm.as_ref(),
+                    },
                     &config.augment,
                     config.seed,
                     ("train-augment", step),
@@ -768,9 +770,11 @@ fn validation_batches(data: &TrainData, config: &TrainConfig, spec: &PolicySpec)
         .map(|(i, s)| {
             data.batch(
                 s,
-                &spec.state_norm,
-                &spec.action_norm,
-                None,
+                Norms {
+                    state: &spec.state_norm,
+                    action: &spec.action_norm,
+                    aux: None,
+                },
                 &Augment::none(),
                 config.seed,
                 ("val", i as u64),

@@ -220,7 +220,7 @@ fn keypoints_learn_object_positions_from_the_auxiliary_targets() {
     let run = tmp.path().join("aux");
     train(
         &run,
-        &[with_env.clone()],
+        std::slice::from_ref(&with_env),
         Some(config.clone()),
         false,
         &device(),

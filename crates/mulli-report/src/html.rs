@@ -70,6 +70,19 @@ fn rate_color(rate: f64) -> String {
     format!("hsl({hue},70%,85%)")
 }
 
+/// Median of the finite values of `v` (`None` when there are none). Not
+/// `mulli_core::stats::median`: this crate reads JSON and depends on no mulli crate.
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some(0.5 * (v[n / 2 - 1] + v[n / 2])),
+    }
+}
+
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
@@ -246,7 +259,7 @@ fn failures(h: &mut String, info: &Value) {
             r.1.extend(e["at_close_m"].as_f64());
         }
     }
-    let cm = |v: &[f64]| match mulli_core::stats::median(v.iter().copied()) {
+    let cm = |v: &[f64]| match median(v) {
         Some(m) => format!("{:.1}", 100.0 * m),
         None => "—".into(),
     };
