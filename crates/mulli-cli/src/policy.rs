@@ -234,12 +234,26 @@ fn info(run: &Path) -> Result<ExitCode> {
             .and_then(|n| n.get(i).cloned())
             .unwrap_or_else(|| format!("#{i}"))
     };
+    if !spec.aux_names.is_empty() {
+        println!(
+            "aux        trained to predict {} targets from the keypoints: {}",
+            spec.aux_names.len(),
+            spec.aux_names.join(", ")
+        );
+    }
     println!("normalization ({:?}):", spec.state_norm.mode);
     for (label, norm, n) in [
         ("state", &spec.state_norm, &spec.state_names),
         ("action", &spec.action_norm, &spec.action_names),
     ] {
         for i in 0..norm.dim() {
+            if norm.ignored.get(i).copied().unwrap_or(false) {
+                println!(
+                    "  {label:6} {:>12}  hidden from the policy (state_ignore)",
+                    names(n, i)
+                );
+                continue;
+            }
             println!(
                 "  {label:6} {:>12}  shift {:>9.4}  scale {:>9.4}",
                 names(n, i),

@@ -365,9 +365,10 @@ fn train_info_and_eval_a_policy_end_to_end() {
     std::fs::write(
         &config,
         "steps = 4\nbatch_size = 8\nwarmup_steps = 1\nval_every = 2\ncheckpoint_every = 2\n\
-         log_every = 1\nval_fraction = 0.34\n[augment]\nshift = 2\n\
+         log_every = 1\nval_fraction = 0.34\nstate_ignore = [\"joint_1\", \"ee_x\"]\n\
+         [augment]\nshift = 2\n\
          [model]\nimage_size = 32\nconv_channels = [8, 16]\nd_model = 32\nd_ff = 64\n\
-         n_layers = 1\nchunk = 4\nhead = \"flow\"\n",
+         n_layers = 1\nchunk = 4\nhead = \"flow\"\nkeypoints = 4\n",
     )
     .unwrap();
     let run = tmp.path().join("run");
@@ -415,6 +416,18 @@ fn train_info_and_eval_a_policy_end_to_end() {
         "{info}"
     );
     assert!(info.contains("agentview, wrist"), "{info}");
+    // Keypoints, auxiliary targets from the recorded environment state, hidden state.
+    assert!(info.contains("4 spatial-softmax keypoints"), "{info}");
+    assert!(info.contains("aux") && info.contains("drawer.opening"), "{info}");
+    assert!(
+        info.lines()
+            .filter(|l| l.contains("hidden from the policy"))
+            .count()
+            == 2,
+        "{info}"
+    );
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("aux_loss"), "{metrics}");
 
     let eval_dir = tmp.path().join("eval");
     let instructions = tmp.path().join("mine.toml");
