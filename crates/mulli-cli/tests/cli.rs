@@ -418,7 +418,10 @@ fn train_info_and_eval_a_policy_end_to_end() {
     assert!(info.contains("agentview, wrist"), "{info}");
     // Keypoints, auxiliary targets from the recorded environment state, hidden state.
     assert!(info.contains("4 spatial-softmax keypoints"), "{info}");
-    assert!(info.contains("aux") && info.contains("drawer.opening"), "{info}");
+    assert!(
+        info.contains("aux") && info.contains("drawer.opening"),
+        "{info}"
+    );
     assert!(
         info.lines()
             .filter(|l| l.contains("hidden from the policy"))
