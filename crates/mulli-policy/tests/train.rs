@@ -253,40 +253,20 @@ fn keypoints_learn_object_positions_from_the_auxiliary_targets() {
     config.steps = 3;
     config.val_every = 3;
     config.checkpoint_every = 3;
+    let quiet = |run: &Path, data: &[PathBuf], config: &TrainConfig| {
+        train(run, data, Some(config.clone()), false, &device(), |_| {})
+    };
     let run = tmp.path().join("plain");
-    train(
-        &run,
-        &[plain],
-        Some(config.clone()),
-        false,
-        &device(),
-        |_| {},
-    )
-    .unwrap();
+    quiet(&run, &[plain], &config).unwrap();
     assert!(metrics(&run).iter().all(|m| m.aux_loss.is_none()));
     config.aux_weight = 0.0;
     let run = tmp.path().join("off");
-    train(
-        &run,
-        &[with_env],
-        Some(config.clone()),
-        false,
-        &device(),
-        |_| {},
-    )
-    .unwrap();
+    quiet(&run, &[with_env], &config).unwrap();
     assert!(metrics(&run).iter().all(|m| m.aux_loss.is_none()));
     config.aux_weight = f32::NAN;
-    let e = train(
-        &tmp.path().join("nan"),
-        &[],
-        Some(config),
-        false,
-        &device(),
-        |_| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let e = quiet(&tmp.path().join("nan"), &[], &config)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("aux_weight"), "{e}");
 }
 
