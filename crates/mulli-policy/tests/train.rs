@@ -63,6 +63,13 @@ fn device() -> Device {
     Device::flex().autodiff()
 }
 
+/// The error of a training run that must fail, as text.
+fn train_error(run: &Path, data: &[PathBuf], config: TrainConfig) -> String {
+    train(run, data, Some(config), false, &device(), |_| {})
+        .unwrap_err()
+        .to_string()
+}
+
 fn metrics(run: &Path) -> Vec<Metrics> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
@@ -264,9 +271,7 @@ fn keypoints_learn_object_positions_from_the_auxiliary_targets() {
     quiet(&run, &[with_env], &config).unwrap();
     assert!(metrics(&run).iter().all(|m| m.aux_loss.is_none()));
     config.aux_weight = f32::NAN;
-    let e = quiet(&tmp.path().join("nan"), &[], &config)
-        .unwrap_err()
-        .to_string();
+    let e = train_error(&tmp.path().join("nan"), &[], config);
     assert!(e.contains("aux_weight"), "{e}");
 }
 
@@ -294,16 +299,7 @@ fn ignored_state_entries_do_not_reach_the_model() {
     assert_ne!(policy.act(&obs).unwrap(), a, "s2 is seen");
 
     config.state_ignore = vec!["elbow".into()];
-    let e = train(
-        &tmp.path().join("bad"),
-        &data,
-        Some(config),
-        false,
-        &device(),
-        |_| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let e = train_error(&tmp.path().join("bad"), &data, config);
     assert!(e.contains("`elbow`") && e.contains("s0, s1, s2, s3"), "{e}");
 }
 
@@ -407,15 +403,6 @@ fn a_pretrained_text_encoder_plugs_into_training_and_inference() {
     // A missing encoder directory is named.
     let mut config = tiny(Head::L1);
     config.text_encoder_dir = Some(tmp.path().join("no-such-bert"));
-    let e = train(
-        &tmp.path().join("run2"),
-        &data,
-        Some(config),
-        false,
-        &device(),
-        |_| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let e = train_error(&tmp.path().join("run2"), &data, config);
     assert!(e.contains("no-such-bert"), "{e}");
 }
