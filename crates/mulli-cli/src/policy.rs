@@ -241,6 +241,20 @@ fn info(run: &Path) -> Result<ExitCode> {
             spec.aux_names.join(", ")
         );
     }
+    match (&spec.env_state, spec.required_env_state()) {
+        (_, Some(env)) => println!(
+            "env state  observes {} of the {} environment-state values (object poses; the observation must carry them): {}",
+            env.names.len(),
+            env.width,
+            env.names.join(", ")
+        ),
+        (Some(env), None) => println!(
+            "env state  perceives {} object positions from its images (the keypoints' head; the observation needs none): {}",
+            env.names.len(),
+            env.names.join(", ")
+        ),
+        (None, None) => {}
+    }
     println!("normalization ({:?}):", spec.state_norm.mode);
     for (label, norm, n) in [
         ("state", &spec.state_norm, &spec.state_names),

@@ -49,8 +49,9 @@ pub fn policy_info(spec: &PolicySpec, name: &str) -> PolicyInfo {
                 width: s,
             })
             .collect(),
-        state_dim: spec.model.state_dim,
-        state_names: spec.state_names.clone(),
+        state_dim: spec.proprio_dim(),
+        state_names: spec.proprio_names().map(<[String]>::to_vec),
+        env_state_dim: spec.required_env_state().map_or(0, |e| e.width),
         action_dim: spec.model.action_dim,
         chunk: spec.model.chunk,
         execution: Some(spec.execution),
@@ -83,6 +84,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
             let map = mulli_serve::ObservationMap::resolve(&config.observation, &info)?;
             config.observation.cameras = map.cameras.into_iter().collect();
             config.observation.state = Some(map.state);
+            config.observation.environment_state = map.environment_state;
             config.observation.prompt = Some(map.prompt);
         }
         print!("{}", toml::to_string_pretty(&config)?);
@@ -126,8 +128,16 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     let _ = writeln!(
         banner,
         "  {:<28} state, {} values",
-        map.state, spec.model.state_dim
+        map.state,
+        spec.proprio_dim()
     );
+    if let Some(key) = &map.environment_state {
+        let _ = writeln!(
+            banner,
+            "  {key:<28} environment state (object poses), {} values",
+            info.env_state_dim
+        );
+    }
     let _ = writeln!(banner, "  {:<28} instruction", map.prompt);
     let _ = writeln!(
         banner,
@@ -389,6 +399,7 @@ fn default_vla(device: &burn::tensor::Device) -> Result<VlaPolicy> {
         action_norm: norm(config.action_dim)?,
         aux_names: Vec::new(),
         aux_norm: None,
+        env_state: None,
         text_encoder_dir: None,
         execution: Execution::default(),
         params: 0,
@@ -422,6 +433,7 @@ pub fn bench(
             .collect(),
         state_dim: d.state_dim,
         state_names: None,
+        env_state_dim: 0,
         action_dim: d.action_dim,
         chunk: d.chunk,
         execution: None,

@@ -1,5 +1,5 @@
-//! What a policy sees at one control step: camera images, proprioceptive state and the
-//! instruction. Simulators produce it, robots send it over the wire, policies consume it.
+//! What a policy sees at one control step: camera images, proprioceptive state, the
+//! instruction and, where known, the privileged scene state. Simulators produce it, robots send it over the wire, policies consume it.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +21,10 @@ pub struct Observation {
     pub state: Vec<f32>,
     /// The instruction being carried out, in any language.
     pub instruction: String,
+    /// Privileged scene state (LeRobot's `observation.environment_state`: object poses,
+    /// articulations) where the source has it — a simulator, or a robot with a pose
+    /// estimator; empty otherwise. Only policies trained to observe it read it.
+    pub environment_state: Vec<f32>,
 }
 
 /// Bilinear resize of an HWC RGB8 image (`h`×`w`) to `th`×`tw`, with half-pixel centres.

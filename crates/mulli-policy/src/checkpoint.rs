@@ -24,6 +24,7 @@ use mulli_core::Execution;
 use serde::{Deserialize, Serialize};
 
 use crate::PolicyError;
+use crate::data::EnvStateInput;
 use crate::model::{Vla, VlaConfig};
 use crate::normalize::Normalizer;
 
@@ -52,10 +53,37 @@ pub struct PolicySpec {
     pub aux_names: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aux_norm: Option<Normalizer>,
+    /// The environment-state entries the policy observes (appended to the state, whose
+    /// last `index.len()` names they are); `None` = it observes none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_state: Option<EnvStateInput>,
     /// How chunks should be executed unless the caller chooses otherwise.
     pub execution: Execution,
     pub params: usize,
     pub training: TrainingSummary,
+}
+
+impl PolicySpec {
+    /// Length of the proprioceptive state an observation must carry (the model's state
+    /// minus the environment-state entries it appends).
+    pub fn proprio_dim(&self) -> usize {
+        self.model.state_dim - self.env_state.as_ref().map_or(0, |e| e.index.len())
+    }
+
+    /// The environment-state entries an observation must carry: those the policy observes,
+    /// unless it perceives them itself ([`VlaConfig::perceived`]).
+    pub fn required_env_state(&self) -> Option<&EnvStateInput> {
+        self.env_state
+            .as_ref()
+            .filter(|_| self.model.perceived == 0)
+    }
+
+    /// Names of the proprioceptive state entries, when the data had names.
+    pub fn proprio_names(&self) -> Option<&[String]> {
+        self.state_names
+            .as_ref()
+            .map(|n| &n[..self.proprio_dim().min(n.len())])
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

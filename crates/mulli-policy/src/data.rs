@@ -50,8 +50,19 @@ pub struct DataLayout {
     pub robot_type: Option<String>,
     pub state_names: Option<Vec<String>>,
     pub action_names: Option<Vec<String>>,
-    /// Auxiliary targets every dataset has (see [`aux_columns`]); empty = none.
-    pub aux_names: Vec<String>,
+    /// Auxiliary targets every dataset has (see [`aux_columns`]): where they come from in
+    /// the environment state; `None` = no targets.
+    pub aux_source: Option<EnvStateInput>,
+    /// The environment-state entries appended to `observation.state`
+    /// ([`TrainData::observe_env_state`]); `None` = the state is proprioception only.
+    pub env_state: Option<EnvStateInput>,
+}
+
+impl DataLayout {
+    /// Names of the auxiliary targets (empty = none).
+    pub fn aux_names(&self) -> &[String] {
+        self.aux_source.as_ref().map_or(&[], |a| &a.names)
+    }
 }
 
 /// Options for sampling and augmentation.
@@ -155,7 +166,7 @@ fn f32_column(ds: &Dataset, path: &Path, key: &str) -> Result<(Vec<f32>, usize),
 /// state (entries named `<thing>.x|y|z|angle|opening`; orientations are left out, as near-
 /// constant quaternion entries make noisy targets). `None` when the dataset has no float
 /// environment state with names.
-fn aux_columns(ds: &Dataset) -> Option<(Vec<String>, Vec<f32>)> {
+fn aux_columns(ds: &Dataset) -> Option<(EnvStateInput, Vec<f32>)> {
     let (values, width) = match ds.table.column(ENV_STATE_KEY)? {
         Column::F32(v, w) => (v.clone(), *w),
         Column::F64(v, w) => (v.iter().map(|&x| x as f32).collect(), *w),
@@ -179,7 +190,93 @@ fn aux_columns(ds: &Dataset) -> Option<(Vec<String>, Vec<f32>)> {
     for r in 0..rows {
         out.extend(keep.iter().map(|&i| values[r * width + i]));
     }
-    Some((keep.iter().map(|&i| all[i].clone()).collect(), out))
+    let input = EnvStateInput {
+        width,
+        names: keep.iter().map(|&i| all[i].clone()).collect(),
+        index: keep,
+        minus: Vec::new(),
+    };
+    Some((input, out))
+}
+
+/// The entries of the environment state (`observation.environment_state`) a policy observes:
+/// `index` into a vector of `width` values, with their names. A policy trained with
+/// `env_state = "observed"` (or `"perceived"`) appends them to its state, in this order.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EnvStateInput {
+    pub width: usize,
+    pub index: Vec<usize>,
+    pub names: Vec<String>,
+    /// Per observed entry, the entry of the same vector subtracted from it: positions are
+    /// relative to an origin object's (the tool's), so "move the hand to the object" is
+    /// the value itself. Empty = absolute (and for the auxiliary targets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub minus: Vec<Option<usize>>,
+}
+
+impl EnvStateInput {
+    /// The observed entries of one environment-state vector, or an error naming the mismatch.
+    pub fn select(&self, env_state: &[f32]) -> Result<Vec<f32>, String> {
+        if env_state.len() != self.width {
+            return Err(format!(
+                "environment_state has {} values; this policy observes {} of a {}-value environment state ({}{})",
+                env_state.len(),
+                self.index.len(),
+                self.width,
+                self.names
+                    .iter()
+                    .take(4)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if self.names.len() > 4 { ", …" } else { "" }
+            ));
+        }
+        Ok(self
+            .index
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| match self.minus.get(k).copied().flatten() {
+                Some(o) => env_state[i] - env_state[o],
+                None => env_state[i],
+            })
+            .collect())
+    }
+
+    /// Express the positions (`<thing>.x|y|z`) relative to `origin`'s (`origin.x|y|z`,
+    /// which stay absolute); an error lists the entries when the origin is not there.
+    fn relative_to(&mut self, origin: &str) -> Result<(), PolicyError> {
+        let axis = |n: &str| {
+            n.rsplit_once('.')
+                .map(|(thing, a)| (thing.to_owned(), a.to_owned()))
+        };
+        let origin_of = |a: &str| {
+            self.names
+                .iter()
+                .position(|n| n == &format!("{origin}.{a}"))
+                .map(|k| self.index[k])
+        };
+        let (Some(x), Some(y), Some(z)) = (origin_of("x"), origin_of("y"), origin_of("z")) else {
+            return Err(PolicyError::Config(format!(
+                "env_state_origin = \"{origin}\": the environment state has no {origin}.x, {origin}.y and {origin}.z (it has {}); set env_state_origin = \"\" for absolute positions",
+                self.names.join(", ")
+            )));
+        };
+        self.minus = self
+            .names
+            .iter()
+            .map(|n| match axis(n) {
+                Some((thing, a)) if thing != origin => match a.as_str() {
+                    "x" => Some(x),
+                    "y" => Some(y),
+                    "z" => Some(z),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        Ok(())
+    }
 }
 
 /// Axis names as a list, whether stored as `[...]` or LeRobot's `{"motors": [...]}`.
@@ -273,7 +370,10 @@ impl TrainData {
             }
             let (state, state_dim) = f32_column(&ds, path, STATE_KEY)?;
             let (action, action_dim) = f32_column(&ds, path, ACTION_KEY)?;
-            let (aux_names, aux) = aux_columns(&ds).unwrap_or_default();
+            let (aux_source, aux) = match aux_columns(&ds) {
+                Some((src, values)) => (Some(src), values),
+                None => (None, Vec::new()),
+            };
             let this = DataLayout {
                 cameras,
                 state_dim,
@@ -282,7 +382,8 @@ impl TrainData {
                 robot_type: ds.info.robot_type.clone(),
                 state_names: names(&ds, STATE_KEY),
                 action_names: names(&ds, ACTION_KEY),
-                aux_names,
+                aux_source,
+                env_state: None,
             };
             match &layout {
                 None => layout = Some((this.clone(), path.clone())),
@@ -309,10 +410,10 @@ impl TrainData {
                         )));
                     }
                     // Auxiliary targets only where every dataset has the same ones.
-                    if first.aux_names != this.aux_names {
+                    if first.aux_source != this.aux_source {
                         layout = Some((
                             DataLayout {
-                                aux_names: Vec::new(),
+                                aux_source: None,
                                 ..first.clone()
                             },
                             first_path.clone(),
@@ -410,7 +511,7 @@ impl TrainData {
             });
         }
         let layout = layout.expect("at least one dataset").0;
-        if layout.aux_names.is_empty() {
+        if layout.aux_source.is_none() {
             for src in &mut sources {
                 src.aux = Vec::new();
             }
@@ -435,6 +536,67 @@ impl TrainData {
             val_episodes,
             train_episodes,
         })
+    }
+
+    /// Append the environment-state entries of the auxiliary targets (object positions and
+    /// articulations; positions relative to `origin`'s unless it is empty, and the auxiliary
+    /// targets become the same relative values) to every row's state, so the policy observes them — a state-based
+    /// policy, like robomimic's "low-dim" ones. Needs every dataset to have the same named
+    /// environment state.
+    pub fn observe_env_state(&mut self, origin: &str) -> Result<EnvStateInput, PolicyError> {
+        let Some(mut input) = self.layout.aux_source.clone() else {
+            return Err(PolicyError::Data(format!(
+                "env_state = \"observed\" or \"perceived\" needs every dataset to have a named `{ENV_STATE_KEY}` with positions (entries ending in .x/.y/.z/.angle/.opening), all with the same entries; {} do not",
+                self.paths()
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        let (sd, xd) = (self.layout.state_dim, input.index.len());
+        if !origin.is_empty() {
+            input.relative_to(origin)?;
+            // Where each origin coordinate sits among the kept entries.
+            let at: Vec<Option<usize>> = input
+                .minus
+                .iter()
+                .map(|m| m.and_then(|o| input.index.iter().position(|&i| i == o)))
+                .collect();
+            for src in &mut self.sources {
+                for row in src.aux.chunks_exact_mut(xd) {
+                    let before = row.to_vec();
+                    for (v, o) in row.iter_mut().zip(&at) {
+                        if let Some(o) = o {
+                            *v -= before[*o];
+                        }
+                    }
+                }
+            }
+            // The auxiliary targets are now these relative positions too.
+            self.layout.aux_source = Some(input.clone());
+        }
+        for src in &mut self.sources {
+            let rows = src.state.len() / sd.max(1);
+            let mut state = Vec::with_capacity(rows * (sd + xd));
+            for r in 0..rows {
+                state.extend_from_slice(&src.state[r * sd..(r + 1) * sd]);
+                state.extend_from_slice(&src.aux[r * xd..(r + 1) * xd]);
+            }
+            src.state = state;
+        }
+        self.layout.state_dim = sd + xd;
+        self.layout.state_names = Some(
+            self.layout
+                .state_names
+                .clone()
+                .unwrap_or_else(|| (0..sd).map(|i| format!("state_{i}")).collect())
+                .into_iter()
+                .chain(input.names.iter().cloned())
+                .collect(),
+        );
+        self.layout.env_state = Some(input.clone());
+        Ok(input)
     }
 
     pub fn paths(&self) -> Vec<PathBuf> {
@@ -557,7 +719,7 @@ impl TrainData {
             let mut st = src.state[row * sd..(row + 1) * sd].to_vec();
             state_norm.normalize(&mut st);
             out.state.extend(st);
-            let xd = self.layout.aux_names.len();
+            let xd = self.layout.aux_names().len();
             if let Some(norm) = aux_norm
                 && xd > 0
             {
@@ -632,6 +794,42 @@ mod tests {
         let mut bright = Vec::new();
         push_chw(&mut bright, &img, s, (0, 0), (1.8, 1.5));
         assert!(bright.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+
+    /// Relative positions subtract the origin's coordinate of the same axis; the origin,
+    /// angles and openings stay absolute; a missing origin is an error naming the entries.
+    #[test]
+    fn env_state_positions_relative_to_an_origin() {
+        let names = [
+            "cube.x",
+            "cube.y",
+            "cube.z",
+            "door.angle",
+            "ee.x",
+            "ee.y",
+            "ee.z",
+        ];
+        let mut input = EnvStateInput {
+            width: 8,
+            // Entry 3 (a quaternion, say) is not observed.
+            index: vec![0, 1, 2, 4, 5, 6, 7],
+            names: names.iter().map(|n| n.to_string()).collect(),
+            minus: Vec::new(),
+        };
+        let v = [1.0, 2.0, 3.0, 9.0, 0.5, 0.25, 0.5, 1.0];
+        assert_eq!(
+            input.select(&v).unwrap(),
+            [1.0, 2.0, 3.0, 0.5, 0.25, 0.5, 1.0]
+        );
+        let e = input.relative_to("hand").unwrap_err().to_string();
+        assert!(e.contains("hand.x") && e.contains("cube.x"), "{e}");
+        input.relative_to("ee").unwrap();
+        assert_eq!(
+            input.select(&v).unwrap(),
+            [0.75, 1.5, 2.0, 0.5, 0.25, 0.5, 1.0]
+        );
+        let e = input.select(&v[..7]).unwrap_err();
+        assert!(e.contains("7 values") && e.contains("8-value"), "{e}");
     }
 
     #[test]

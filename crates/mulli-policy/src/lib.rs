@@ -24,7 +24,7 @@ pub use normalize::{NormMode, Normalizer};
 pub use policy::VlaPolicy;
 pub use pretrained::PretrainedTextEncoder;
 pub use tokenizer::ByteTokenizer;
-pub use train::{TrainConfig, train};
+pub use train::{EnvState, TrainConfig, train};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {

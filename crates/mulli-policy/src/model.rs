@@ -107,6 +107,12 @@ pub struct VlaConfig {
     /// the dataset's privileged environment state; see [`crate::train`]); set by training
     /// from the data, 0 = none. Unused at inference.
     pub aux_dim: usize,
+    /// The last `perceived` state entries are the auxiliary head's own prediction at
+    /// inference (object positions seen in the images), not an input: the policy acts from
+    /// cameras alone. Training feeds half of each batch the true values and half the
+    /// (detached) predictions, so the action head learns to use positions and to live with
+    /// the perception error. 0 = off; otherwise equal to `aux_dim`.
+    pub perceived: usize,
     pub head: Head,
     /// Euler steps of the flow head at inference.
     pub flow_steps: usize,
@@ -131,6 +137,7 @@ impl Default for VlaConfig {
             stem: ImageStem::Conv,
             keypoints: 0,
             aux_dim: 0,
+            perceived: 0,
             head: Head::L1,
             flow_steps: 5,
             text_encoder: TextEncoderKind::Bytes,
@@ -187,6 +194,13 @@ impl VlaConfig {
             return Err(PolicyError::Config(format!(
                 "aux_dim = {}: auxiliary targets are predicted from keypoints; set keypoints > 0",
                 self.aux_dim
+            )));
+        }
+        if self.perceived > 0 && (self.perceived != self.aux_dim || self.perceived > self.state_dim)
+        {
+            return Err(PolicyError::Config(format!(
+                "perceived = {}: the perceived state entries are the auxiliary targets, so it must equal aux_dim = {} and fit in state_dim = {}",
+                self.perceived, self.aux_dim, self.state_dim
             )));
         }
         if self.grid_side() == 0 {
@@ -396,6 +410,17 @@ pub struct Vla {
     action_dim: usize,
     d_model: usize,
     flow_steps: usize,
+    perceived: usize,
+}
+
+/// Where the perceived state entries ([`VlaConfig::perceived`]) come from in a forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Perception {
+    /// Training: the first half of the batch keeps its true values, the second half gets the
+    /// auxiliary head's detached predictions.
+    Mixed,
+    /// Inference: the predictions for every sample.
+    Predicted,
 }
 
 /// The instruction part of a batch. Distinct instructions are encoded once: `index[b]` is the
@@ -504,6 +529,7 @@ impl Vla {
             action_dim: config.action_dim,
             d_model: d,
             flow_steps: config.flow_steps,
+            perceived: config.perceived,
         };
         seeded_init(&mut model, seed);
         Ok(model)
@@ -520,12 +546,16 @@ impl Vla {
     /// The observation as tokens `[B, image_tokens (+ cameras keypoint tokens) + 2, d]`
     /// (images, instruction, state).
     pub fn encode(&self, input: VlaInput) -> Tensor<3> {
-        self.encode_parts(input).0
+        self.encode_parts(input, Perception::Predicted).0
     }
 
-    /// [`Self::encode`], plus the keypoint coordinates of all cameras `[B, cameras · 2K]`
-    /// when the model has keypoints.
-    fn encode_parts(&self, input: VlaInput) -> (Tensor<3>, Option<Tensor<2>>) {
+    /// [`Self::encode`], plus the auxiliary head's predictions `[B, aux_dim]` when the model
+    /// has one; the perceived state entries come from where `perception` says.
+    fn encode_parts(
+        &self,
+        input: VlaInput,
+        perception: Perception,
+    ) -> (Tensor<3>, Option<Tensor<2>>) {
         let [b, cams, ch, h, w] = input.images.dims();
         let d = self.d_model;
         // All cameras through the shared encoder at once.
@@ -604,11 +634,36 @@ impl Vla {
                 .forward(features)
                 .select(0, index),
         };
-        let state = self.state_proj.forward(input.state);
+        let aux = match (&self.aux, keypoint_xy) {
+            (Some(head), Some(xy)) => {
+                Some(head.out.forward(head.act.forward(head.hidden.forward(xy))))
+            }
+            _ => None,
+        };
+        let mut state = input.state;
+        if let (Some(pred), true) = (&aux, self.perceived > 0) {
+            let [b, sd] = state.dims();
+            let k = self.perceived;
+            let seen = Tensor::cat(
+                vec![state.clone().narrow(1, 0, sd - k), pred.clone().detach()],
+                1,
+            );
+            state = match perception {
+                Perception::Predicted => seen,
+                _ => {
+                    let half = b / 2;
+                    Tensor::cat(
+                        vec![state.narrow(0, 0, half), seen.narrow(0, half, b - half)],
+                        0,
+                    )
+                }
+            };
+        }
+        let state = self.state_proj.forward(state);
         let pos = self.token_positions.val();
         let text = text.unsqueeze_dim::<3>(1) + pos.clone().narrow(0, 0, 1).unsqueeze_dim(0);
         let state = state.unsqueeze_dim::<3>(1) + pos.narrow(0, 1, 1).unsqueeze_dim(0);
-        (Tensor::cat(vec![images, text, state], 1), keypoint_xy)
+        (Tensor::cat(vec![images, text, state], 1), aux)
     }
 
     /// Whether the model has an auxiliary head (see [`VlaConfig::aux_dim`]).
@@ -692,12 +747,9 @@ impl Vla {
         flow_sample: Option<(Tensor<3>, Vec<f32>)>,
         aux_target: Option<Tensor<2>>,
     ) -> (Tensor<1>, Option<Tensor<1>>) {
-        let (prefix, keypoint_xy) = self.encode_parts(input);
-        let aux = match (&self.aux, keypoint_xy, aux_target) {
-            (Some(head), Some(xy), Some(t)) => {
-                let pred = head.out.forward(head.act.forward(head.hidden.forward(xy)));
-                Some((pred - t).abs().mean())
-            }
+        let (prefix, pred) = self.encode_parts(input, Perception::Mixed);
+        let aux = match (pred, aux_target) {
+            (Some(pred), Some(t)) => Some((pred - t).abs().mean()),
             _ => None,
         };
         let [b, h, a] = target.dims();
@@ -954,6 +1006,54 @@ mod tests {
             close(xy[2], 0.0) && close(xy[3], 0.0),
             "flat map → centre: {xy:?}"
         );
+    }
+
+    /// A perceiving model ignores the given values of its perceived state entries at
+    /// inference (its aux head supplies them) but not the other entries; the config
+    /// insists the perceived entries are exactly the auxiliary targets.
+    #[test]
+    fn perceived_state_entries_come_from_the_aux_head() {
+        let device = Device::flex();
+        let config = VlaConfig {
+            keypoints: 4,
+            aux_dim: 3,
+            perceived: 3,
+            state_dim: 5,
+            ..tiny()
+        };
+        let model = Vla::new(&config, 2, &device).unwrap();
+        let input = batch(&config, 2, &device);
+        let out = |state: Tensor<2>| -> Vec<f32> {
+            let input = VlaInput {
+                state,
+                ..input.clone()
+            };
+            model.predict(input, None).into_data().try_to_vec().unwrap()
+        };
+        let base = out(input.state.clone());
+        let shifted = |col: usize| {
+            let mut v: Vec<f32> = input.state.clone().into_data().try_to_vec().unwrap();
+            for row in 0..2 {
+                v[row * 5 + col] += 3.0;
+            }
+            out(Tensor::from_data(TensorData::new(v, [2, 5]), &device))
+        };
+        for col in 2..5 {
+            assert_eq!(shifted(col), base, "perceived entry {col} is not read");
+        }
+        assert_ne!(shifted(0), base, "proprioceptive entries are read");
+
+        for (aux_dim, perceived, state_dim) in [(3, 2, 5), (0, 3, 5), (6, 6, 5)] {
+            let bad = VlaConfig {
+                keypoints: 4,
+                aux_dim,
+                perceived,
+                state_dim,
+                ..tiny()
+            };
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.contains("aux") || e.contains("perceived"), "{e}");
+        }
     }
 
     #[test]

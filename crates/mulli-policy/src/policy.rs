@@ -75,8 +75,9 @@ impl VlaPolicy {
         self.rng = rng::substream(seed, "policy-noise", 0);
     }
 
-    /// Normalized model inputs for one observation, or an error naming what is wrong.
-    fn check(&self, obs: &Observation) -> Result<(), PolicyError> {
+    /// The model's (un-normalized) state for one observation — proprioception plus the
+    /// observed environment-state entries — or an error naming what is wrong.
+    fn check(&self, obs: &Observation) -> Result<Vec<f32>, PolicyError> {
         let bad = |m: String| Err(PolicyError::Observation(m));
         for name in obs.images.keys() {
             if !self.spec.cameras.contains(name) {
@@ -109,28 +110,38 @@ impl VlaPolicy {
                 ));
             }
         }
-        let sd = self.spec.model.state_dim;
+        let sd = self.spec.proprio_dim();
         if obs.state.len() != sd {
             return bad(format!(
                 "state has {} values; this policy expects {sd}{}",
                 obs.state.len(),
                 self.spec
-                    .state_names
-                    .as_ref()
+                    .proprio_names()
                     .map(|n| format!(" ({})", n.join(", ")))
                     .unwrap_or_default()
             ));
         }
-        if let Some(i) = obs.state.iter().position(|v| !v.is_finite()) {
+        let mut state = obs.state.clone();
+        match (&self.spec.env_state, self.spec.required_env_state()) {
+            (_, Some(env)) => state.extend(
+                env.select(&obs.environment_state)
+                    .map_err(PolicyError::Observation)?,
+            ),
+            // Perceived: the model puts its own predictions there.
+            (Some(env), None) => state.extend(std::iter::repeat_n(0.0, env.index.len())),
+            (None, None) => {}
+        }
+        if let Some(i) = state.iter().position(|v| !v.is_finite()) {
             let name = self
                 .spec
                 .state_names
                 .as_ref()
                 .and_then(|n| n.get(i).cloned())
                 .unwrap_or_else(|| format!("#{i}"));
-            return bad(format!("state value {name} is {}", obs.state[i]));
+            let what = if i < sd { "state" } else { "environment_state" };
+            return bad(format!("{what} value {name} is {}", state[i]));
         }
-        Ok(())
+        Ok(state)
     }
 }
 
@@ -147,7 +158,7 @@ impl Policy for VlaPolicy {
     }
 
     fn act(&mut self, obs: &Observation) -> Result<ActionChunk, PolicyError> {
-        self.check(obs)?;
+        let mut state = self.check(obs)?;
         let s = self.spec.model.image_size;
         let mut images = Vec::with_capacity(self.spec.cameras.len() * 3 * s * s);
         for name in &self.spec.cameras {
@@ -155,7 +166,6 @@ impl Policy for VlaPolicy {
             let px = resize_rgb(&img.rgb, img.height, img.width, s);
             push_chw(&mut images, &px, s, (0, 0), (1.0, 1.0));
         }
-        let mut state = obs.state.clone();
         self.spec.state_norm.normalize(&mut state);
         let (h, a) = (self.spec.model.chunk, self.spec.model.action_dim);
         let host = crate::data::HostBatch {

@@ -27,6 +27,25 @@ use crate::normalize::{NormMode, Normalizer};
 use crate::pretrained::PretrainedTextEncoder;
 use crate::tokenizer::ByteTokenizer;
 
+/// How a policy uses the datasets' privileged `observation.environment_state` (the
+/// positions and articulations of the objects; simulated data has it). Every dataset needs
+/// the same named environment state for `observed` and `perceived`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvState {
+    /// Not used as an input (it may still be an auxiliary target, see `aux_weight`).
+    #[default]
+    Off,
+    /// Appended to the policy's state: a state-based policy, like robomimic's "low-dim"
+    /// ones (images still go in). At inference the observation must carry it — the
+    /// simulator's does; on a robot it takes a pose estimator.
+    Observed,
+    /// Learned from the images: the keypoints' auxiliary head predicts the positions, and
+    /// the policy reads its own predictions at inference, so it needs cameras only (needs
+    /// `[model] keypoints`; see [`crate::VlaConfig::perceived`]).
+    Perceived,
+}
+
 /// Everything that defines a training run (`--config FILE`, TOML). Unknown keys are errors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -65,6 +84,11 @@ pub struct TrainConfig {
     /// shortcut of behaviour cloning: with it, a policy can continue whatever motion its
     /// pose shows instead of looking where the object is (docs/benchmarks.md).
     pub state_ignore: Vec<String>,
+    /// What the policy knows of the objects beyond its images (see [`EnvState`]).
+    pub env_state: EnvState,
+    /// With `env_state` on: the object whose position the others' are given relative to
+    /// (the tool, `ee`, in mulli's kitchen); "" = absolute positions.
+    pub env_state_origin: String,
     /// A frozen pretrained sentence encoder (config.json, model.safetensors, tokenizer.json)
     /// to use instead of the byte-level text encoder.
     pub text_encoder_dir: Option<PathBuf>,
@@ -96,6 +120,8 @@ impl Default for TrainConfig {
             augment: Augment::default(),
             aux_weight: 1.0,
             state_ignore: Vec::new(),
+            env_state: EnvState::Off,
+            env_state_origin: "ee".into(),
             text_encoder_dir: None,
             model: VlaConfig::default(),
         }
@@ -489,7 +515,7 @@ pub fn train(
         device.clone().autodiff()
     };
 
-    let data = TrainData::load(
+    let mut data = TrainData::load(
         &data_paths,
         config.model.image_size,
         config.model.chunk,
@@ -498,6 +524,9 @@ pub fn train(
         config.max_memory_mb,
         |m| on_event(Event::Loading(m)),
     )?;
+    if config.env_state != EnvState::Off {
+        data.observe_env_state(&config.env_state_origin)?;
+    }
     let mut model_config = config.model.clone();
     model_config.cameras = data.layout.cameras.len();
     model_config.state_dim = data.layout.state_dim;
@@ -515,10 +544,19 @@ pub fn train(
         }
     };
     let aux_names = if config.aux_weight > 0.0 && model_config.keypoints > 0 {
-        data.layout.aux_names.clone()
+        data.layout.aux_names().to_vec()
     } else {
         Vec::new()
     };
+    if config.env_state == EnvState::Perceived {
+        if aux_names.is_empty() {
+            return Err(PolicyError::Config(format!(
+                "env_state = \"perceived\" learns the positions from the images' keypoints: it needs [model] keypoints > 0 (now {}) and aux_weight > 0 (now {})",
+                model_config.keypoints, config.aux_weight
+            )));
+        }
+        model_config.perceived = aux_names.len();
+    }
     model_config.aux_dim = aux_names.len();
     model_config.validate()?;
     let (states, actions) = data.stats_rows();
@@ -529,6 +567,15 @@ pub fn train(
     let action_norm = norm_from_rows(config.norm, &actions, data.layout.action_dim)?;
     let aux_norm = if aux_names.is_empty() {
         None
+    } else if model_config.perceived > 0 {
+        // The head's predictions replace state entries, so they share the state's scale.
+        let from = data.layout.state_dim - model_config.perceived;
+        Some(Normalizer {
+            mode: state_norm.mode,
+            shift: state_norm.shift[from..].to_vec(),
+            scale: state_norm.scale[from..].to_vec(),
+            ignored: Vec::new(),
+        })
     } else {
         Some(norm_from_rows(
             NormMode::MeanStd,
@@ -575,6 +622,7 @@ pub fn train(
         action_norm,
         aux_names,
         aux_norm,
+        env_state: data.layout.env_state.clone(),
         text_encoder_dir: config
             .text_encoder_dir
             .as_ref()

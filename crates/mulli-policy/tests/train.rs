@@ -275,6 +275,135 @@ fn keypoints_learn_object_positions_from_the_auxiliary_targets() {
     assert!(e.contains("aux_weight"), "{e}");
 }
 
+/// `env_state = "observed"` appends the environment state's positions to the policy's state:
+/// the checkpoint records which entries, inference reads them from the observation and
+/// rejects a missing, short or non-finite one by name, and data without it is an error.
+#[test]
+fn a_policy_can_observe_or_perceive_the_environment_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = DemoSpec {
+        episodes: 4,
+        frames_per_episode: 8,
+        height: 24,
+        width: 24,
+        cameras: vec!["front".into()],
+        video: false,
+        state_dim: 4,
+        action_dim: 3,
+        seed: 15,
+        environment_state: true,
+        ..DemoSpec::default()
+    };
+    let with_env = tmp.path().join("env");
+    spec.write(&with_env, WriterOptions::default(), &mut |_, _| {})
+        .unwrap();
+    let mut config = tiny(Head::L1);
+    config.steps = 3;
+    config.env_state = mulli_policy::EnvState::Observed;
+    let e = train_error(
+        &tmp.path().join("origin"),
+        std::slice::from_ref(&with_env),
+        config.clone(),
+    );
+    assert!(
+        e.contains("env_state_origin = \"ee\"") && e.contains("blob.x"),
+        "{e}"
+    );
+    // The demo's only object is the blob: absolute positions.
+    config.env_state_origin = String::new();
+    let run = tmp.path().join("run");
+    train(
+        &run,
+        std::slice::from_ref(&with_env),
+        Some(config.clone()),
+        false,
+        &device(),
+        |_| {},
+    )
+    .unwrap();
+    let mut policy = VlaPolicy::load(&run, &Device::flex()).unwrap();
+    let env = policy
+        .spec()
+        .env_state
+        .clone()
+        .expect("observes the env state");
+    assert_eq!((env.width, env.index.as_slice()), (3, &[0, 1][..]));
+    assert_eq!(env.names, ["blob.x", "blob.y"], "orientations are left out");
+    assert_eq!(policy.spec().model.state_dim, 6);
+    assert_eq!(policy.spec().proprio_dim(), 4);
+    assert_eq!(
+        policy.spec().state_names.as_deref().unwrap()[4..],
+        ["blob.x", "blob.y"]
+    );
+
+    let mut obs = observation(&["front"], 24);
+    let act =
+        |policy: &mut VlaPolicy, obs: &Observation| policy.act(obs).map_err(|e| e.to_string());
+    let e = act(&mut policy, &obs).unwrap_err();
+    assert!(e.contains("environment_state has 0 values"), "{e}");
+    assert!(e.contains("blob.x"), "{e}");
+    obs.environment_state = vec![0.5, 0.5];
+    let e = act(&mut policy, &obs).unwrap_err();
+    assert!(e.contains("environment_state has 2 values"), "{e}");
+    obs.environment_state = vec![0.5, f32::NAN, 1.0];
+    let e = act(&mut policy, &obs).unwrap_err();
+    assert!(e.contains("environment_state value blob.y is NaN"), "{e}");
+    obs.environment_state = vec![0.5, 0.5, 1.0];
+    let a = act(&mut policy, &obs).unwrap();
+    obs.environment_state[2] = 1e6;
+    assert_eq!(
+        act(&mut policy, &obs).unwrap(),
+        a,
+        "blob.qw is not observed"
+    );
+    obs.environment_state[0] = 0.9;
+    assert_ne!(act(&mut policy, &obs).unwrap(), a, "blob.x is observed");
+
+    // Perceived: the keypoints' head predicts the positions, the observation needs none.
+    let mut perceiving = config.clone();
+    perceiving.env_state = mulli_policy::EnvState::Perceived;
+    let e = train_error(
+        &tmp.path().join("nokp"),
+        std::slice::from_ref(&with_env),
+        perceiving.clone(),
+    );
+    assert!(e.contains("perceived") && e.contains("keypoints"), "{e}");
+    perceiving.model.keypoints = 4;
+    let run = tmp.path().join("perceive");
+    train(
+        &run,
+        std::slice::from_ref(&with_env),
+        Some(perceiving),
+        false,
+        &device(),
+        |_| {},
+    )
+    .unwrap();
+    let mut policy = VlaPolicy::load(&run, &Device::flex()).unwrap();
+    assert_eq!(policy.spec().model.perceived, 2);
+    assert!(policy.spec().required_env_state().is_none());
+    let mut obs = observation(&["front"], 24);
+    let a = act(&mut policy, &obs).unwrap();
+    obs.environment_state = vec![0.9, 0.1, 1.0];
+    assert_eq!(
+        act(&mut policy, &obs).unwrap(),
+        a,
+        "given values are not read"
+    );
+
+    // Data without an environment state cannot train such a policy.
+    let plain = dataset(tmp.path(), &["front"], 16);
+    let e = train_error(
+        &tmp.path().join("plain"),
+        std::slice::from_ref(&plain),
+        config,
+    );
+    assert!(
+        e.contains("env_state = \"observed\"") && e.contains(&plain.display().to_string()),
+        "{e}"
+    );
+}
+
 /// `state_ignore` hides state entries from the model in training and at inference: the
 /// actions do not change whatever the hidden entry's value; unknown names are errors.
 #[test]

@@ -478,6 +478,33 @@ fn policy(h: &mut String, spec: Option<&Value>) {
         s(&spec["training"]["last_loss"]),
         s(&spec["training"]["last_val_loss"])
     );
+    // What the policy sees besides images and instruction: readers must know whether a
+    // success rate needed privileged object positions.
+    let mut inputs = Vec::new();
+    if let Some(k) = m["keypoints"].as_u64().filter(|&k| k > 0) {
+        inputs.push(format!("{k} spatial-softmax keypoints per camera"));
+    }
+    let hidden = spec["state_norm"]["ignored"].as_array().map_or(0, |v| {
+        v.iter().filter(|b| b.as_bool() == Some(true)).count()
+    });
+    if hidden > 0 {
+        inputs.push(format!("{hidden} state entries hidden (state_ignore)"));
+    }
+    if let Some(names) = spec["env_state"]["names"].as_array() {
+        let n = names.len();
+        inputs.push(if m["perceived"].as_u64().unwrap_or(0) > 0 {
+            format!(
+                "{n} object positions <b>perceived</b>: predicted from its own images (cameras only at inference)"
+            )
+        } else {
+            format!(
+                "{n} object positions <b>observed</b>: the simulator's privileged state is an input (a robot needs a pose estimator)"
+            )
+        });
+    }
+    if !inputs.is_empty() {
+        let _ = write!(h, "<p>Inputs: {}.</p>", inputs.join(" · "));
+    }
 }
 
 fn timings(h: &mut String, flywheel: Option<&Value>, info: &Value) {

@@ -115,14 +115,38 @@ fn reach_medians_and_the_auxiliary_loss_are_shown_when_present() {
          "ci": [0.0, 0.6], "failures": {"timeout": 3}}));
     eval_dir(tmp.path(), &info);
     let mut i = inputs(tmp.path());
-    i.train_run = Some(run);
+    i.train_run = Some(run.clone());
     let html = render(&i).unwrap();
     assert!(html.contains("auxiliary loss"));
     assert!(html.contains("hand–object at close"));
+    assert!(!html.contains("Inputs:"), "no policy.json, no inputs line");
     // closest: median of 2, 4, 10 cm; at close: of 15 and 25 cm (one never closed).
     assert!(html.contains(">4.0<") && html.contains(">20.0<"), "{html}");
     // open_drawer has no target object: a dash.
     assert!(html.contains(">—<"));
+
+    // The policy's inputs: whether success needed privileged object positions.
+    std::fs::create_dir_all(run.join("checkpoint")).unwrap();
+    let spec = |perceived: u64| {
+        json!({"model": {"head": "l1", "image_size": 64, "keypoints": 32, "perceived": perceived},
+               "training": {"step": 2},
+               "state_norm": {"ignored": [true, false, true]},
+               "env_state": {"width": 5, "index": [0, 1], "names": ["cube.x", "cube.y"]}})
+    };
+    std::fs::write(run.join("checkpoint/policy.json"), spec(0).to_string()).unwrap();
+    let html = render(&i).unwrap();
+    assert!(
+        html.contains("32 spatial-softmax keypoints")
+            && html.contains("2 state entries hidden")
+            && html.contains("2 object positions <b>observed</b>"),
+        "{html}"
+    );
+    std::fs::write(run.join("checkpoint/policy.json"), spec(2).to_string()).unwrap();
+    assert!(
+        render(&i)
+            .unwrap()
+            .contains("2 object positions <b>perceived</b>")
+    );
 }
 
 #[test]

@@ -36,6 +36,9 @@ pub struct PolicyInfo {
     pub cameras: Vec<CameraInfo>,
     pub state_dim: usize,
     pub state_names: Option<Vec<String>>,
+    /// Values of the privileged environment state (object poses) the policy observes;
+    /// 0 = it observes none and requests need not carry it.
+    pub env_state_dim: usize,
     pub action_dim: usize,
     /// Actions per chunk (openpi's action horizon).
     pub chunk: usize,
@@ -52,6 +55,9 @@ pub struct ObservationMapConfig {
     #[serde(default)]
     pub cameras: BTreeMap<String, String>,
     pub state: Option<String>,
+    /// Key of the environment state, for policies that observe it
+    /// (default `observation/environment_state`).
+    pub environment_state: Option<String>,
     pub prompt: Option<String>,
     /// Instruction used when a request has no prompt; without it a missing prompt is an error.
     pub default_prompt: Option<String>,
@@ -63,6 +69,8 @@ pub struct ObservationMap {
     /// (camera, client key) in the policy's camera order.
     pub cameras: Vec<(String, String)>,
     pub state: String,
+    /// Set when the policy observes the environment state.
+    pub environment_state: Option<String>,
     pub prompt: String,
     pub default_prompt: Option<String>,
 }
@@ -109,11 +117,18 @@ impl ObservationMap {
                 .state
                 .clone()
                 .unwrap_or_else(|| "observation/state".into()),
+            environment_state: (info.env_state_dim > 0).then(|| {
+                config
+                    .environment_state
+                    .clone()
+                    .unwrap_or_else(|| "observation/environment_state".into())
+            }),
             prompt: config.prompt.clone().unwrap_or_else(|| "prompt".into()),
             default_prompt: config.default_prompt.clone(),
         };
         let mut keys: Vec<&str> = map.cameras.iter().map(|(_, k)| k.as_str()).collect();
         keys.extend([map.state.as_str(), map.prompt.as_str()]);
+        keys.extend(map.environment_state.as_deref());
         for (i, k) in keys.iter().enumerate() {
             if k.is_empty() {
                 return Err(ConfigError::Invalid("a client key is empty".into()));
@@ -157,10 +172,29 @@ impl ObservationMap {
                 format!("the proprioceptive state, {} values", info.state_dim),
             )
         })?;
-        obs.state = state(v, info).map_err(|message| ObservationError::Invalid {
-            key: self.state.clone(),
-            message,
+        let names = info.state_names.as_deref();
+        obs.state = vector(v, "state", info.state_dim, names).map_err(|message| {
+            ObservationError::Invalid {
+                key: self.state.clone(),
+                message,
+            }
         })?;
+        if let Some(key) = &self.environment_state {
+            let dim = info.env_state_dim;
+            let v = lookup(map, key).ok_or_else(|| {
+                missing(
+                    key,
+                    format!("the environment state (object poses), {dim} values"),
+                )
+            })?;
+            obs.environment_state =
+                vector(v, "environment_state", dim, None).map_err(|message| {
+                    ObservationError::Invalid {
+                        key: key.clone(),
+                        message,
+                    }
+                })?;
+        }
         obs.instruction = match (lookup(map, &self.prompt), &self.default_prompt) {
             (Some(v), _) => text(v).map_err(|message| ObservationError::Invalid {
                 key: self.prompt.clone(),
@@ -198,6 +232,13 @@ impl ObservationMap {
             Value::from(self.state.as_str()),
             wire::f32_array(&[obs.state.len()], &obs.state),
         ));
+        if let Some(key) = &self.environment_state {
+            let env = &obs.environment_state;
+            entries.push((
+                Value::from(key.as_str()),
+                wire::f32_array(&[env.len()], env),
+            ));
+        }
         entries.push((
             Value::from(self.prompt.as_str()),
             Value::from(obs.instruction.as_str()),
@@ -311,24 +352,24 @@ fn image(v: &ValueRef<'_>, height: usize, width: usize) -> Result<CameraImage, S
 /// that map wire images themselves.
 pub use mulli_core::resize_rgb;
 
-fn state(v: &ValueRef<'_>, info: &PolicyInfo) -> Result<Vec<f32>, String> {
+/// A float vector of `dim` values (`what` names it in errors; `names` its entries).
+fn vector(
+    v: &ValueRef<'_>,
+    what: &str,
+    dim: usize,
+    names: Option<&[String]>,
+) -> Result<Vec<f32>, String> {
+    let listed = || {
+        names
+            .map(|n| format!(" ({})", n.join(", ")))
+            .unwrap_or_default()
+    };
     let values: Vec<f32> = match wire::as_ndarray(v) {
         Some(a) => {
             let a = a.map_err(|e| e.to_string())?;
-            let n: usize = a.shape.iter().product();
             // [D] or a batch-of-one [1, D].
             if !(a.shape.len() == 1 || (a.shape.len() == 2 && a.shape[0] == 1)) {
-                return Err(format!(
-                    "state of shape {:?}; expected [{}]",
-                    a.shape, info.state_dim
-                ));
-            }
-            if n != info.state_dim {
-                return Err(format!(
-                    "state has {n} values; the policy expects {}{}",
-                    info.state_dim,
-                    names(info)
-                ));
+                return Err(format!("{what} of shape {:?}; expected [{dim}]", a.shape));
             }
             a.to_f32()
         }
@@ -338,42 +379,32 @@ fn state(v: &ValueRef<'_>, info: &PolicyInfo) -> Result<Vec<f32>, String> {
                 .enumerate()
                 .map(|(i, x)| {
                     wire::as_number(x).map(|f| f as f32).ok_or_else(|| {
-                        format!("state element {i} is {}, not a number", wire::describe(x))
+                        format!("{what} element {i} is {}, not a number", wire::describe(x))
                     })
                 })
                 .collect::<Result<_, _>>()?,
             _ => {
                 return Err(format!(
-                    "expected the state as a numpy array or a list of numbers, got {}",
+                    "expected the {what} as a numpy array or a list of numbers, got {}",
                     wire::describe(v)
                 ));
             }
         },
     };
-    if values.len() != info.state_dim {
+    if values.len() != dim {
         return Err(format!(
-            "state has {} values; the policy expects {}{}",
+            "{what} has {} values; the policy expects {dim}{}",
             values.len(),
-            info.state_dim,
-            names(info)
+            listed()
         ));
     }
     if let Some(i) = values.iter().position(|x| !x.is_finite()) {
-        let name = info
-            .state_names
-            .as_ref()
+        let name = names
             .and_then(|n| n.get(i).cloned())
             .unwrap_or_else(|| format!("#{i}"));
-        return Err(format!("state value {name} is {}", values[i]));
+        return Err(format!("{what} value {name} is {}", values[i]));
     }
     Ok(values)
-}
-
-fn names(info: &PolicyInfo) -> String {
-    info.state_names
-        .as_ref()
-        .map(|n| format!(" ({})", n.join(", ")))
-        .unwrap_or_default()
 }
 
 fn text(v: &ValueRef<'_>) -> Result<String, String> {
@@ -429,6 +460,13 @@ pub fn metadata_value(info: &PolicyInfo, map: &ObservationMap) -> Value {
         (s("action_dim"), Value::from(info.action_dim as u64)),
         (s("action_horizon"), Value::from(info.chunk as u64)),
     ];
+    if let Some(key) = &map.environment_state {
+        m.push((s("environment_state_key"), s(key)));
+        m.push((
+            s("environment_state_dim"),
+            Value::from(info.env_state_dim as u64),
+        ));
+    }
     if let Some(n) = &info.state_names {
         m.push((
             s("state_names"),
@@ -523,6 +561,10 @@ pub fn parse_metadata(frame: &[u8]) -> Result<(PolicyInfo, ObservationMap), Stri
         cameras,
         state_dim: uint("state_dim", get("state_dim")?)?,
         state_names,
+        env_state_dim: match wire::map_get(m, "environment_state_dim") {
+            Some(v) => uint("environment_state_dim", v)?,
+            None => 0,
+        },
         action_dim: uint("action_dim", get("action_dim")?)?,
         chunk: uint("action_horizon", get("action_horizon")?)?,
         execution,
@@ -530,6 +572,10 @@ pub fn parse_metadata(frame: &[u8]) -> Result<(PolicyInfo, ObservationMap), Stri
     let map = ObservationMap {
         cameras: keys,
         state: string("state_key", get("state_key")?)?,
+        environment_state: match wire::map_get(m, "environment_state_key") {
+            Some(v) => Some(string("environment_state_key", v)?),
+            None => None,
+        },
         prompt: string("prompt_key", get("prompt_key")?)?,
         default_prompt: None,
     };
@@ -557,6 +603,7 @@ mod tests {
             ],
             state_dim: 2,
             state_names: Some(vec!["x".into(), "y".into()]),
+            env_state_dim: 0,
             action_dim: 3,
             chunk: 5,
             execution: Some(Execution::RecedingHorizon { execute: 4 }),
@@ -714,6 +761,59 @@ mod tests {
         assert!(
             e.contains("observation/image") && e.contains("outside [0, 1]"),
             "{e}"
+        );
+    }
+
+    /// A policy that observes the environment state reads it from its own key: it round-trips,
+    /// is announced in the metadata, and a missing or short one is an error naming the key.
+    #[test]
+    fn environment_state_has_its_own_key() {
+        let i = PolicyInfo {
+            env_state_dim: 3,
+            ..info()
+        };
+        assert_eq!(
+            ObservationMap::resolve(&Default::default(), &info())
+                .unwrap()
+                .environment_state,
+            None,
+            "policies that do not observe it do not ask for it"
+        );
+        let map = ObservationMap::resolve(&Default::default(), &i).unwrap();
+        assert_eq!(
+            map.environment_state.as_deref(),
+            Some("observation/environment_state")
+        );
+        let mut o = obs(4);
+        o.environment_state = vec![0.1, 0.2, 0.3];
+        let back = map.decode(&map.encode(&o).unwrap(), &i).unwrap();
+        assert_eq!(back, o);
+        let (i2, map2) = parse_metadata(&wire::encode(&metadata_value(&i, &map))).unwrap();
+        assert_eq!((i2, map2), (i.clone(), map.clone()));
+
+        o.environment_state.pop();
+        let e = map
+            .decode(&map.encode(&o).unwrap(), &i)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("observation/environment_state") && e.contains("2 values"),
+            "{e}"
+        );
+        let plain = ObservationMap::resolve(&Default::default(), &info()).unwrap();
+        let e = map
+            .decode(&plain.encode(&obs(4)).unwrap(), &i)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`observation/environment_state` is missing")
+                && e.contains("environment state"),
+            "{e}"
+        );
+        let c: ObservationMapConfig = toml::from_str("environment_state = \"prompt\"").unwrap();
+        assert!(
+            ObservationMap::resolve(&c, &i).is_err(),
+            "keys are distinct"
         );
     }
 

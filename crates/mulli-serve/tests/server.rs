@@ -62,6 +62,7 @@ fn info() -> PolicyInfo {
         ],
         state_dim: 2,
         state_names: None,
+        env_state_dim: 0,
         action_dim: A,
         chunk: H,
         execution: None,

@@ -556,6 +556,7 @@ impl KitchenEnv {
         let mut obs = Observation {
             state: self.state(),
             instruction: self.instruction.clone(),
+            environment_state: self.environment_state(),
             ..Default::default()
         };
         if self.config.render {
@@ -581,6 +582,7 @@ impl KitchenEnv {
         let mut obs = Observation {
             state: vec![0.0; state_names().len()],
             instruction: self.instruction.clone(),
+            environment_state: vec![0.0; environment_state_names().len()],
             ..Default::default()
         };
         if self.config.render {
