@@ -59,6 +59,27 @@ fn tiny(head: Head) -> TrainConfig {
     }
 }
 
+/// A one-camera 24-px demo dataset of `(episodes, frames)` that records a (blob) environment
+/// state: `blob.x`, `blob.y` and a constant `blob.qw`.
+fn env_dataset(dir: &Path, (episodes, frames): (usize, usize), seed: u64) -> PathBuf {
+    let spec = DemoSpec {
+        episodes,
+        frames_per_episode: frames,
+        height: 24,
+        width: 24,
+        cameras: vec!["front".into()],
+        video: false,
+        state_dim: 4,
+        action_dim: 3,
+        seed,
+        environment_state: true,
+        ..DemoSpec::default()
+    };
+    spec.write(dir, WriterOptions::default(), &mut |_, _| {})
+        .unwrap();
+    dir.to_path_buf()
+}
+
 fn device() -> Device {
     Device::flex().autodiff()
 }
@@ -197,25 +218,7 @@ fn a_trained_policy_acts_and_rejects_bad_observations() {
 #[test]
 fn keypoints_learn_object_positions_from_the_auxiliary_targets() {
     let tmp = tempfile::tempdir().unwrap();
-    let with_env = {
-        let spec = DemoSpec {
-            episodes: 8,
-            frames_per_episode: 12,
-            height: 24,
-            width: 24,
-            cameras: vec!["front".into()],
-            video: false,
-            state_dim: 4,
-            action_dim: 3,
-            seed: 11,
-            environment_state: true,
-            ..DemoSpec::default()
-        };
-        let dir = tmp.path().join("env");
-        spec.write(&dir, WriterOptions::default(), &mut |_, _| {})
-            .unwrap();
-        dir
-    };
+    let with_env = env_dataset(&tmp.path().join("env"), (8, 12), 11);
     let mut config = tiny(Head::L1);
     config.steps = 150;
     config.lr = 3e-3;
@@ -281,22 +284,7 @@ fn keypoints_learn_object_positions_from_the_auxiliary_targets() {
 #[test]
 fn a_policy_can_observe_or_perceive_the_environment_state() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = DemoSpec {
-        episodes: 4,
-        frames_per_episode: 8,
-        height: 24,
-        width: 24,
-        cameras: vec!["front".into()],
-        video: false,
-        state_dim: 4,
-        action_dim: 3,
-        seed: 15,
-        environment_state: true,
-        ..DemoSpec::default()
-    };
-    let with_env = tmp.path().join("env");
-    spec.write(&with_env, WriterOptions::default(), &mut |_, _| {})
-        .unwrap();
+    let with_env = env_dataset(&tmp.path().join("env"), (4, 8), 15);
     let mut config = tiny(Head::L1);
     config.steps = 3;
     config.env_state = mulli_policy::EnvState::Observed;
