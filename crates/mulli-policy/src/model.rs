@@ -634,8 +634,10 @@ impl Vla {
                 .forward(features)
                 .select(0, index),
         };
+        // Inference needs the aux head only when it supplies perceived state entries.
+        let needed = perception == Perception::Mixed || self.perceived > 0;
         let aux = match (&self.aux, keypoint_xy) {
-            (Some(head), Some(xy)) => {
+            (Some(head), Some(xy)) if needed => {
                 Some(head.out.forward(head.act.forward(head.hidden.forward(xy))))
             }
             _ => None,
