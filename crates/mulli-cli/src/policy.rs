@@ -164,27 +164,34 @@ fn info(run: &Path) -> Result<ExitCode> {
     println!("policy     {}", dir.display());
     println!("format     {}", spec.format);
     println!("parameters {}", spec.params);
+    let vision = if m.cameras == 0 {
+        "no cameras (state only)".to_owned()
+    } else {
+        format!(
+            "{} cameras {}×{} → {} stem {:?} → {} tokens/camera{}",
+            m.cameras,
+            m.image_size,
+            m.image_size,
+            match m.stem {
+                mulli_policy::ImageStem::Conv => "3×3 conv",
+                mulli_policy::ImageStem::Patch => "2×2 patch",
+            },
+            m.conv_channels,
+            m.grid_side() * m.grid_side(),
+            if m.keypoints > 0 {
+                format!(
+                    " + {} spatial-softmax keypoints on a {}×{} map",
+                    m.keypoints,
+                    m.keypoint_side(),
+                    m.keypoint_side()
+                )
+            } else {
+                String::new()
+            },
+        )
+    };
     println!(
-        "model      {} cameras {}×{} → {} stem {:?} → {} tokens/camera{}; text {:?} ({} tokens, {} layer(s)); fusion d={} heads={} layers={} ff={}; {:?} head, chunk {} × {}{}",
-        m.cameras,
-        m.image_size,
-        m.image_size,
-        match m.stem {
-            mulli_policy::ImageStem::Conv => "3×3 conv",
-            mulli_policy::ImageStem::Patch => "2×2 patch",
-        },
-        m.conv_channels,
-        m.grid_side() * m.grid_side(),
-        if m.keypoints > 0 {
-            format!(
-                " + {} spatial-softmax keypoints on a {}×{} map",
-                m.keypoints,
-                m.keypoint_side(),
-                m.keypoint_side()
-            )
-        } else {
-            String::new()
-        },
+        "model      {vision}; text {:?} ({} tokens, {} layer(s)); fusion d={} heads={} layers={} ff={}; {:?} head, chunk {} × {}{}",
         m.text_encoder,
         m.text_len,
         m.text_layers,
@@ -201,7 +208,17 @@ fn info(run: &Path) -> Result<ExitCode> {
             String::new()
         }
     );
-    println!("cameras    {}", spec.cameras.join(", "));
+    println!(
+        "cameras    {}{}",
+        if spec.cameras.is_empty() { "none" } else { "" },
+        spec.cameras.join(", ")
+    );
+    if !spec.unused_cameras.is_empty() {
+        println!(
+            "           ignores {} (in the training data, not read)",
+            spec.unused_cameras.join(", ")
+        );
+    }
     println!(
         "robot      {} at {} fps; execution {:?}",
         spec.robot_type.as_deref().unwrap_or("?"),

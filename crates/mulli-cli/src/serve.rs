@@ -391,6 +391,7 @@ fn default_vla(device: &burn::tensor::Device) -> Result<VlaPolicy> {
     let spec = PolicySpec {
         format: checkpoint::FORMAT.into(),
         cameras: vec!["agentview".into(), "wrist".into()],
+        unused_cameras: Vec::new(),
         fps: 20,
         robot_type: None,
         state_names: None,

@@ -38,6 +38,10 @@ pub struct PolicySpec {
     pub model: VlaConfig,
     /// Camera names, in the model's camera order (`observation.images.<name>`).
     pub cameras: Vec<String>,
+    /// Cameras of the training data the policy does not read; an observation may carry
+    /// them (they are ignored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unused_cameras: Vec<String>,
     pub fps: u32,
     pub robot_type: Option<String>,
     pub state_names: Option<Vec<String>>,

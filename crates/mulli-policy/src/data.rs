@@ -42,8 +42,11 @@ struct Source {
 /// Where samples come from and what they look like (shared by all sources).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DataLayout {
-    /// Camera names (`observation.images.<name>`), sorted.
+    /// The cameras the policy sees (`observation.images.<name>`): the datasets' cameras,
+    /// sorted, or the selection given to [`TrainData::load`] in its order; empty = none.
     pub cameras: Vec<String>,
+    /// The datasets' other cameras, which the policy does not read.
+    pub unused_cameras: Vec<String>,
     pub state_dim: usize,
     pub action_dim: usize,
     pub fps: u32,
@@ -318,18 +321,72 @@ pub fn push_chw(out: &mut Vec<f32>, img: &[u8], s: usize, shift: (i32, i32), bc:
     }
 }
 
+/// How [`TrainData::load`] reads the datasets.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions<'a> {
+    /// Side of the square model input every frame is resized to.
+    pub image_size: usize,
+    /// Actions per sample (the chunk H).
+    pub chunk: usize,
+    /// Fraction of each dataset's episodes held out for validation.
+    pub val_fraction: f64,
+    pub seed: u64,
+    /// Limit on the decoded frames held in memory.
+    pub max_memory_mb: usize,
+    /// The cameras to use, by name; `None` = all of the datasets' cameras, `Some(&[])` =
+    /// none (a state-only policy: no frame is decoded).
+    pub cameras: Option<&'a [String]>,
+}
+
+/// The cameras a policy sees out of a dataset's `available` ones, and the rest: all of
+/// them (there must be one), or exactly `selection`, each of which must exist once.
+fn select_cameras(
+    available: &[String],
+    selection: Option<&[String]>,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let Some(selection) = selection else {
+        if available.is_empty() {
+            return Err(format!(
+                "no camera features (`{IMAGE_PREFIX}<name>`); to train a state-only policy, set `cameras = []` (with env_state = \"observed\")"
+            ));
+        }
+        return Ok((available.to_vec(), Vec::new()));
+    };
+    for (i, name) in selection.iter().enumerate() {
+        if !available.contains(name) {
+            return Err(format!(
+                "cameras lists `{name}`, but the dataset's cameras are {available:?}"
+            ));
+        }
+        if selection[..i].contains(name) {
+            return Err(format!("cameras lists `{name}` twice"));
+        }
+    }
+    let unused = available
+        .iter()
+        .filter(|c| !selection.contains(c))
+        .cloned()
+        .collect();
+    Ok((selection.to_vec(), unused))
+}
+
 impl TrainData {
-    /// Load `paths`, check they agree on cameras and dimensions, decode every frame at
-    /// `image_size`, and hold out `val_fraction` of each dataset's episodes (chosen by `seed`).
+    /// Load `paths`, check they agree on cameras and dimensions, decode every frame of the
+    /// selected cameras at `image_size`, and hold out `val_fraction` of each dataset's
+    /// episodes (chosen by `seed`).
     pub fn load(
         paths: &[PathBuf],
-        image_size: usize,
-        chunk: usize,
-        val_fraction: f64,
-        seed: u64,
-        max_memory_mb: usize,
+        options: &LoadOptions<'_>,
         mut progress: impl FnMut(&str),
     ) -> Result<Self, PolicyError> {
+        let &LoadOptions {
+            image_size,
+            chunk,
+            val_fraction,
+            seed,
+            max_memory_mb,
+            cameras: selection,
+        } = options;
         if paths.is_empty() {
             return Err(PolicyError::Data("no dataset given (--data DIR)".into()));
         }
@@ -355,19 +412,15 @@ impl TrainData {
                     path.display()
                 )));
             }
-            let cameras: Vec<String> = ds
+            let available: Vec<String> = ds
                 .info
                 .features
                 .iter()
                 .filter(|(_, f)| f.dtype.is_visual())
                 .filter_map(|(k, _)| k.strip_prefix(IMAGE_PREFIX).map(str::to_owned))
                 .collect();
-            if cameras.is_empty() {
-                return Err(PolicyError::Data(format!(
-                    "{}: no camera features (`{IMAGE_PREFIX}<name>`)",
-                    path.display()
-                )));
-            }
+            let (cameras, unused_cameras) = select_cameras(&available, selection)
+                .map_err(|m| PolicyError::Data(format!("{}: {m}", path.display())))?;
             let (state, state_dim) = f32_column(&ds, path, STATE_KEY)?;
             let (action, action_dim) = f32_column(&ds, path, ACTION_KEY)?;
             let (aux_source, aux) = match aux_columns(&ds) {
@@ -376,6 +429,7 @@ impl TrainData {
             };
             let this = DataLayout {
                 cameras,
+                unused_cameras,
                 state_dim,
                 action_dim,
                 fps: ds.fps(),
@@ -765,6 +819,31 @@ fn beta_time(r: &mut rng::Rng) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn camera_selection_keeps_the_given_order_and_names_what_is_wrong() {
+        let available: Vec<String> = vec!["front".into(), "wrist".into()];
+        let sel = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            select_cameras(&available, None).unwrap(),
+            (available.clone(), Vec::new())
+        );
+        assert_eq!(
+            select_cameras(&available, Some(&sel(&["wrist", "front"]))).unwrap(),
+            (sel(&["wrist", "front"]), Vec::new())
+        );
+        assert_eq!(
+            select_cameras(&available, Some(&[])).unwrap(),
+            (Vec::new(), available.clone())
+        );
+        let e = select_cameras(&available, Some(&sel(&["side"]))).unwrap_err();
+        assert!(e.contains("`side`") && e.contains("wrist"), "{e}");
+        let e = select_cameras(&available, Some(&sel(&["front", "front"]))).unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+        let e = select_cameras(&[], None).unwrap_err();
+        assert!(e.contains("cameras = []"), "{e}");
+        assert_eq!(select_cameras(&[], Some(&[])).unwrap(), (vec![], vec![]));
+    }
 
     #[test]
     fn resize_keeps_a_constant_image_constant_and_identity_is_exact() {

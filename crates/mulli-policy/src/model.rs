@@ -78,6 +78,7 @@ pub enum TextEncoderKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VlaConfig {
+    /// Cameras (0 = none: a state-only policy; the image stem is not built).
     pub cameras: usize,
     /// Square input images (pixels per side).
     pub image_size: usize,
@@ -148,7 +149,6 @@ impl Default for VlaConfig {
 impl VlaConfig {
     pub fn validate(&self) -> Result<(), PolicyError> {
         let checks = [
-            ("cameras", self.cameras, 1),
             ("image_size", self.image_size, 8),
             ("state_dim", self.state_dim, 1),
             ("action_dim", self.action_dim, 1),
@@ -203,7 +203,13 @@ impl VlaConfig {
                 self.perceived, self.aux_dim, self.state_dim
             )));
         }
-        if self.grid_side() == 0 {
+        if self.cameras == 0 && self.keypoints > 0 {
+            return Err(PolicyError::Config(format!(
+                "keypoints = {} are read from camera images, but the policy has no cameras",
+                self.keypoints
+            )));
+        }
+        if self.cameras > 0 && self.grid_side() == 0 {
             return Err(PolicyError::Config(format!(
                 "image_size = {} is too small for {} stride-2 stages",
                 self.image_size,
@@ -387,13 +393,14 @@ struct FlowInput {
 
 #[derive(Module, Debug)]
 pub struct Vla {
-    /// The stem: exactly one of `blocks` (conv) and `patches` is non-empty. Two lists rather
+    /// The stem: exactly one of `blocks` (conv) and `patches` is non-empty, unless the
+    /// model has no cameras (then neither is, and there is no `image_proj`). Two lists rather
     /// than an enum keep the conv stem's parameter names (`blocks.N.…`), so checkpoints
     /// written before the patch stem still load.
     blocks: Vec<ConvBlock>,
     patches: Vec<PatchBlock>,
-    image_proj: Linear,
-    image_positions: Param<Tensor<2>>,
+    image_proj: Option<Linear>,
+    image_positions: Option<Param<Tensor<2>>>,
     keypoints: Option<Keypoints>,
     aux: Option<AuxHead>,
     bytes: Option<ByteTextEncoder>,
@@ -441,11 +448,11 @@ pub enum TextInput {
     },
 }
 
-/// One batch of model inputs: images in [0, 1] as `[B, cameras, 3, H, W]`, the instructions,
-/// and normalized state `[B, state_dim]`.
+/// One batch of model inputs: images in [0, 1] as `[B, cameras, 3, H, W]` (`None` for a
+/// model without cameras), the instructions, and normalized state `[B, state_dim]`.
 #[derive(Clone, Debug)]
 pub struct VlaInput {
-    pub images: Tensor<5>,
+    pub images: Option<Tensor<5>>,
     pub text: TextInput,
     pub state: Tensor<2>,
 }
@@ -466,7 +473,12 @@ impl Vla {
         let (mut blocks, mut patches) = (Vec::new(), Vec::new());
         let mut c_in = 3;
         let mut keypoint_channels = 0;
-        for (stage, &c) in config.conv_channels.iter().enumerate() {
+        let stem = if config.cameras > 0 {
+            config.conv_channels.as_slice()
+        } else {
+            &[]
+        };
+        for (stage, &c) in stem.iter().enumerate() {
             if stage == KEYPOINT_STAGE {
                 keypoint_channels = c_in;
             }
@@ -512,8 +524,9 @@ impl Vla {
         let mut model = Vla {
             blocks,
             patches,
-            image_proj: LinearConfig::new(c_in, d).init(device),
-            image_positions: normal([config.image_tokens(), d], device),
+            image_proj: (config.cameras > 0).then(|| LinearConfig::new(c_in, d).init(device)),
+            image_positions: (config.cameras > 0)
+                .then(|| normal([config.image_tokens(), d], device)),
             keypoints,
             aux,
             bytes,
@@ -556,54 +569,14 @@ impl Vla {
         input: VlaInput,
         perception: Perception,
     ) -> (Tensor<3>, Option<Tensor<2>>) {
-        let [b, cams, ch, h, w] = input.images.dims();
-        let d = self.d_model;
-        // All cameras through the shared encoder at once.
-        let x = input.images.reshape([b * cams, ch, h, w]) * 2.0 - 1.0;
-        // The stride-4 map the keypoints read, channels-last.
-        let mut keymap: Option<Tensor<4>> = None;
-        let grid: Tensor<3> = if self.patches.is_empty() {
-            let mut x = x;
-            for (stage, block) in self.blocks.iter().enumerate() {
-                if stage == KEYPOINT_STAGE && self.keypoints.is_some() {
-                    keymap = Some(x.clone().permute([0, 2, 3, 1]));
-                }
-                x = block.forward(x);
+        let (images, keypoint_xy) = match (&self.image_proj, input.images) {
+            (Some(proj), Some(images)) => {
+                let (tokens, xy) = self.encode_images(proj, images);
+                (Some(tokens), xy)
             }
-            if keymap.is_none() && self.keypoints.is_some() {
-                keymap = Some(x.clone().permute([0, 2, 3, 1]));
-            }
-            let [_, c, gh, gw] = x.dims();
-            x.reshape([b * cams, c, gh * gw]).swap_dims(1, 2)
-        } else {
-            let mut x = x.permute([0, 2, 3, 1]);
-            for (stage, block) in self.patches.iter().enumerate() {
-                if stage == KEYPOINT_STAGE && self.keypoints.is_some() {
-                    keymap = Some(x.clone());
-                }
-                x = block.forward(x);
-            }
-            if keymap.is_none() && self.keypoints.is_some() {
-                keymap = Some(x.clone());
-            }
-            let [_, gh, gw, c] = x.dims();
-            x.reshape([b * cams, gh * gw, c])
+            (Some(_), None) => panic!("a model with cameras gets images (built by the Batcher)"),
+            (None, _) => (None, None),
         };
-        let per_camera = grid.dims()[1];
-        let mut images = self
-            .image_proj
-            .forward(grid)
-            .reshape([b, cams * per_camera, d])
-            + self.image_positions.val().unsqueeze_dim(0);
-        let mut keypoint_xy = None;
-        if let (Some(kp), Some(map)) = (&self.keypoints, keymap) {
-            let xy = kp.coords(map); // [B·cams, 2K]
-            let tokens = kp.proj.forward(xy.clone()).reshape([b, cams, d])
-                + kp.positions.val().unsqueeze_dim(0);
-            images = Tensor::cat(vec![images, tokens], 1);
-            let k2 = xy.dims()[1];
-            keypoint_xy = Some(xy.reshape([b, cams * k2]));
-        }
 
         let text = match input.text {
             TextInput::Bytes {
@@ -665,7 +638,68 @@ impl Vla {
         let pos = self.token_positions.val();
         let text = text.unsqueeze_dim::<3>(1) + pos.clone().narrow(0, 0, 1).unsqueeze_dim(0);
         let state = state.unsqueeze_dim::<3>(1) + pos.narrow(0, 1, 1).unsqueeze_dim(0);
-        (Tensor::cat(vec![images, text, state], 1), aux)
+        let tokens = match images {
+            Some(images) => vec![images, text, state],
+            None => vec![text, state],
+        };
+        (Tensor::cat(tokens, 1), aux)
+    }
+
+    /// Image tokens `[B, image_tokens (+ cameras keypoint tokens), d]` of images
+    /// `[B, cameras, 3, H, W]`, and the keypoints' coordinates `[B, cameras·2K]` when the
+    /// model has keypoints.
+    fn encode_images(&self, proj: &Linear, images: Tensor<5>) -> (Tensor<3>, Option<Tensor<2>>) {
+        let [b, cams, ch, h, w] = images.dims();
+        let d = self.d_model;
+        // All cameras through the shared encoder at once.
+        let x = images.reshape([b * cams, ch, h, w]) * 2.0 - 1.0;
+        // The stride-4 map the keypoints read, channels-last.
+        let mut keymap: Option<Tensor<4>> = None;
+        let grid: Tensor<3> = if self.patches.is_empty() {
+            let mut x = x;
+            for (stage, block) in self.blocks.iter().enumerate() {
+                if stage == KEYPOINT_STAGE && self.keypoints.is_some() {
+                    keymap = Some(x.clone().permute([0, 2, 3, 1]));
+                }
+                x = block.forward(x);
+            }
+            if keymap.is_none() && self.keypoints.is_some() {
+                keymap = Some(x.clone().permute([0, 2, 3, 1]));
+            }
+            let [_, c, gh, gw] = x.dims();
+            x.reshape([b * cams, c, gh * gw]).swap_dims(1, 2)
+        } else {
+            let mut x = x.permute([0, 2, 3, 1]);
+            for (stage, block) in self.patches.iter().enumerate() {
+                if stage == KEYPOINT_STAGE && self.keypoints.is_some() {
+                    keymap = Some(x.clone());
+                }
+                x = block.forward(x);
+            }
+            if keymap.is_none() && self.keypoints.is_some() {
+                keymap = Some(x.clone());
+            }
+            let [_, gh, gw, c] = x.dims();
+            x.reshape([b * cams, gh * gw, c])
+        };
+        let per_camera = grid.dims()[1];
+        let positions = self
+            .image_positions
+            .as_ref()
+            .expect("built with image_proj")
+            .val();
+        let mut images =
+            proj.forward(grid).reshape([b, cams * per_camera, d]) + positions.unsqueeze_dim(0);
+        let mut keypoint_xy = None;
+        if let (Some(kp), Some(map)) = (&self.keypoints, keymap) {
+            let xy = kp.coords(map); // [B·cams, 2K]
+            let tokens = kp.proj.forward(xy.clone()).reshape([b, cams, d])
+                + kp.positions.val().unsqueeze_dim(0);
+            images = Tensor::cat(vec![images, tokens], 1);
+            let k2 = xy.dims()[1];
+            keypoint_xy = Some(xy.reshape([b, cams * k2]));
+        }
+        (images, keypoint_xy)
     }
 
     /// Whether the model has an auxiliary head (see [`VlaConfig::aux_dim`]).
@@ -917,7 +951,8 @@ mod tests {
         }
         let index: Vec<i64> = (0..b as i64).map(|i| i % 2).collect();
         VlaInput {
-            images: random([b, config.cameras, 3, s, s], true, device),
+            images: (config.cameras > 0)
+                .then(|| random([b, config.cameras, 3, s, s], true, device)),
             text: TextInput::Bytes {
                 tokens: Tensor::from_data(TensorData::new(ids, [2, config.text_len]), device),
                 mask: Tensor::from_data(TensorData::new(mask, [2, config.text_len]), device),
@@ -972,7 +1007,8 @@ mod tests {
         };
         let model = Vla::new(&config, 1, &device).unwrap();
         let input = batch(&config, 1, &device);
-        let mut pixels: Vec<f32> = input.images.clone().into_data().try_to_vec().unwrap();
+        let images = input.images.clone().unwrap();
+        let mut pixels: Vec<f32> = images.clone().into_data().try_to_vec().unwrap();
         let before: Vec<f32> = model
             .encode(input.clone())
             .into_data()
@@ -980,7 +1016,10 @@ mod tests {
             .unwrap();
         pixels[0] = 1.0 - pixels[0]; // camera 0, red, row 0, column 0: grid cell (0, 0)
         let moved = VlaInput {
-            images: Tensor::from_data(TensorData::new(pixels, input.images.dims()), &device),
+            images: Some(Tensor::from_data(
+                TensorData::new(pixels, images.dims()),
+                &device,
+            )),
             ..input
         };
         let after: Vec<f32> = model.encode(moved).into_data().try_to_vec().unwrap();
@@ -1088,6 +1127,57 @@ mod tests {
         // Configs written before keypoints existed have none.
         let old: VlaConfig = serde_json::from_str(r#"{"stem": "patch"}"#).unwrap();
         assert_eq!(old.keypoints, 0);
+    }
+
+    #[test]
+    fn a_model_without_cameras_has_no_stem_and_reads_text_and_state() {
+        let device = Device::flex();
+        let config = VlaConfig {
+            cameras: 0,
+            ..tiny()
+        };
+        let model = Vla::new(&config, 1, &device).unwrap();
+        let with_cameras = Vla::new(&tiny(), 1, &device).unwrap();
+        assert!(model.num_params() < with_cameras.num_params());
+        let input = batch(&config, 3, &device);
+        assert!(input.images.is_none());
+        assert_eq!(
+            model.encode(input.clone()).dims(),
+            [3, 2, config.d_model],
+            "instruction and state tokens"
+        );
+        for head in [Head::L1, Head::Flow] {
+            let config = VlaConfig {
+                head,
+                ..config.clone()
+            };
+            let model = Vla::new(&config, 1, &device).unwrap();
+            let noise = random([3, config.chunk, config.action_dim], false, &device);
+            let out = model.predict(input.clone(), Some(noise));
+            assert_eq!(out.dims(), [3, config.chunk, config.action_dim], "{head:?}");
+        }
+        // A model with cameras cannot be handed no images; a model without reads none.
+        let images = batch(&tiny(), 3, &device).images;
+        let ignored = VlaInput {
+            images,
+            ..input.clone()
+        };
+        assert_eq!(
+            model
+                .encode(ignored)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap(),
+            model.encode(input).into_data().try_to_vec::<f32>().unwrap()
+        );
+        let e = VlaConfig {
+            keypoints: 4,
+            ..config
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no cameras"), "{e}");
     }
 
     #[test]

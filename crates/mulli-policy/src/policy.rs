@@ -1,7 +1,8 @@
 //! A trained VLA as a [`Policy`]: observation in, un-normalized action chunk out.
 //!
 //! Observations are checked before anything runs: every camera the model was trained with
-//! must be present, no unknown camera may be, images must have the training resolution's
+//! must be present, no unknown camera may be (cameras of the training data it does not
+//! read are ignored), images must have the training resolution's
 //! aspect (they are resized to the model's input like the training frames were), and the state
 //! must have the right length and be finite. Each failure names the key and what was expected.
 
@@ -80,10 +81,15 @@ impl VlaPolicy {
     fn check(&self, obs: &Observation) -> Result<Vec<f32>, PolicyError> {
         let bad = |m: String| Err(PolicyError::Observation(m));
         for name in obs.images.keys() {
-            if !self.spec.cameras.contains(name) {
+            if !self.spec.cameras.contains(name) && !self.spec.unused_cameras.contains(name) {
                 return bad(format!(
-                    "unknown camera `{name}`; this policy uses {:?}",
-                    self.spec.cameras
+                    "unknown camera `{name}`; this policy uses {:?}{}",
+                    self.spec.cameras,
+                    if self.spec.unused_cameras.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (and ignores {:?})", self.spec.unused_cameras)
+                    }
                 ));
             }
         }

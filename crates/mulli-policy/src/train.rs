@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::PolicyError;
 use crate::checkpoint::{self, PolicySpec, TrainState, TrainingSummary};
-use crate::data::{Augment, HostBatch, Norms, TrainData};
+use crate::data::{Augment, HostBatch, LoadOptions, Norms, TrainData};
 use crate::model::{Head, TextEncoderKind, TextInput, Vla, VlaConfig, VlaInput};
 use crate::normalize::{NormMode, Normalizer};
 use crate::pretrained::PretrainedTextEncoder;
@@ -86,6 +86,11 @@ pub struct TrainConfig {
     pub state_ignore: Vec<String>,
     /// What the policy knows of the objects beyond its images (see [`EnvState`]).
     pub env_state: EnvState,
+    /// The cameras the policy sees, by name (`observation.images.<name>`); unset = all of
+    /// the data's. `[]` = none: a state-only policy (robomimic's "low-dim" setting, with
+    /// `env_state = "observed"`), which trains without decoding a frame and several times
+    /// faster per step. Observations may still carry the unused cameras.
+    pub cameras: Option<Vec<String>>,
     /// With `env_state` on: the object whose position the others' are given relative to
     /// (the tool, `ee`, in mulli's kitchen); "" = absolute positions.
     pub env_state_origin: String,
@@ -122,6 +127,7 @@ impl Default for TrainConfig {
             state_ignore: Vec::new(),
             env_state: EnvState::Off,
             env_state_origin: "ee".into(),
+            cameras: None,
             text_encoder_dir: None,
             model: VlaConfig::default(),
         }
@@ -314,10 +320,12 @@ impl Batcher {
     pub fn input(&self, b: &HostBatch, device: &Device) -> Result<VlaInput, PolicyError> {
         let s = self.image_size;
         Ok(VlaInput {
-            images: Tensor::from_data(
-                TensorData::new(b.images.clone(), [b.size, self.cameras, 3, s, s]),
-                device,
-            ),
+            images: (self.cameras > 0).then(|| {
+                Tensor::from_data(
+                    TensorData::new(b.images.clone(), [b.size, self.cameras, 3, s, s]),
+                    device,
+                )
+            }),
             text: self.text(&b.texts, &b.text_index, device)?,
             state: Tensor::from_data(
                 TensorData::new(b.state.clone(), [b.size, self.state_dim]),
@@ -517,11 +525,14 @@ pub fn train(
 
     let mut data = TrainData::load(
         &data_paths,
-        config.model.image_size,
-        config.model.chunk,
-        config.val_fraction,
-        config.seed,
-        config.max_memory_mb,
+        &LoadOptions {
+            image_size: config.model.image_size,
+            chunk: config.model.chunk,
+            val_fraction: config.val_fraction,
+            seed: config.seed,
+            max_memory_mb: config.max_memory_mb,
+            cameras: config.cameras.as_deref(),
+        },
         |m| on_event(Event::Loading(m)),
     )?;
     if config.env_state != EnvState::Off {
@@ -614,6 +625,7 @@ pub fn train(
         format: checkpoint::FORMAT.into(),
         model: model_config.clone(),
         cameras: data.layout.cameras.clone(),
+        unused_cameras: data.layout.unused_cameras.clone(),
         fps: data.layout.fps,
         robot_type: data.layout.robot_type.clone(),
         state_names: data.layout.state_names.clone(),

@@ -392,6 +392,87 @@ fn a_policy_can_observe_or_perceive_the_environment_state() {
     );
 }
 
+/// `cameras` picks the cameras a policy sees: a subset (the others are ignored in
+/// observations), or none for a state-only policy that trains and acts without images.
+#[test]
+fn a_policy_can_see_a_subset_of_the_cameras_or_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let two = vec![dataset(tmp.path(), &["front", "wrist"], 20)];
+    let act =
+        |policy: &mut VlaPolicy, obs: &Observation| policy.act(obs).map_err(|e| e.to_string());
+    let mut config = tiny(Head::L1);
+    config.steps = 3;
+
+    config.cameras = Some(vec!["side".into()]);
+    let e = train_error(&tmp.path().join("side"), &two, config.clone());
+    assert!(
+        e.contains("`side`") && e.contains("\"front\", \"wrist\""),
+        "{e}"
+    );
+    config.cameras = Some(vec!["wrist".into(), "wrist".into()]);
+    let e = train_error(&tmp.path().join("twice"), &two, config.clone());
+    assert!(e.contains("`wrist` twice"), "{e}");
+
+    config.cameras = Some(vec!["wrist".into()]);
+    let run = tmp.path().join("wrist");
+    train(&run, &two, Some(config.clone()), false, &device(), |_| {}).unwrap();
+    let mut policy = VlaPolicy::load(&run, &Device::flex()).unwrap();
+    assert_eq!(policy.spec().cameras, ["wrist"]);
+    assert_eq!(policy.spec().unused_cameras, ["front"]);
+    assert_eq!(policy.spec().model.cameras, 1);
+    let mut obs = observation(&["front", "wrist"], 24);
+    let a = act(&mut policy, &obs).unwrap();
+    obs.images.get_mut("front").unwrap().rgb.fill(0);
+    assert_eq!(act(&mut policy, &obs).unwrap(), a, "front is not read");
+    obs.images.get_mut("wrist").unwrap().rgb.fill(0);
+    assert_ne!(act(&mut policy, &obs).unwrap(), a, "wrist is read");
+    let e = act(&mut policy, &observation(&["wrist", "side"], 24)).unwrap_err();
+    assert!(
+        e.contains("unknown camera `side`") && e.contains("ignores"),
+        "{e}"
+    );
+    let e = act(&mut policy, &observation(&["front"], 24)).unwrap_err();
+    assert!(e.contains("camera `wrist` is missing"), "{e}");
+
+    // None: the state (with the objects' positions) is all the policy has.
+    let with_env = vec![env_dataset(&tmp.path().join("env"), (4, 8), 21)];
+    config.cameras = Some(Vec::new());
+    config.env_state = mulli_policy::EnvState::Observed;
+    config.env_state_origin = String::new();
+    config.model.keypoints = 4;
+    let e = train_error(&tmp.path().join("kp"), &with_env, config.clone());
+    assert!(
+        e.contains("keypoints = 4") && e.contains("no cameras"),
+        "{e}"
+    );
+    config.model.keypoints = 0;
+    let run = tmp.path().join("blind");
+    let mut events = Vec::new();
+    train(&run, &with_env, Some(config), false, &device(), |e| {
+        if let Event::Loading(m) = e {
+            events.push(m.to_owned());
+        }
+    })
+    .unwrap();
+    assert!(
+        !events.iter().any(|m| m.contains("decoding")),
+        "no frame is decoded: {events:?}"
+    );
+    let mut policy = VlaPolicy::load(&run, &Device::flex()).unwrap();
+    assert!(policy.spec().cameras.is_empty());
+    assert_eq!(policy.spec().unused_cameras, ["front"]);
+    assert_eq!(policy.spec().model.cameras, 0);
+    let mut obs = observation(&[], 24);
+    obs.environment_state = vec![0.5, 0.5, 1.0];
+    let a = act(&mut policy, &obs).unwrap();
+    assert_eq!(a.actions.len(), 4);
+    let mut seen = observation(&["front"], 24);
+    seen.environment_state = obs.environment_state.clone();
+    assert_eq!(act(&mut policy, &seen).unwrap(), a, "images are not read");
+    obs.environment_state[0] = 0.9;
+    assert_ne!(act(&mut policy, &obs).unwrap(), a, "blob.x is read");
+}
+
 /// `state_ignore` hides state entries from the model in training and at inference: the
 /// actions do not change whatever the hidden entry's value; unknown names are errors.
 #[test]

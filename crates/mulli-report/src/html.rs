@@ -465,12 +465,19 @@ fn policy(h: &mut String, spec: Option<&Value>) {
     let m = &spec["model"];
     let _ = write!(
         h,
-        "<h2>Policy</h2><p>{} head · {} px images · {} stem {} · d_model {} · {} fusion layers · chunk {} · trained {} steps (last loss {}, val {})</p>",
+        "<h2>Policy</h2><p>{} head · {} · d_model {} · {} fusion layers · chunk {} · trained {} steps (last loss {}, val {})</p>",
         escape(&s(&m["head"])),
-        s(&m["image_size"]),
-        // Checkpoints from before the patch stem have no `stem`: they are convolutional.
-        escape(m["stem"].as_str().unwrap_or("conv")),
-        escape(&s(&m["conv_channels"])),
+        if m["cameras"].as_u64() == Some(0) {
+            "no images".to_owned()
+        } else {
+            format!(
+                "{} px images · {} stem {}",
+                s(&m["image_size"]),
+                // Checkpoints from before the patch stem have no `stem`: they are convolutional.
+                escape(m["stem"].as_str().unwrap_or("conv")),
+                escape(&s(&m["conv_channels"]))
+            )
+        },
         s(&m["d_model"]),
         s(&m["n_layers"]),
         s(&m["chunk"]),
@@ -481,6 +488,19 @@ fn policy(h: &mut String, spec: Option<&Value>) {
     // What the policy sees besides images and instruction: readers must know whether a
     // success rate needed privileged object positions.
     let mut inputs = Vec::new();
+    let cameras: Vec<&str> = spec["cameras"]
+        .as_array()
+        .map_or(Vec::new(), |c| c.iter().filter_map(Value::as_str).collect());
+    if cameras.is_empty() && m["cameras"].as_u64() == Some(0) {
+        inputs.push("<b>no cameras</b> (a state-only policy)".to_owned());
+    } else if let Some(unused) = spec["unused_cameras"].as_array().filter(|u| !u.is_empty()) {
+        let unused: Vec<&str> = unused.iter().filter_map(Value::as_str).collect();
+        inputs.push(format!(
+            "cameras {} (not {})",
+            escape(&cameras.join(", ")),
+            escape(&unused.join(", "))
+        ));
+    }
     if let Some(k) = m["keypoints"].as_u64().filter(|&k| k > 0) {
         inputs.push(format!("{k} spatial-softmax keypoints per camera"));
     }

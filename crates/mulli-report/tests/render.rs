@@ -147,6 +147,28 @@ fn reach_medians_and_the_auxiliary_loss_are_shown_when_present() {
             .unwrap()
             .contains("2 object positions <b>perceived</b>")
     );
+    // A state-only policy, and one that reads one of the data's two cameras.
+    let blind = json!({"model": {"head": "l1", "cameras": 0, "d_model": 96},
+                       "cameras": [], "unused_cameras": ["agentview", "wrist"],
+                       "training": {"step": 2},
+                       "env_state": {"width": 5, "index": [0], "names": ["cube.x"]}});
+    std::fs::write(run.join("checkpoint/policy.json"), blind.to_string()).unwrap();
+    let html = render(&i).unwrap();
+    assert!(
+        html.contains("<b>no cameras</b> (a state-only policy)")
+            && html.contains("no images · d_model 96")
+            && !html.contains("px images"),
+        "{html}"
+    );
+    let wrist = json!({"model": {"head": "l1", "cameras": 1, "image_size": 64},
+                       "cameras": ["wrist"], "unused_cameras": ["agentview"],
+                       "training": {"step": 2}});
+    std::fs::write(run.join("checkpoint/policy.json"), wrist.to_string()).unwrap();
+    let html = render(&i).unwrap();
+    assert!(
+        html.contains("cameras wrist (not agentview)") && html.contains("64 px images"),
+        "{html}"
+    );
 }
 
 #[test]
