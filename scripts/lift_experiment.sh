@@ -1,26 +1,34 @@
 #!/usr/bin/env bash
 # The lift experiment (issue 6): does multiplying demonstrations with `mulli synth` make a
-# better policy than the source demos alone, at the same training budget?
+# better policy than the source demos alone, at the same training budget? MimicGen's
+# protocol: for each task, one policy trained on its source demos only and one on the same
+# source demos plus the demos generated from them, both evaluated closed-loop on held-out
+# layouts.
 #
-#   source:    SOURCE demos per task, scripted with human-like noise (`mulli sim record`)
-#   generated: the same source demos + GENERATED re-targeted demos per task (`mulli synth`)
+#   source:    SOURCE scripted demos of the task, with human-like noise (`mulli sim record`)
+#   generated: the same source demos + GENERATED re-targeted demos (`mulli synth`)
 #
-# Both policies have the flywheel's model and the same number of training steps, and are
-# evaluated closed-loop on held-out layouts. Prints a per-task table and writes
-# OUT/lift.json.
+# Both policies of a task have the same model and the same number of training steps. Prints a
+# per-task table and writes OUT/lift.json.
 #
 #   bash scripts/lift_experiment.sh [OUT] [SOURCE] [GENERATED] [STEPS] [EPISODES]
-#   defaults: runs/lift 10 100 1500 10       (about 20 min on 2 cores)
+#   defaults: runs/lift 10 1000 1500 50
 #
+# POLICY picks what the policies see:
+#   state  (default) the objects' positions and the arm's state, no cameras: MimicGen's
+#          low-dim setting; trains in about a minute per policy on 2 cores
+#   pixels the flywheel's camera model (images + arm state); about 6 min per policy
+# TASKS=a,b limits the tasks (default: every task of kitchen-v1-single).
 # MULLI=path/to/mulli picks the binary (default: a release build via cargo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out=${1:-runs/lift}
 source_per_task=${2:-10}
-generated_per_task=${3:-100}
+generated_per_task=${3:-1000}
 steps=${4:-1500}
-episodes=${5:-10}
+episodes=${5:-50}
+policy=${POLICY:-state}
 suite=kitchen-v1-single
 
 if [[ -n "${MULLI:-}" ]]; then
@@ -30,15 +38,21 @@ else
     mulli=(target/release/mulli)
     [[ -n "${CARGO_TARGET_DIR:-}" ]] && mulli=("$CARGO_TARGET_DIR/release/mulli")
 fi
+case $policy in
+    state) inputs=$'env_state = "observed"\nenv_state_origin = ""\ncameras = []' ;;
+    pixels) inputs="" ;;
+    *)
+        echo "error: POLICY=$policy; expected state or pixels" >&2
+        exit 1
+        ;;
+esac
 if [[ -e "$out" ]]; then
     echo "error: $out exists; choose another OUT (the experiment never overwrites results)" >&2
     exit 1
 fi
+tasks=${TASKS:-$("${mulli[@]}" sim tasks --suite "$suite" | awk '/^[a-z_]+$/ {print $1}' | paste -sd, -)}
 mkdir -p "$out"
-
-tasks=$("${mulli[@]}" sim tasks --suite "$suite" | awk '/^[a-z_]+$/ {print $1}' | paste -sd, -)
-n_tasks=$(tr ',' '\n' <<<"$tasks" | wc -l)
-echo "lift experiment → $out: $n_tasks tasks, $source_per_task source → +$generated_per_task generated per task, $steps steps, $episodes held-out episodes per task"
+echo "lift experiment → $out: tasks $tasks; $source_per_task source → +$generated_per_task generated per task; $policy policy, $steps steps; $episodes held-out episodes per policy"
 
 # The flywheel's model and optimizer (see `mulli flywheel --print-config`), at STEPS steps.
 cat >"$out/train.toml" <<EOF
@@ -50,6 +64,7 @@ ema_decay = 0.99
 val_every = 250
 checkpoint_every = 250
 log_every = 25
+$inputs
 
 [model]
 image_size = 64
@@ -61,52 +76,85 @@ n_layers = 2
 d_ff = 256
 EOF
 
-start=$(date +%s)
-"${mulli[@]}" sim record --suite "$suite" --episodes $((source_per_task * n_tasks)) \
-    --width 64 --height 64 --seed 0 --out "$out/source"
-t_record=$(($(date +%s) - start))
-
-start=$(date +%s)
-"${mulli[@]}" synth --source "$out/source" --out "$out/generated" \
-    --per-task "$generated_per_task" --seed 0
-t_synth=$(($(date +%s) - start))
-
-for arm in source generated; do
-    data=(--data "$out/source")
-    [[ $arm == generated ]] && data+=(--data "$out/generated")
+seconds() { echo $(($(date +%s) - $1)); }
+for task in ${tasks//,/ }; do
+    dir=$out/$task
+    mkdir -p "$dir"
     start=$(date +%s)
-    "${mulli[@]}" train "${data[@]}" --out "$out/run-$arm" --config "$out/train.toml"
-    echo "$(($(date +%s) - start))" >"$out/run-$arm.seconds"
-    "${mulli[@]}" eval --policy "$out/run-$arm" --suite "$suite" --split held_out_layouts \
-        --episodes "$episodes" --videos 1 --out "$out/eval-$arm"
+    "${mulli[@]}" sim record --suite "$suite" --tasks "$task" --episodes "$source_per_task" \
+        --width 64 --height 64 --seed 0 --out "$dir/source" >"$dir/record.log" 2>&1
+    seconds "$start" >"$dir/record.seconds"
+    start=$(date +%s)
+    # A task synth cannot multiply (no accepted episode) is reported, not fatal.
+    if ! "${mulli[@]}" synth --source "$dir/source" --out "$dir/generated" \
+        --per-task "$generated_per_task" --seed 0 >"$dir/synth.log" 2>&1; then
+        echo "$task: synth failed (see $dir/synth.log)"
+    fi
+    seconds "$start" >"$dir/synth.seconds"
+    for arm in source generated; do
+        data=(--data "$dir/source")
+        if [[ $arm == generated ]]; then
+            [[ -f $dir/generated/meta/info.json ]] || continue
+            data+=(--data "$dir/generated")
+        fi
+        start=$(date +%s)
+        "${mulli[@]}" train "${data[@]}" --out "$dir/run-$arm" --config "$out/train.toml" \
+            >"$dir/train-$arm.log" 2>&1
+        seconds "$start" >"$dir/run-$arm.seconds"
+        "${mulli[@]}" eval --policy "$dir/run-$arm" --suite "$suite" --task "$task" \
+            --split held_out_layouts --episodes "$episodes" --videos 1 \
+            --out "$dir/eval-$arm" >"$dir/eval-$arm.log" 2>&1
+    done
+    grep -h "^held_out_layouts" "$dir"/eval-*.log | sed "s/^/$task /" || true
 done
 
-python3 - "$out" "$t_record" "$t_synth" <<'EOF'
-import json, sys
-out, t_record, t_synth = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-synth = json.load(open(f"{out}/generated/synth_report.json"))
-def scores(arm):
-    info = json.load(open(f"{out}/eval-{arm}/eval_info.json"))
-    return {s["task"]: (s["successes"], s["episodes"]) for s in info["scores"]}
-src, gen = scores("source"), scores("generated")
-per_task = synth["per_task"]
+python3 - "$out" "$tasks" "$policy" <<'EOF'
+import json, os, sys
+out, tasks, policy = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
+def read(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+def score(task, arm):
+    info = read(f"{out}/{task}/eval-{arm}/eval_info.json")
+    if info is None:
+        return None
+    s = next(s for s in info["scores"] if s["task"] == task)
+    return s["successes"], s["episodes"]
+def secs(task, what):
+    try:
+        return int(open(f"{out}/{task}/{what}.seconds").read())
+    except OSError:
+        return None
 rows, lifts = [], []
-print("| task | source only | + generated | lift (points) | synth yield |")
-print("|---|---|---|---|---|")
-for task in src:
-    (a, n), (b, m) = src[task], gen[task]
-    lift = 100 * (b / m - a / n)
-    lifts.append(lift)
-    y = per_task.get(task, {})
-    yld = y.get("yield")
-    yld = f"{100 * yld:.0f}%" if isinstance(yld, (int, float)) else "?"
-    print(f"| {task} | {a}/{n} | {b}/{m} | {lift:+.0f} | {yld} |")
-    rows.append({"task": task, "source": [a, n], "generated": [b, m], "lift_points": lift, "yield": y.get("yield")})
-mean = sum(lifts) / len(lifts)
-tot = lambda d: 100 * sum(v[0] for v in d.values()) / sum(v[1] for v in d.values())
-print(f"| **all** | {tot(src):.1f}% | {tot(gen):.1f}% | **{mean:+.1f}** | |")
-secs = {arm: int(open(f"{out}/run-{arm}.seconds").read()) for arm in ("source", "generated")}
-json.dump({"tasks": rows, "mean_lift_points": mean, "source_pc": tot(src), "generated_pc": tot(gen),
-           "seconds": {"record": t_record, "synth": t_synth, "train": secs}}, open(f"{out}/lift.json", "w"), indent=2)
-print(f"record {t_record} s, synth {t_synth} s, train {secs} s → {out}/lift.json")
+print(f"| task | source only | + generated | lift (points) | synth yield | accepted/s |")
+print("|---|---|---|---|---|---|")
+for task in tasks:
+    src, gen = score(task, "source"), score(task, "generated")
+    synth = read(f"{out}/{task}/generated/synth_report.json", {})
+    per = synth.get("per_task", {}).get(task, {})
+    yld, acc = per.get("yield"), per.get("accepted", 0)
+    t_synth = secs(task, "synth")
+    rate = acc / t_synth if t_synth else None
+    # No generated policy (synth accepted nothing): the generated arm is the source arm.
+    gen_eff = gen if gen is not None else src
+    lift = 100 * (gen_eff[0] / gen_eff[1] - src[0] / src[1]) if src and gen_eff else None
+    if lift is not None:
+        lifts.append(lift)
+    fmt = lambda s: f"{s[0]}/{s[1]}" if s else "—"
+    print(f"| {task} | {fmt(src)} | {fmt(gen)} | {lift:+.0f} | "
+          f"{'—' if yld is None else f'{100 * yld:.0f}%'} | {'—' if rate is None else f'{rate:.1f}'} |")
+    rows.append({"task": task, "source": src, "generated": gen, "lift_points": lift,
+                 "yield": yld, "accepted": acc, "attempts": per.get("attempts"),
+                 "seconds": {w: secs(task, w) for w in ("record", "synth", "run-source", "run-generated")}})
+mean = sum(lifts) / len(lifts) if lifts else float("nan")
+tot = lambda arm: [sum(r[arm][i] for r in rows if r[arm]) for i in (0, 1)]
+(sa, sn), (ga, gn) = tot("source"), tot("generated")
+print(f"| **mean** | {100 * sa / max(sn, 1):.1f}% | {100 * ga / max(gn, 1):.1f}% | **{mean:+.1f}** | | |")
+json.dump({"policy": policy, "tasks": rows, "mean_lift_points": mean,
+           "source_pc": 100 * sa / max(sn, 1), "generated_pc": 100 * ga / max(gn, 1)},
+          open(f"{out}/lift.json", "w"), indent=2)
+print(f"→ {out}/lift.json")
 EOF

@@ -272,6 +272,13 @@ fn info(run: &Path) -> Result<ExitCode> {
         ),
         (None, None) => {}
     }
+    if !m.object_tokens.is_empty() {
+        println!(
+            "           as {} object tokens of {:?} entries (the arm's state is one more)",
+            m.object_tokens.len(),
+            m.object_tokens
+        );
+    }
     println!("normalization ({:?}):", spec.state_norm.mode);
     for (label, norm, n) in [
         ("state", &spec.state_norm, &spec.state_names),

@@ -114,6 +114,14 @@ pub struct VlaConfig {
     /// (detached) predictions, so the action head learns to use positions and to live with
     /// the perception error. 0 = off; otherwise equal to `aux_dim`.
     pub perceived: usize,
+    /// Sizes of consecutive groups at the end of the state that become one token each — an
+    /// object's entries of the observed environment state (position, angle, opening), set by
+    /// training with `object_tokens = true`. The rest of the state (the arm) stays one
+    /// token. Empty = the whole state is one token (older checkpoints). Why: with the
+    /// objects in one token, picking *the instructed* object's coordinates out of a linear
+    /// mix of all of them is left to the feed-forward layers; as tokens, attention can select
+    /// the object the instruction names (object-centric input, as in VIMA or slot policies).
+    pub object_tokens: Vec<usize>,
     pub head: Head,
     /// Euler steps of the flow head at inference.
     pub flow_steps: usize,
@@ -139,6 +147,7 @@ impl Default for VlaConfig {
             keypoints: 0,
             aux_dim: 0,
             perceived: 0,
+            object_tokens: Vec::new(),
             head: Head::L1,
             flow_steps: 5,
             text_encoder: TextEncoderKind::Bytes,
@@ -201,6 +210,13 @@ impl VlaConfig {
             return Err(PolicyError::Config(format!(
                 "perceived = {}: the perceived state entries are the auxiliary targets, so it must equal aux_dim = {} and fit in state_dim = {}",
                 self.perceived, self.aux_dim, self.state_dim
+            )));
+        }
+        let objects: usize = self.object_tokens.iter().sum();
+        if self.object_tokens.contains(&0) || objects >= self.state_dim {
+            return Err(PolicyError::Config(format!(
+                "object_tokens = {:?}: each group needs an entry, and together they must leave part of state_dim = {} for the arm",
+                self.object_tokens, self.state_dim
             )));
         }
         if self.cameras == 0 && self.keypoints > 0 {
@@ -405,7 +421,12 @@ pub struct Vla {
     aux: Option<AuxHead>,
     bytes: Option<ByteTextEncoder>,
     text_proj: Option<Linear>,
+    /// The state's arm part (all of it without object tokens) → one token.
     state_proj: Linear,
+    /// One projection per object group ([`VlaConfig::object_tokens`]) and a learned
+    /// identity per object token.
+    object_proj: Vec<Linear>,
+    object_ids: Option<Param<Tensor<2>>>,
     queries: Param<Tensor<2>>,
     /// Positions of the text, state and action tokens.
     token_positions: Param<Tensor<2>>,
@@ -531,7 +552,18 @@ impl Vla {
             aux,
             bytes,
             text_proj,
-            state_proj: LinearConfig::new(config.state_dim, d).init(device),
+            state_proj: LinearConfig::new(
+                config.state_dim - config.object_tokens.iter().sum::<usize>(),
+                d,
+            )
+            .init(device),
+            object_proj: config
+                .object_tokens
+                .iter()
+                .map(|&n| LinearConfig::new(n, d).init(device))
+                .collect(),
+            object_ids: (!config.object_tokens.is_empty())
+                .then(|| normal([config.object_tokens.len(), d], device)),
             queries: normal([config.chunk, d], device),
             token_positions: normal([2 + config.chunk, d], device),
             flow,
@@ -556,8 +588,8 @@ impl Vla {
         }
     }
 
-    /// The observation as tokens `[B, image_tokens (+ cameras keypoint tokens) + 2, d]`
-    /// (images, instruction, state).
+    /// The observation as tokens `[B, image_tokens (+ cameras keypoint tokens) + 2
+    /// (+ objects), d]` (images, instruction, state, object tokens).
     pub fn encode(&self, input: VlaInput) -> Tensor<3> {
         self.encode_parts(input, Perception::Predicted).0
     }
@@ -634,14 +666,18 @@ impl Vla {
                 }
             };
         }
-        let state = self.state_proj.forward(state);
+        let objects = self.object_tokens(&state);
+        let arm = match &objects {
+            Some((_, arm_dim)) => state.narrow(1, 0, *arm_dim),
+            None => state,
+        };
+        let state = self.state_proj.forward(arm);
         let pos = self.token_positions.val();
         let text = text.unsqueeze_dim::<3>(1) + pos.clone().narrow(0, 0, 1).unsqueeze_dim(0);
         let state = state.unsqueeze_dim::<3>(1) + pos.narrow(0, 1, 1).unsqueeze_dim(0);
-        let tokens = match images {
-            Some(images) => vec![images, text, state],
-            None => vec![text, state],
-        };
+        let mut tokens: Vec<Tensor<3>> = images.into_iter().collect();
+        tokens.extend([text, state]);
+        tokens.extend(objects.map(|(t, _)| t));
         (Tensor::cat(tokens, 1), aux)
     }
 
@@ -700,6 +736,32 @@ impl Vla {
             keypoint_xy = Some(xy.reshape([b, cams * k2]));
         }
         (images, keypoint_xy)
+    }
+
+    /// The object tokens `[B, objects, d]` of a (normalized, perception-applied) state
+    /// `[B, state_dim]` and the width of the arm part before them; `None` without object
+    /// tokens.
+    fn object_tokens(&self, state: &Tensor<2>) -> Option<(Tensor<3>, usize)> {
+        let ids = self.object_ids.as_ref()?;
+        let sizes: Vec<usize> = self
+            .object_proj
+            .iter()
+            .map(|p| p.weight.val().dims()[0])
+            .collect();
+        let [b, sd] = state.dims();
+        let arm = sd - sizes.iter().sum::<usize>();
+        let mut at = arm;
+        let tokens: Vec<Tensor<3>> = self
+            .object_proj
+            .iter()
+            .zip(&sizes)
+            .map(|(proj, &n)| {
+                let t = proj.forward(state.clone().narrow(1, at, n));
+                at += n;
+                t.reshape([b, 1, self.d_model])
+            })
+            .collect();
+        Some((Tensor::cat(tokens, 1) + ids.val().unsqueeze_dim(0), arm))
     }
 
     /// Whether the model has an auxiliary head (see [`VlaConfig::aux_dim`]).
@@ -1178,6 +1240,47 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("no cameras"), "{e}");
+    }
+
+    #[test]
+    fn object_tokens_split_the_end_of_the_state_into_one_token_per_object() {
+        let device = Device::flex();
+        // state_dim 15 in tiny(): 10 arm entries, then objects of 3 and 2 entries.
+        let config = VlaConfig {
+            object_tokens: vec![3, 2],
+            ..tiny()
+        };
+        let plain = Vla::new(&tiny(), 1, &device).unwrap();
+        let model = Vla::new(&config, 1, &device).unwrap();
+        let input = batch(&config, 2, &device);
+        let n = plain.encode(input.clone()).dims()[1];
+        assert_eq!(
+            model.encode(input.clone()).dims(),
+            [2, n + 2, config.d_model]
+        );
+        let out = |input: VlaInput| -> Vec<f32> {
+            model.predict(input, None).into_data().try_to_vec().unwrap()
+        };
+        let base = out(input.clone());
+        for entry in 0..config.state_dim {
+            let mut state: Vec<f32> = input.state.clone().into_data().try_to_vec().unwrap();
+            state[entry] += 1.0;
+            let moved = VlaInput {
+                state: Tensor::from_data(TensorData::new(state, [2, config.state_dim]), &device),
+                ..input.clone()
+            };
+            assert_ne!(out(moved), base, "state entry {entry} is read");
+        }
+        for bad in [vec![15], vec![3, 0], vec![8, 8]] {
+            let e = VlaConfig {
+                object_tokens: bad.clone(),
+                ..tiny()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("object_tokens"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

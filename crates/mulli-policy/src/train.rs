@@ -91,6 +91,10 @@ pub struct TrainConfig {
     /// `env_state = "observed"`), which trains without decoding a frame and several times
     /// faster per step. Observations may still carry the unused cameras.
     pub cameras: Option<Vec<String>>,
+    /// With `env_state` on: each object's entries (`cube.x`, `cube.y`, …) become a token of
+    /// their own instead of joining the arm's state token (see
+    /// [`crate::VlaConfig::object_tokens`]).
+    pub object_tokens: bool,
     /// With `env_state` on: the object whose position the others' are given relative to
     /// (the tool, `ee`, in mulli's kitchen); "" = absolute positions.
     pub env_state_origin: String,
@@ -128,6 +132,7 @@ impl Default for TrainConfig {
             env_state: EnvState::Off,
             env_state_origin: "ee".into(),
             cameras: None,
+            object_tokens: false,
             text_encoder_dir: None,
             model: VlaConfig::default(),
         }
@@ -535,10 +540,17 @@ pub fn train(
         },
         |m| on_event(Event::Loading(m)),
     )?;
-    if config.env_state != EnvState::Off {
-        data.observe_env_state(&config.env_state_origin)?;
-    }
     let mut model_config = config.model.clone();
+    if config.env_state != EnvState::Off {
+        let env = data.observe_env_state(&config.env_state_origin)?;
+        if config.object_tokens {
+            model_config.object_tokens = object_groups(&env.names);
+        }
+    } else if config.object_tokens {
+        return Err(PolicyError::Config(
+            "object_tokens = true makes tokens of the observed objects: it needs env_state = \"observed\" or \"perceived\"".into(),
+        ));
+    }
     model_config.cameras = data.layout.cameras.len();
     model_config.state_dim = data.layout.state_dim;
     model_config.action_dim = data.layout.action_dim;
@@ -803,6 +815,24 @@ fn ignored_state(
         }
     }
     Ok(ignored)
+}
+
+/// Sizes of the runs of consecutive environment-state names that belong to one object
+/// (`cube.x, cube.y, cube.z, drawer.opening` → `[3, 1]`).
+fn object_groups(names: &[String]) -> Vec<usize> {
+    let object = |n: &str| {
+        n.rsplit_once('.')
+            .map_or(n.to_owned(), |(o, _)| o.to_owned())
+    };
+    let mut groups: Vec<(String, usize)> = Vec::new();
+    for name in names {
+        let o = object(name);
+        match groups.last_mut() {
+            Some((last, n)) if *last == o => *n += 1,
+            _ => groups.push((o, 1)),
+        }
+    }
+    groups.into_iter().map(|(_, n)| n).collect()
 }
 
 fn norm_from_rows(mode: NormMode, rows: &[f32], dim: usize) -> Result<Normalizer, PolicyError> {

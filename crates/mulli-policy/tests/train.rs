@@ -347,6 +347,35 @@ fn a_policy_can_observe_or_perceive_the_environment_state() {
     obs.environment_state[0] = 0.9;
     assert_ne!(act(&mut policy, &obs).unwrap(), a, "blob.x is observed");
 
+    // Object tokens: the blob's entries become a token of their own.
+    let mut tokens = config.clone();
+    tokens.object_tokens = true;
+    let run = tmp.path().join("tokens");
+    train(
+        &run,
+        std::slice::from_ref(&with_env),
+        Some(tokens.clone()),
+        false,
+        &device(),
+        |_| {},
+    )
+    .unwrap();
+    let mut policy = VlaPolicy::load(&run, &Device::flex()).unwrap();
+    assert_eq!(policy.spec().model.object_tokens, [2]);
+    let a = act(&mut policy, &obs).unwrap();
+    obs.environment_state[0] = 0.1;
+    assert_ne!(act(&mut policy, &obs).unwrap(), a, "blob.x is read");
+    tokens.env_state = mulli_policy::EnvState::Off;
+    let e = train_error(
+        &tmp.path().join("tokens-off"),
+        std::slice::from_ref(&with_env),
+        tokens,
+    );
+    assert!(
+        e.contains("object_tokens") && e.contains("env_state"),
+        "{e}"
+    );
+
     // Perceived: the keypoints' head predicts the positions, the observation needs none.
     let mut perceiving = config.clone();
     perceiving.env_state = mulli_policy::EnvState::Perceived;

@@ -522,6 +522,9 @@ fn policy(h: &mut String, spec: Option<&Value>) {
             )
         });
     }
+    if let Some(n) = m["object_tokens"].as_array().filter(|o| !o.is_empty()) {
+        inputs.push(format!("one token per object ({})", n.len()));
+    }
     if !inputs.is_empty() {
         let _ = write!(h, "<p>Inputs: {}.</p>", inputs.join(" · "));
     }

@@ -148,7 +148,7 @@ fn reach_medians_and_the_auxiliary_loss_are_shown_when_present() {
             .contains("2 object positions <b>perceived</b>")
     );
     // A state-only policy, and one that reads one of the data's two cameras.
-    let blind = json!({"model": {"head": "l1", "cameras": 0, "d_model": 96},
+    let blind = json!({"model": {"head": "l1", "cameras": 0, "d_model": 96, "object_tokens": [3, 1]},
                        "cameras": [], "unused_cameras": ["agentview", "wrist"],
                        "training": {"step": 2},
                        "env_state": {"width": 5, "index": [0], "names": ["cube.x"]}});
@@ -156,6 +156,7 @@ fn reach_medians_and_the_auxiliary_loss_are_shown_when_present() {
     let html = render(&i).unwrap();
     assert!(
         html.contains("<b>no cameras</b> (a state-only policy)")
+            && html.contains("one token per object (2)")
             && html.contains("no images · d_model 96")
             && !html.contains("px images"),
         "{html}"
