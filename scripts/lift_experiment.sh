@@ -13,6 +13,7 @@
 #
 #   bash scripts/lift_experiment.sh [OUT] [SOURCE] [GENERATED] [STEPS] [EPISODES]
 #   defaults: runs/lift 10 1000 1500 50
+#   bash scripts/lift_experiment.sh --summarize OUT   # the table again, from OUT's task dirs
 #
 # POLICY picks what the policies see:
 #   state  (default) the objects' positions and the arm's state, no cameras: MimicGen's
@@ -23,6 +24,67 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+summarize() {
+python3 - "$out" "$tasks" "$policy" <<'EOF'
+import json, os, sys
+out, tasks, policy = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
+def read(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+def score(task, arm):
+    info = read(f"{out}/{task}/eval-{arm}/eval_info.json")
+    if info is None:
+        return None
+    s = next(s for s in info["scores"] if s["task"] == task)
+    return s["successes"], s["episodes"]
+def secs(task, what):
+    try:
+        return int(open(f"{out}/{task}/{what}.seconds").read())
+    except OSError:
+        return None
+rows, lifts = [], []
+print(f"| task | source only | + generated | lift (points) | synth yield | accepted/s |")
+print("|---|---|---|---|---|---|")
+for task in tasks:
+    src, gen = score(task, "source"), score(task, "generated")
+    synth = read(f"{out}/{task}/generated/synth_report.json", {})
+    per = synth.get("per_task", {}).get(task, {})
+    yld, acc = per.get("yield"), per.get("accepted", 0)
+    t_synth = secs(task, "synth")
+    rate = acc / t_synth if t_synth else None
+    # No generated policy (synth accepted nothing): the generated arm is the source arm.
+    gen_eff = gen if gen is not None else src
+    lift = 100 * (gen_eff[0] / gen_eff[1] - src[0] / src[1]) if src and gen_eff else None
+    if lift is not None:
+        lifts.append(lift)
+    fmt = lambda s: f"{s[0]}/{s[1]}" if s else "—"
+    print(f"| {task} | {fmt(src)} | {fmt(gen)} | {lift:+.0f} | "
+          f"{'—' if yld is None else f'{100 * yld:.0f}%'} | {'—' if rate is None else f'{rate:.1f}'} |")
+    rows.append({"task": task, "source": src, "generated": gen, "lift_points": lift,
+                 "yield": yld, "accepted": acc, "attempts": per.get("attempts"),
+                 "seconds": {w: secs(task, w) for w in ("record", "synth", "run-source", "run-generated")}})
+mean = sum(lifts) / len(lifts) if lifts else float("nan")
+tot = lambda arm: [sum(r[arm][i] for r in rows if r[arm]) for i in (0, 1)]
+(sa, sn), (ga, gn) = tot("source"), tot("generated")
+print(f"| **mean** | {100 * sa / max(sn, 1):.1f}% | {100 * ga / max(gn, 1):.1f}% | **{mean:+.1f}** | | |")
+json.dump({"policy": policy, "tasks": rows, "mean_lift_points": mean,
+           "source_pc": 100 * sa / max(sn, 1), "generated_pc": 100 * ga / max(gn, 1)},
+          open(f"{out}/lift.json", "w"), indent=2)
+print(f"→ {out}/lift.json")
+EOF
+}
+
+if [[ ${1:-} == --summarize ]]; then
+    out=${2:?usage: --summarize OUT}
+    [[ -f $out/train.toml ]] || { echo "error: $out is not a lift experiment (no train.toml)" >&2; exit 1; }
+    tasks=$(find "$out" -mindepth 2 -maxdepth 2 -name eval-source -printf '%h\n' | xargs -n1 basename | sort | paste -sd, -)
+    policy=$(grep -q '^cameras = \[\]' "$out/train.toml" && echo state || echo pixels)
+    summarize
+    exit
+fi
 out=${1:-runs/lift}
 source_per_task=${2:-10}
 generated_per_task=${3:-1000}
@@ -105,56 +167,10 @@ for task in ${tasks//,/ }; do
             --split held_out_layouts --episodes "$episodes" --videos 1 \
             --out "$dir/eval-$arm" >"$dir/eval-$arm.log" 2>&1
     done
-    grep -h "^held_out_layouts" "$dir"/eval-*.log | sed "s/^/$task /" || true
+    for arm in source generated; do
+        if [[ -f $dir/eval-$arm.log ]]; then
+            grep -h "^held_out_layouts" "$dir/eval-$arm.log" | sed "s/^held_out_layouts/$task, $arm/" || true
+        fi
+    done
 done
-
-python3 - "$out" "$tasks" "$policy" <<'EOF'
-import json, os, sys
-out, tasks, policy = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
-def read(path, default=None):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return default
-def score(task, arm):
-    info = read(f"{out}/{task}/eval-{arm}/eval_info.json")
-    if info is None:
-        return None
-    s = next(s for s in info["scores"] if s["task"] == task)
-    return s["successes"], s["episodes"]
-def secs(task, what):
-    try:
-        return int(open(f"{out}/{task}/{what}.seconds").read())
-    except OSError:
-        return None
-rows, lifts = [], []
-print(f"| task | source only | + generated | lift (points) | synth yield | accepted/s |")
-print("|---|---|---|---|---|---|")
-for task in tasks:
-    src, gen = score(task, "source"), score(task, "generated")
-    synth = read(f"{out}/{task}/generated/synth_report.json", {})
-    per = synth.get("per_task", {}).get(task, {})
-    yld, acc = per.get("yield"), per.get("accepted", 0)
-    t_synth = secs(task, "synth")
-    rate = acc / t_synth if t_synth else None
-    # No generated policy (synth accepted nothing): the generated arm is the source arm.
-    gen_eff = gen if gen is not None else src
-    lift = 100 * (gen_eff[0] / gen_eff[1] - src[0] / src[1]) if src and gen_eff else None
-    if lift is not None:
-        lifts.append(lift)
-    fmt = lambda s: f"{s[0]}/{s[1]}" if s else "—"
-    print(f"| {task} | {fmt(src)} | {fmt(gen)} | {lift:+.0f} | "
-          f"{'—' if yld is None else f'{100 * yld:.0f}%'} | {'—' if rate is None else f'{rate:.1f}'} |")
-    rows.append({"task": task, "source": src, "generated": gen, "lift_points": lift,
-                 "yield": yld, "accepted": acc, "attempts": per.get("attempts"),
-                 "seconds": {w: secs(task, w) for w in ("record", "synth", "run-source", "run-generated")}})
-mean = sum(lifts) / len(lifts) if lifts else float("nan")
-tot = lambda arm: [sum(r[arm][i] for r in rows if r[arm]) for i in (0, 1)]
-(sa, sn), (ga, gn) = tot("source"), tot("generated")
-print(f"| **mean** | {100 * sa / max(sn, 1):.1f}% | {100 * ga / max(gn, 1):.1f}% | **{mean:+.1f}** | | |")
-json.dump({"policy": policy, "tasks": rows, "mean_lift_points": mean,
-           "source_pc": 100 * sa / max(sn, 1), "generated_pc": 100 * ga / max(gn, 1)},
-          open(f"{out}/lift.json", "w"), indent=2)
-print(f"→ {out}/lift.json")
-EOF
+summarize

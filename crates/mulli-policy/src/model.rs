@@ -122,6 +122,13 @@ pub struct VlaConfig {
     /// mix of all of them is left to the feed-forward layers; as tokens, attention can select
     /// the object the instruction names (object-centric input, as in VIMA or slot policies).
     pub object_tokens: Vec<usize>,
+    /// Scale each state entry by a gate in (0, 2) computed from the instruction before the
+    /// state is projected: `state · 2σ(W·text)`. Why: a multi-task policy must pick the
+    /// named object's coordinates out of all objects'; attention over two prefix tokens
+    /// cannot select within the state token, and the feed-forward layers approximate the
+    /// product of instruction and state slowly. The gate is that product, one layer deep
+    /// (FiLM on the input). It starts at 1 (zero-initialized), so it begins as the plain model.
+    pub state_gate: bool,
     pub head: Head,
     /// Euler steps of the flow head at inference.
     pub flow_steps: usize,
@@ -148,6 +155,7 @@ impl Default for VlaConfig {
             aux_dim: 0,
             perceived: 0,
             object_tokens: Vec::new(),
+            state_gate: false,
             head: Head::L1,
             flow_steps: 5,
             text_encoder: TextEncoderKind::Bytes,
@@ -427,6 +435,8 @@ pub struct Vla {
     /// identity per object token.
     object_proj: Vec<Linear>,
     object_ids: Option<Param<Tensor<2>>>,
+    /// Instruction → per-entry state gate ([`VlaConfig::state_gate`]).
+    state_gate: Option<Linear>,
     queries: Param<Tensor<2>>,
     /// Positions of the text, state and action tokens.
     token_positions: Param<Tensor<2>>,
@@ -564,6 +574,9 @@ impl Vla {
                 .collect(),
             object_ids: (!config.object_tokens.is_empty())
                 .then(|| normal([config.object_tokens.len(), d], device)),
+            state_gate: config
+                .state_gate
+                .then(|| LinearConfig::new(d, config.state_dim).init(device)),
             queries: normal([config.chunk, d], device),
             token_positions: normal([2 + config.chunk, d], device),
             flow,
@@ -665,6 +678,10 @@ impl Vla {
                     )
                 }
             };
+        }
+        if let Some(gate) = &self.state_gate {
+            let g = burn::tensor::activation::sigmoid(gate.forward(text.clone())) * 2.0;
+            state = state * g;
         }
         let objects = self.object_tokens(&state);
         let arm = match &objects {
@@ -901,7 +918,7 @@ impl Vla {
 /// whatever else the process does (burn's generator is global: concurrent users would perturb
 /// it). Distributions follow burn's and PyTorch's defaults: linear and conv weights and biases
 /// uniform in ±1/sqrt(fan_in), embeddings N(0, 1), learned positions and queries N(0, 0.02);
-/// norm scales and shifts keep their constant 1 and 0.
+/// norm scales and shifts keep their constant 1 and 0; the state gate starts at 0 (open).
 fn seeded_init(model: &mut Vla, seed: u64) {
     use burn::store::{ModuleSnapshot, bridge};
     use mulli_core::rng::{self, RngExt};
@@ -925,7 +942,10 @@ fn seeded_init(model: &mut Vla, seed: u64) {
                 _ => w.iter().product::<usize>().max(1),
             };
             let name = t.name.as_str();
-            let values: Vec<f32> = if name.ends_with("bias") {
+            let values: Vec<f32> = if name.starts_with("state_gate.") {
+                // The gate starts open (2σ(0) = 1): the model begins as the ungated one.
+                vec![0.0; n]
+            } else if name.ends_with("bias") {
                 let w = shapes
                     .get(&format!(
                         "{}weight",
@@ -1392,6 +1412,43 @@ mod tests {
                 "{head:?}: loss did not fall: {first} -> {last}"
             );
         }
+    }
+
+    #[test]
+    fn the_state_gate_starts_open_and_learns() {
+        use burn::store::ModuleSnapshot;
+        let device = Device::flex().autodiff();
+        let config = VlaConfig {
+            state_gate: true,
+            ..tiny()
+        };
+        let gate = |model: &Vla| -> Vec<f32> {
+            let snap = model.collect(None, None, false);
+            let w = snap
+                .iter()
+                .find(|t| t.name == "state_gate.weight")
+                .expect("the gate's weight");
+            burn::store::bridge::to_data(w)
+                .unwrap()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap()
+        };
+        let mut model = Vla::new(&config, 5, &device).unwrap();
+        assert!(gate(&model).iter().all(|&v| v == 0.0), "2σ(0) = 1: open");
+        let mut opt = AdamWConfig::new().init();
+        let target = random([4, config.chunk, config.action_dim], false, &device);
+        let valid = Tensor::<2>::ones([4, config.chunk], &device);
+        let input = batch(&config, 4, &device);
+        for _ in 0..3 {
+            let loss = model.loss(input.clone(), target.clone(), valid.clone(), None);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = opt.step(3e-3, model, grads);
+        }
+        assert!(
+            gate(&model).iter().any(|&v| v != 0.0),
+            "gradients reach the gate"
+        );
     }
 
     #[test]

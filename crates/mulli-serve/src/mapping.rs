@@ -818,6 +818,38 @@ mod tests {
     }
 
     #[test]
+    fn a_state_only_policy_needs_no_images_and_ignores_sent_ones() {
+        let i = PolicyInfo {
+            cameras: Vec::new(),
+            env_state_dim: 3,
+            ..info()
+        };
+        let map = ObservationMap::resolve(&Default::default(), &i).unwrap();
+        assert!(map.cameras.is_empty());
+        let mut o = obs(4);
+        o.images.clear();
+        o.environment_state = vec![0.1, 0.2, 0.3];
+        let back = map.decode(&map.encode(&o).unwrap(), &i).unwrap();
+        assert_eq!(back, o);
+        let (i2, map2) = parse_metadata(&wire::encode(&metadata_value(&i, &map))).unwrap();
+        assert_eq!((i2, map2), (i.clone(), map.clone()));
+        // A client that also sends its camera images: they are not the policy's business.
+        let mut with_images = obs(4);
+        with_images.environment_state = o.environment_state.clone();
+        let full = ObservationMap::resolve(
+            &Default::default(),
+            &PolicyInfo {
+                env_state_dim: 3,
+                ..info()
+            },
+        )
+        .unwrap();
+        let back = map.decode(&full.encode(&with_images).unwrap(), &i).unwrap();
+        assert!(back.images.is_empty());
+        assert_eq!(back.environment_state, o.environment_state);
+    }
+
+    #[test]
     fn metadata_round_trips() {
         let i = info();
         let map = ObservationMap::resolve(&Default::default(), &i).unwrap();
