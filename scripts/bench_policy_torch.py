@@ -228,6 +228,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--head", choices=["l1", "flow"], default="l1")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the GPU side-by-side)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--warmup", type=int, default=3, help="untimed training steps")
@@ -263,10 +264,16 @@ def main() -> None:
     if a.no_fastpath:
         torch.backends.mha.set_fastpath_enabled(False)
 
-    model = Vla(a)
+    dev = torch.device(a.device)
+    model = Vla(a).to(dev)
+
+    def sync() -> None:
+        # CUDA kernels run asynchronously: wait for them before reading the clock.
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
     params = sum(p.numel() for p in model.parameters())
     seq_len = a.cameras * model.patches + 2 + a.chunk
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, seed {a.seed}")
+    print(f"torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}, seed {a.seed}")
     print(f"model: head {a.head}, {params:,} parameters, {seq_len} fusion tokens "
           f"({a.cameras}x{model.patches} image + text + state + {a.chunk} action)")
     for name, child in model.named_children():
@@ -277,8 +284,8 @@ def main() -> None:
     # --- training ------------------------------------------------------------------------
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
-    obs = make_obs(a, a.batch)
-    target = torch.randn(a.batch, a.chunk, a.action_dim)
+    obs = tuple(t.to(dev) for t in make_obs(a, a.batch))
+    target = torch.randn(a.batch, a.chunk, a.action_dim).to(dev)
 
     def train_step() -> float:
         loss = model.loss(obs, target)
@@ -305,14 +312,16 @@ def main() -> None:
 
     # --- batch-1 inference ---------------------------------------------------------------
     model.eval()
-    obs1 = make_obs(a, 1)
+    obs1 = tuple(t.to(dev) for t in make_obs(a, 1))
     lat = []
     with torch.inference_mode():
         for _ in range(a.infer_warmup):
             model.predict(obs1, a.flow_steps)
         for _ in range(a.infer):
+            sync()
             t0 = time.perf_counter()
             out = model.predict(obs1, a.flow_steps)
+            sync()
             lat.append((time.perf_counter() - t0) * 1e3)
     assert out.shape == (1, a.chunk, a.action_dim) and torch.isfinite(out).all()
     lat.sort()
@@ -324,6 +333,7 @@ def main() -> None:
     print(json.dumps({
         "framework": "pytorch",
         "torch": torch.__version__,
+        "device": str(dev),
         "threads": torch.get_num_threads(),
         "head": a.head,
         "params": params,

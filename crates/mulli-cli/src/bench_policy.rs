@@ -67,6 +67,12 @@ pub fn config_for(head: Head, file: Option<&std::path::Path>) -> Result<VlaConfi
     Ok(config)
 }
 
+fn sync(device: &burn::tensor::Device) -> Result<()> {
+    device
+        .sync()
+        .map_err(|e| anyhow::anyhow!("waiting for the device: {e:?}"))
+}
+
 pub fn train(
     batch: usize,
     steps: usize,
@@ -101,9 +107,12 @@ pub fn train(
         let _ = loss.clone().into_scalar::<f32>();
         let t1 = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
+        // GPU backends queue kernels and return: wait for them, so each phase is charged
+        // with its own work (a no-op on the CPU backend).
+        sync(&device)?;
         let t2 = Instant::now();
         model = opt.step(3e-4, model, grads);
-        let _ = model.clone();
+        sync(&device)?;
         let t3 = Instant::now();
         if i >= warmup {
             fwd.push((t1 - t0).as_secs_f64());

@@ -47,7 +47,7 @@ pub struct FlywheelConfig {
     pub suite: String,
     /// Task ids (empty = every task of the suite).
     pub tasks: Vec<String>,
-    /// `cpu` or `cuda:N`.
+    /// `cpu`, `cuda:N` or `vulkan:N` (with the `cuda` / `vulkan` feature).
     pub device: String,
     pub capture: CaptureConfig,
     pub multiply: MultiplyConfig,
@@ -126,6 +126,9 @@ impl Default for FlywheelConfig {
             n_heads: 4,
             n_layers: 2,
             d_ff: 256,
+            // The instruction gates the state: 19.1% → 25.2% on this flywheel
+            // (docs/benchmarks.md, "State-only policies").
+            state_gate: true,
             ..VlaConfig::default()
         };
         FlywheelConfig {

@@ -32,7 +32,7 @@ pub struct TrainArgs {
     /// Override the config's seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// `cpu` or `cuda:N` (with the `cuda` feature).
+    /// `cpu`, `cuda:N` or `vulkan:N` (with the `cuda` / `vulkan` feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Print the default config as TOML and exit.

@@ -30,7 +30,7 @@ pub struct ServeArgs {
     /// Print the default serve config for --policy (or a generic one) and exit.
     #[arg(long)]
     pub print_config: bool,
-    /// `cpu` or `cuda:N` (with the `cuda` feature).
+    /// `cpu`, `cuda:N` or `vulkan:N` (with the `cuda` / `vulkan` feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }

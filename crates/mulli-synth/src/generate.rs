@@ -547,10 +547,13 @@ impl Rollout {
 }
 
 /// Pick the source demo for subtask `k` given where its reference object stands now.
+/// Returns the demo, its subtask (for a held part's motion, `start` moved to the first frame
+/// to replay: see [`articulated_start`]) and the reference frame at the subtask's start.
 fn choose<'a>(
     ctx: &'a Context,
     k: usize,
     now: &crate::pose::ObjectFrame,
+    live: &Live,
     rng: &mut rng::Rng,
 ) -> Option<(&'a SourceDemo, Subtask, crate::pose::ObjectFrame)> {
     let mut candidates: Vec<(f64, usize)> = Vec::new();
@@ -558,7 +561,15 @@ fn choose<'a>(
         let s = subtasks.get(k)?;
         let demo = &ctx.source.demos[*i];
         if let Some(f) = s.reference.frame(&demo.env[s.start]) {
-            candidates.push((f.distance(now), pos));
+            // A held part's motion: also how far the hand would have to jump (and turn) to
+            // the segment's first replayed pose, which the part must follow.
+            let jump = articulated_start(demo, s, live.state).map_or(0.0, |start| {
+                let (d, angle) = live
+                    .tcp
+                    .distance(&f.transfer(now).compose(&demo.targets[start]));
+                d + 0.1 * angle
+            });
+            candidates.push((f.distance(now) + jump, pos));
         }
     }
     if candidates.is_empty() {
@@ -574,9 +585,43 @@ fn choose<'a>(
     };
     let (i, subtasks) = &ctx.plan.demos[pick];
     let demo = &ctx.source.demos[*i];
-    let s = subtasks[k];
+    let mut s = subtasks[k];
     let f = s.reference.frame(&demo.env[s.start])?;
+    if let Some(start) = articulated_start(demo, &s, live.state) {
+        s.start = start;
+    }
     Some((demo, s, f))
+}
+
+/// The live scene as a subtask starts: environment state and tool pose.
+struct Live<'a> {
+    state: &'a [f32],
+    tcp: Pose,
+}
+
+/// For a subtask that moves an articulated part against its fixed body (the held door swung
+/// relative to the fridge, the drawer slid relative to the cabinet): the first source frame
+/// at which the source's part had reached where the live part stands now. Why: the live
+/// drawer or door starts elsewhere than the source's; replaying the whole source motion would
+/// first drag the part along a straight bridge to the source's start (for a door a chord,
+/// not its arc). `None` for every other subtask.
+fn articulated_start(demo: &SourceDemo, s: &Subtask, state: &[f32]) -> Option<usize> {
+    let part = s.reference.child()?;
+    if s.end <= s.start || s.end > demo.len() {
+        return None;
+    }
+    let now = part.articulation(state)?;
+    let at = |t: usize| part.articulation(&demo.env[t]);
+    let (a0, a1) = (at(s.start)?, at(s.end - 1)?);
+    if !segment::moved(part, a0, a1) {
+        return None;
+    }
+    let dir = (a1 - a0).signum();
+    Some(
+        (s.start..s.end)
+            .find(|&t| at(t).is_some_and(|a| (a - now) * dir >= 0.0))
+            .unwrap_or(s.start),
+    )
 }
 
 /// Run attempt `index` of a task: new scene, re-targeted segments, success check.
@@ -622,7 +667,11 @@ fn attempt(ctx: &Context, index: u64) -> Result<Attempt, SynthError> {
             return Ok(done(Outcome::ReferenceMissing, run, sources));
         };
         let mut rng = std::mem::replace(&mut run.rng, rng::seeded(0));
-        let chosen = choose(ctx, k, &now, &mut rng);
+        let live = Live {
+            state: &state,
+            tcp: run.tcp(),
+        };
+        let chosen = choose(ctx, k, &now, &live, &mut rng);
         run.rng = rng;
         let Some((demo, s, then)) = chosen else {
             return Ok(done(Outcome::ReferenceMissing, run, sources));
@@ -685,4 +734,75 @@ fn approach_start(
     (s.start..s.end)
         .find(|&t| (demo.eef[t].pos - then.pos).length() < radius)
         .unwrap_or(s.start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::Reference;
+    use crate::segment::tests::state;
+    use glam::DVec3;
+
+    /// A door swung shut relative to the fridge: the angle goes 1.4 → 0 over frames 10..50.
+    fn close_door() -> SourceDemo {
+        let angle = |t: usize| 1.4 * (1.0 - (t.clamp(10, 50) - 10) as f32 / 40.0);
+        let eef = vec![Pose::new(DVec3::new(0.5, 0.3, 0.8), DQuat::IDENTITY); 60];
+        SourceDemo {
+            episode: 0,
+            task: "close_fridge".into(),
+            instruction: "close the fridge".into(),
+            targets: eef.clone(),
+            eef,
+            gripper: vec![1.0; 60],
+            env: (0..60)
+                .map(|t| {
+                    state(&[
+                        ("fridge.x", 0.6),
+                        ("fridge.y", 0.48),
+                        ("fridge_door.angle", angle(t)),
+                    ])
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_swing_resumes_where_the_live_door_stands() {
+        let demo = close_door();
+        let swing = Subtask {
+            start: 10,
+            end: 50,
+            reference: Reference::Fridge,
+        };
+        let live = |angle: f32| {
+            state(&[
+                ("fridge.x", 0.7),
+                ("fridge.y", 0.4),
+                ("fridge_door.angle", angle),
+            ])
+        };
+        // Live door less open than the source's start: skip the part of the sweep it has
+        // already done.
+        assert_eq!(
+            articulated_start(&demo, &swing, &live(0.7)),
+            Some(30),
+            "the source's door passes 0.7 rad at frame 30"
+        );
+        // Live door more open than the source's ever was: replay it all.
+        assert_eq!(articulated_start(&demo, &swing, &live(1.6)), Some(10));
+        // Other subtasks are left alone: a loose object, a door that does not move.
+        let pick = Subtask {
+            reference: Reference::Object(mulli_sim::objects::ObjectKind::Apple),
+            ..swing
+        };
+        assert!(articulated_start(&demo, &pick, &live(0.7)).is_none());
+        let still = Subtask {
+            start: 50,
+            end: 60,
+            ..swing
+        };
+        assert!(articulated_start(&demo, &still, &live(0.7)).is_none());
+        let past_the_end = Subtask { end: 61, ..swing };
+        assert!(articulated_start(&demo, &past_the_end, &live(0.7)).is_none());
+    }
 }

@@ -85,6 +85,16 @@ impl Reference {
         }
     }
 
+    /// The articulated part that moves against this fixed body (cabinet → drawer, fridge →
+    /// door); the inverse of [`Reference::parent`].
+    pub fn child(&self) -> Option<Reference> {
+        match self {
+            Reference::Cabinet => Some(Reference::DrawerHandle),
+            Reference::Fridge => Some(Reference::DoorHandle),
+            _ => None,
+        }
+    }
+
     /// Joint coordinate of an articulated part (drawer opening in m, door angle in rad).
     pub fn articulation(&self, state: &[f32]) -> Option<f32> {
         match self {

@@ -45,7 +45,7 @@ pub struct Subtask {
 }
 
 /// Movement of an articulated part that counts as a contact (drawer m, door rad).
-fn moved(r: Reference, a0: f32, a: f32) -> bool {
+pub(crate) fn moved(r: Reference, a0: f32, a: f32) -> bool {
     let threshold = match r {
         Reference::DrawerHandle => 0.004,
         _ => 0.02,
@@ -369,7 +369,7 @@ pub fn signature(subtasks: &[Subtask]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::pose::Pose;
     use glam::DQuat;
@@ -379,7 +379,8 @@ mod tests {
         mulli_sim::env::environment_state_names()
     }
 
-    fn state(values: &[(&str, f32)]) -> Vec<f32> {
+    /// An environment state with the named values set and the rest zero.
+    pub(crate) fn state(values: &[(&str, f32)]) -> Vec<f32> {
         let n = names();
         let mut s = vec![0.0; n.len()];
         for (k, v) in values {
