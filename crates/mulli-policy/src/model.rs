@@ -129,6 +129,11 @@ pub struct VlaConfig {
     /// product of instruction and state slowly. The gate is that product, one layer deep
     /// (FiLM on the input). It starts at 1 (zero-initialized), so it begins as the plain model.
     pub state_gate: bool,
+    /// The gate also reads the (normalized) state: `state · 2σ(W·text + U·state)`. Why: a
+    /// pick-and-place policy must attend to the object before the grasp and to the
+    /// receptacle after it, and the instruction alone cannot say which phase it is in; the
+    /// arm's state (gripper closed, height) can. Needs `state_gate`; `U` starts at zero.
+    pub state_gate_reads_state: bool,
     pub head: Head,
     /// Euler steps of the flow head at inference.
     pub flow_steps: usize,
@@ -156,6 +161,7 @@ impl Default for VlaConfig {
             perceived: 0,
             object_tokens: Vec::new(),
             state_gate: false,
+            state_gate_reads_state: false,
             head: Head::L1,
             flow_steps: 5,
             text_encoder: TextEncoderKind::Bytes,
@@ -226,6 +232,12 @@ impl VlaConfig {
                 "object_tokens = {:?}: each group needs an entry, and together they must leave part of state_dim = {} for the arm",
                 self.object_tokens, self.state_dim
             )));
+        }
+        if self.state_gate_reads_state && !self.state_gate {
+            return Err(PolicyError::Config(
+                "state_gate_reads_state = true extends the state gate: set state_gate = true too"
+                    .into(),
+            ));
         }
         if self.cameras == 0 && self.keypoints > 0 {
             return Err(PolicyError::Config(format!(
@@ -437,6 +449,8 @@ pub struct Vla {
     object_ids: Option<Param<Tensor<2>>>,
     /// Instruction → per-entry state gate ([`VlaConfig::state_gate`]).
     state_gate: Option<Linear>,
+    /// State → the same gate's logits ([`VlaConfig::state_gate_reads_state`]).
+    state_gate_state: Option<Linear>,
     queries: Param<Tensor<2>>,
     /// Positions of the text, state and action tokens.
     token_positions: Param<Tensor<2>>,
@@ -577,6 +591,11 @@ impl Vla {
             state_gate: config
                 .state_gate
                 .then(|| LinearConfig::new(d, config.state_dim).init(device)),
+            state_gate_state: (config.state_gate && config.state_gate_reads_state).then(|| {
+                LinearConfig::new(config.state_dim, config.state_dim)
+                    .with_bias(false)
+                    .init(device)
+            }),
             queries: normal([config.chunk, d], device),
             token_positions: normal([2 + config.chunk, d], device),
             flow,
@@ -680,8 +699,11 @@ impl Vla {
             };
         }
         if let Some(gate) = &self.state_gate {
-            let g = burn::tensor::activation::sigmoid(gate.forward(text.clone())) * 2.0;
-            state = state * g;
+            let mut logits = gate.forward(text.clone());
+            if let Some(from_state) = &self.state_gate_state {
+                logits = logits + from_state.forward(state.clone());
+            }
+            state = state * (burn::tensor::activation::sigmoid(logits) * 2.0);
         }
         let objects = self.object_tokens(&state);
         let arm = match &objects {
@@ -942,7 +964,7 @@ fn seeded_init(model: &mut Vla, seed: u64) {
                 _ => w.iter().product::<usize>().max(1),
             };
             let name = t.name.as_str();
-            let values: Vec<f32> = if name.starts_with("state_gate.") {
+            let values: Vec<f32> = if name.starts_with("state_gate") {
                 // The gate starts open (2σ(0) = 1): the model begins as the ungated one.
                 vec![0.0; n]
             } else if name.ends_with("bias") {
@@ -1418,37 +1440,64 @@ mod tests {
     fn the_state_gate_starts_open_and_learns() {
         use burn::store::ModuleSnapshot;
         let device = Device::flex().autodiff();
-        let config = VlaConfig {
-            state_gate: true,
+        // Text alone, and text + state (the state part is a second, bias-free matrix).
+        for reads_state in [false, true] {
+            let config = VlaConfig {
+                state_gate: true,
+                state_gate_reads_state: reads_state,
+                ..tiny()
+            };
+            let gate = |model: &Vla, name: &str| -> Vec<f32> {
+                let snap = model.collect(None, None, false);
+                let w = snap
+                    .iter()
+                    .find(|t| t.name == name)
+                    .unwrap_or_else(|| panic!("no {name}"));
+                burn::store::bridge::to_data(w)
+                    .unwrap()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .unwrap()
+            };
+            let mut names = vec!["state_gate.weight"];
+            if reads_state {
+                names.push("state_gate_state.weight");
+            }
+            let mut model = Vla::new(&config, 5, &device).unwrap();
+            let snap = model.collect(None, None, false);
+            assert_eq!(
+                snap.iter().any(|t| t.name.starts_with("state_gate_state")),
+                reads_state
+            );
+            for name in &names {
+                assert!(
+                    gate(&model, name).iter().all(|&v| v == 0.0),
+                    "2σ(0) = 1: open"
+                );
+            }
+            let mut opt = AdamWConfig::new().init();
+            let target = random([4, config.chunk, config.action_dim], false, &device);
+            let valid = Tensor::<2>::ones([4, config.chunk], &device);
+            let input = batch(&config, 4, &device);
+            for _ in 0..3 {
+                let loss = model.loss(input.clone(), target.clone(), valid.clone(), None);
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = opt.step(3e-3, model, grads);
+            }
+            for name in &names {
+                assert!(
+                    gate(&model, name).iter().any(|&v| v != 0.0),
+                    "gradients reach {name}"
+                );
+            }
+        }
+        // The state part extends the gate; alone it is a config error.
+        let lone = VlaConfig {
+            state_gate_reads_state: true,
             ..tiny()
         };
-        let gate = |model: &Vla| -> Vec<f32> {
-            let snap = model.collect(None, None, false);
-            let w = snap
-                .iter()
-                .find(|t| t.name == "state_gate.weight")
-                .expect("the gate's weight");
-            burn::store::bridge::to_data(w)
-                .unwrap()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap()
-        };
-        let mut model = Vla::new(&config, 5, &device).unwrap();
-        assert!(gate(&model).iter().all(|&v| v == 0.0), "2σ(0) = 1: open");
-        let mut opt = AdamWConfig::new().init();
-        let target = random([4, config.chunk, config.action_dim], false, &device);
-        let valid = Tensor::<2>::ones([4, config.chunk], &device);
-        let input = batch(&config, 4, &device);
-        for _ in 0..3 {
-            let loss = model.loss(input.clone(), target.clone(), valid.clone(), None);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = opt.step(3e-3, model, grads);
-        }
-        assert!(
-            gate(&model).iter().any(|&v| v != 0.0),
-            "gradients reach the gate"
-        );
+        let e = lone.validate().unwrap_err().to_string();
+        assert!(e.contains("set state_gate = true too"), "{e}");
     }
 
     #[test]

@@ -85,6 +85,11 @@ fn device() -> Device {
 }
 
 /// The error of a training run that must fail, as text.
+/// Train a fresh run (no resume) on the test device; panics on an error.
+fn train_ok(run: &Path, data: &[PathBuf], config: TrainConfig) {
+    train(run, data, Some(config), false, &device(), |_| {}).unwrap();
+}
+
 fn train_error(run: &Path, data: &[PathBuf], config: TrainConfig) -> String {
     train(run, data, Some(config), false, &device(), |_| {})
         .unwrap_err()
@@ -173,7 +178,7 @@ fn a_trained_policy_acts_and_rejects_bad_observations() {
     let run = tmp.path().join("run");
     let mut config = tiny(Head::Flow);
     config.steps = 3;
-    train(&run, &data, Some(config), false, &device(), |_| {}).unwrap();
+    train_ok(&run, &data, config);
 
     let mut policy = VlaPolicy::load(&run, &Device::flex()).unwrap();
     assert_eq!(policy.spec().cameras, ["front", "wrist"]);
@@ -228,15 +233,7 @@ fn keypoints_learn_object_positions_from_the_auxiliary_targets() {
     config.augment = mulli_policy::data::Augment::none();
     config.model.keypoints = 8;
     let run = tmp.path().join("aux");
-    train(
-        &run,
-        std::slice::from_ref(&with_env),
-        Some(config.clone()),
-        false,
-        &device(),
-        |_| {},
-    )
-    .unwrap();
+    train_ok(&run, std::slice::from_ref(&with_env), config.clone());
     let m = metrics(&run);
     let aux: Vec<f32> = m
         .iter()
@@ -300,15 +297,7 @@ fn a_policy_can_observe_or_perceive_the_environment_state() {
     // The demo's only object is the blob: absolute positions.
     config.env_state_origin = String::new();
     let run = tmp.path().join("run");
-    train(
-        &run,
-        std::slice::from_ref(&with_env),
-        Some(config.clone()),
-        false,
-        &device(),
-        |_| {},
-    )
-    .unwrap();
+    train_ok(&run, std::slice::from_ref(&with_env), config.clone());
     let mut policy = VlaPolicy::load(&run, &Device::flex()).unwrap();
     let env = policy
         .spec()
@@ -351,15 +340,7 @@ fn a_policy_can_observe_or_perceive_the_environment_state() {
     let mut tokens = config.clone();
     tokens.object_tokens = true;
     let run = tmp.path().join("tokens");
-    train(
-        &run,
-        std::slice::from_ref(&with_env),
-        Some(tokens.clone()),
-        false,
-        &device(),
-        |_| {},
-    )
-    .unwrap();
+    train_ok(&run, std::slice::from_ref(&with_env), tokens.clone());
     let mut policy = VlaPolicy::load(&run, &Device::flex()).unwrap();
     assert_eq!(policy.spec().model.object_tokens, [2]);
     let a = act(&mut policy, &obs).unwrap();
@@ -387,15 +368,7 @@ fn a_policy_can_observe_or_perceive_the_environment_state() {
     assert!(e.contains("perceived") && e.contains("keypoints"), "{e}");
     perceiving.model.keypoints = 4;
     let run = tmp.path().join("perceive");
-    train(
-        &run,
-        std::slice::from_ref(&with_env),
-        Some(perceiving),
-        false,
-        &device(),
-        |_| {},
-    )
-    .unwrap();
+    train_ok(&run, std::slice::from_ref(&with_env), perceiving);
     let mut policy = VlaPolicy::load(&run, &Device::flex()).unwrap();
     assert_eq!(policy.spec().model.perceived, 2);
     assert!(policy.spec().required_env_state().is_none());
@@ -537,7 +510,7 @@ fn broken_checkpoints_and_mismatched_data_are_clear_errors() {
     let run = tmp.path().join("run");
     let mut config = tiny(Head::L1);
     config.steps = 3;
-    train(&run, &data, Some(config), false, &device(), |_| {}).unwrap();
+    train_ok(&run, &data, config);
     let ckpt = run.join("checkpoint");
 
     // Truncated weights.
@@ -617,7 +590,7 @@ fn a_pretrained_text_encoder_plugs_into_training_and_inference() {
     let mut config = tiny(Head::L1);
     config.steps = 2;
     config.text_encoder_dir = Some(bert.clone());
-    train(&run, &data, Some(config), false, &device(), |_| {}).unwrap();
+    train_ok(&run, &data, config);
 
     let mut policy = VlaPolicy::load(&run, &Device::flex()).unwrap();
     assert!(matches!(
