@@ -283,10 +283,24 @@ pub struct FlywheelRecord {
 }
 
 /// FNV-1a over the stage's canonical JSON: a cache key, not a security boundary.
+/// Version of what each stage's code makes of unchanged inputs. Bump a stage's number in the
+/// commit that changes its output for the same config (the crate version does not move
+/// between commits), so no rerun reuses a stage made by older code. Multiply 2: held doors
+/// and drawers resume where the live part stands (session 9).
+const RECIPES: [(&str, u32); 4] = [("capture", 1), ("multiply", 2), ("train", 1), ("eval", 1)];
+
+fn recipe(stage: &str) -> u32 {
+    RECIPES
+        .iter()
+        .find(|(s, _)| *s == stage)
+        .map_or(0, |&(_, v)| v)
+}
+
 fn stage_hash(stage: &str, inputs: &serde_json::Value) -> String {
     let text = serde_json::json!({
         "stage": stage,
         "mulli": env!("CARGO_PKG_VERSION"),
+        "recipe": recipe(stage),
         "inputs": inputs,
     })
     .to_string();
@@ -800,5 +814,9 @@ mod tests {
         assert_ne!(a, stage_hash("train", &serde_json::json!({"steps": 2})));
         assert_ne!(a, stage_hash("eval", &serde_json::json!({"steps": 1})));
         assert_eq!(a.len(), 16);
+        // Every stage the flywheel hashes has a recipe version.
+        for stage in ["capture", "multiply", "train", "eval"] {
+            assert!(recipe(stage) >= 1, "{stage} has no recipe version");
+        }
     }
 }
