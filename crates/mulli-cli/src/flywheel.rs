@@ -33,6 +33,10 @@ pub struct FlywheelArgs {
     /// Output directory (stages, report.html). Default: runs/flywheel (runs/flywheel-quick).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Compute device for training and evaluation (`cpu`, `cuda:N`, `vulkan:N`); overrides
+    /// the config's `device`.
+    #[arg(long)]
+    pub device: Option<String>,
     /// Print the configuration that would run (defaults merged with --config) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -424,11 +428,17 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
         }
         None => base,
     };
+    let config = FlywheelConfig {
+        device: args.device.clone().unwrap_or(config.device),
+        ..config
+    };
     if args.print_config {
         print!("{}", toml::to_string_pretty(&config)?);
         return Ok(ExitCode::SUCCESS);
     }
     config.check()?;
+    // A device this build or machine lacks fails now, not after capture and multiply.
+    mulli_policy::device(&config.device).context("flywheel config `device`")?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(if args.quick {
             "runs/flywheel-quick"

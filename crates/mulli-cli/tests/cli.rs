@@ -621,6 +621,31 @@ fn quick_flywheel_runs_every_stage_and_caches_them() {
         s(&cfg),
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("upside_down"));
+    // A device this build lacks is named before any stage runs; --device shows in the config.
+    let fresh = tmp.path().join("fresh");
+    let o = mulli(&[
+        "flywheel",
+        "--quick",
+        "--out",
+        s(&fresh),
+        "--device",
+        "tpu:0",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("tpu:0") && err.contains("use cpu, cuda:N or vulkan:N"),
+        "{err}"
+    );
+    assert!(!fresh.exists(), "nothing was written");
+    let printed = ok(&[
+        "flywheel",
+        "--quick",
+        "--device",
+        "vulkan:1",
+        "--print-config",
+    ]);
+    assert!(printed.contains("device = \"vulkan:1\""), "{printed}");
 }
 
 #[test]
