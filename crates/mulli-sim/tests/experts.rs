@@ -84,6 +84,45 @@ fn every_expert_solves_its_task_on_random_layouts() {
     );
 }
 
+/// The closing expert pushes the door shut along its arc: it never first pushes the door
+/// wider than it stood (the hooked swing it replaced did, to the 1.9-rad stop, and policies
+/// cloned from those demos never learned to close), and it does so without a grasp.
+#[test]
+fn the_fridge_is_pushed_shut_never_wider() {
+    let task = mulli_sim::tasks::task("close_fridge").unwrap();
+    for seed in 0..6 {
+        let config = EnvConfig {
+            render: false,
+            ..EnvConfig::default()
+        };
+        let mut env =
+            KitchenEnv::new(config, task.clone(), 2000 + seed, &task.canonical()).unwrap();
+        let mut expert = mulli_sim::expert::NoisyExpert::new(task.expert(), 0.002, seed);
+        let start = env.scene().door_angle();
+        let mut widest = start;
+        let done = loop {
+            let a = expert.act(env.scene());
+            let r = env.step(&a).unwrap();
+            widest = widest.max(env.scene().door_angle());
+            if r.terminated || r.truncated {
+                break r;
+            }
+        };
+        assert!(done.info.success, "seed {seed}: {:?}", done.info.failure);
+        assert!(
+            widest <= start + 0.02,
+            "seed {seed}: the door went from {start:.2} to {widest:.2} rad before closing"
+        );
+        // Approach (~0.7 m) and a 1.1–1.5 rad sweep at the expert's speed: well under the
+        // 220-step limit.
+        assert!(
+            done.info.step < 130,
+            "seed {seed}: {} steps",
+            done.info.step
+        );
+    }
+}
+
 /// Debugging aid: `MULLI_EXPERT_TASK=id MULLI_SEED=n cargo test -p mulli-sim --test experts
 /// trace_one_task -- --ignored --nocapture` prints the expert's progress every 10 steps.
 #[test]

@@ -8,6 +8,7 @@
 
 use crate::error::SynthError;
 use crate::pose::Pose;
+use crate::reference::Reference;
 use crate::segment::{self, Annotations, Subtask};
 use crate::source::{SourceDemo, SourceSet};
 use glam::DQuat;
@@ -677,6 +678,16 @@ fn attempt(ctx: &Context, index: u64) -> Result<Attempt, SynthError> {
             return Ok(done(Outcome::ReferenceMissing, run, sources));
         };
         sources.push(demo.episode);
+        tracing::debug!(
+            attempt = index,
+            subtask = k,
+            source = demo.episode,
+            start = s.start,
+            end = s.end,
+            door = ?Reference::DoorHandle.articulation(&state),
+            src_door = ?Reference::DoorHandle.articulation(&demo.env[s.start]),
+            "segment"
+        );
         let transfer = then.transfer(&now);
         let first = approach_start(demo, &s, &then, ctx.opts.approach_radius);
         let targets: Vec<(Pose, f32)> = (first..s.end)
@@ -716,19 +727,30 @@ fn attempt(ctx: &Context, index: u64) -> Result<Attempt, SynthError> {
             return Ok(done(o, run, sources));
         }
     }
+    let end = run.env.environment_state();
+    tracing::debug!(
+        attempt = index,
+        door = ?Reference::DoorHandle.articulation(&end),
+        drawer = ?Reference::DrawerHandle.articulation(&end),
+        "task failed"
+    );
     Ok(done(Outcome::TaskFailed, run, sources))
 }
 
 /// First frame of subtask `s` to replay: for a grasp approach (gripper open at the start,
 /// a graspable reference) the first frame within `radius` of the object; the free-space
-/// motion before it is left to the bridge.
+/// motion before it is left to the bridge. An approach with the gripper already closed is a
+/// push on its way (the fridge door shut from outside) and is replayed whole: its path goes
+/// round the part it will push, where a straight bridge would run into it (a bridge into an
+/// open door swung it to its stop in four of five attempts).
 fn approach_start(
     demo: &SourceDemo,
     s: &Subtask,
     then: &crate::pose::ObjectFrame,
     radius: f64,
 ) -> usize {
-    if radius <= 0.0 || !s.reference.graspable() {
+    let grasping = demo.gripper.get(s.start).is_some_and(|&g| g <= 0.0);
+    if radius <= 0.0 || !s.reference.graspable() || !grasping {
         return s.start;
     }
     (s.start..s.end)
@@ -739,7 +761,6 @@ fn approach_start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference::Reference;
     use crate::segment::tests::state;
     use glam::DVec3;
 
@@ -764,6 +785,37 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_grasp_approach_starts_near_the_handle_but_a_push_approach_is_replayed_whole() {
+        // The hand comes down on the handle at (0.5, 0.3, 0.3) from 0.8 m above it.
+        let mut demo = close_door();
+        for (t, p) in demo.eef.iter_mut().enumerate() {
+            p.pos = DVec3::new(0.5, 0.3, 0.8 - 0.5 * (t.min(10) as f64 / 10.0));
+        }
+        let approach = Subtask {
+            start: 0,
+            end: 10,
+            reference: Reference::DoorHandle,
+        };
+        let handle = crate::pose::ObjectFrame {
+            pos: DVec3::new(0.5, 0.3, 0.3),
+            yaw: 0.0,
+            symmetry: crate::pose::Symmetry::None,
+        };
+        // Gripper closed from the start (a push on its way): every frame is replayed.
+        assert_eq!(approach_start(&demo, &approach, &handle, 0.12), 0);
+        // Gripper open (a grasp): the bridge takes the hand to within 12 cm.
+        demo.gripper = vec![OPEN; 60];
+        assert_eq!(approach_start(&demo, &approach, &handle, 0.12), 8);
+        // A part that cannot be grasped, or no radius: replayed whole.
+        let fridge = Subtask {
+            reference: Reference::Fridge,
+            ..approach
+        };
+        assert_eq!(approach_start(&demo, &fridge, &handle, 0.12), 0);
+        assert_eq!(approach_start(&demo, &approach, &handle, 0.0), 0);
     }
 
     #[test]

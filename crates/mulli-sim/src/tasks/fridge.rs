@@ -122,7 +122,7 @@ impl Task for CloseFridge {
         220
     }
     fn expert(&self) -> Box<dyn Expert> {
-        Box::new(SwingDoor::new(0.0))
+        Box::new(PushDoorShut::new())
     }
 }
 
@@ -332,6 +332,194 @@ impl Expert for SwingDoor {
                     SPEED,
                 )
             }
+        }
+    }
+}
+
+/// Close the door the way a person does: come down beside its handle on the outside and
+/// sweep the hand along the handle's arc about the hinge until the door shuts, fingers
+/// closed into one pusher.
+///
+/// Why not [`SwingDoor`] backwards: a hooked handle must first be grasped, and with the door
+/// wide open the hand descending onto the bar pushed it wider (to the 1.9-rad stop in some
+/// demos), chased it, and shut the door by accident half-way through the approach. Policies
+/// trained on those demos (and on demos re-targeted from them) never learned to close it;
+/// a push has one contact, one direction and no grasp to lose.
+pub struct PushDoorShut {
+    phases: Phases,
+    /// Pushing yaw chosen at the start and the door angle then; later yaws turn with the door.
+    yaw_ref: Option<(f64, f32)>,
+    /// Best door angle reached while pushing, and when (stall detection).
+    best: (f32, usize),
+}
+
+/// How far outside the handle bar the hand comes down (m, along the door's outward normal).
+const PUSH_STANDOFF: f64 = 0.06;
+/// The hand's centre when its closed fingers touch the bar (m outside the bar's axis).
+const PUSH_CONTACT: f64 = 0.015;
+/// Height of the push above the handle's top end (m; negative = below): the fingertips meet
+/// the bar's middle.
+const PUSH_DZ: f64 = -0.06;
+/// Per-step rotation of the pushing hand about the hinge (rad).
+const PUSH_STEP: f64 = 0.1;
+
+impl PushDoorShut {
+    pub fn new() -> Self {
+        Self {
+            phases: Phases::new(),
+            yaw_ref: None,
+            best: (f32::NAN, 0),
+        }
+    }
+
+    /// Shut, or pushed as far as it goes, and clear of the door's top edge.
+    pub fn done(&self) -> bool {
+        self.phases.phase >= 4 && (tool_z_clear(self.phases.in_phase) || self.phases.in_phase > 60)
+    }
+
+    /// Finger axis along the door's surface (the closed fingers' broad side against the bar),
+    /// chosen once from the two equivalent yaws with room for the wrist to turn as the door
+    /// closes (closing turns the hand about +z), then turned with the door.
+    fn yaw(&mut self, scene: &Scene) -> f64 {
+        let angle = scene.door_angle();
+        let (yaw0, angle0) = *self.yaw_ref.get_or_insert_with(|| {
+            let (_, normal) = scene.door_handle();
+            let along = glam::Vec3::Z.cross(normal).as_dvec3();
+            let yaw = closest_yaw(
+                along.y.atan2(along.x),
+                std::f64::consts::PI,
+                home_yaw() - 0.6,
+            );
+            (yaw, angle)
+        });
+        yaw0 + (angle0 - angle) as f64
+    }
+
+    /// Next phase once the hand is within `tol` m of the target's position, or after
+    /// `timeout` steps. Position only: near the wrist's limits the last few degrees of yaw
+    /// come slowly, and a push does not need them.
+    fn arrive(&mut self, p: DVec3, target: &Target, tol: f64, timeout: usize) {
+        if (target.pos - p).length() < tol || self.phases.in_phase > timeout {
+            self.phases.next();
+        }
+    }
+
+    /// Whether the door stopped moving towards shut for 15 steps while pushing.
+    fn stalled(&mut self, angle: f32) -> bool {
+        if self.phases.in_phase <= 1 || self.best.0.is_nan() || angle < self.best.0 - 0.01 {
+            self.best = (angle, self.phases.in_phase);
+        }
+        self.phases.in_phase > self.best.1 + 15
+    }
+}
+
+impl Default for PushDoorShut {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The retreat's rise counts as clear after a few steps (the hand starts at the bar's height).
+fn tool_z_clear(in_phase: usize) -> bool {
+    in_phase > 12
+}
+
+impl Expert for PushDoorShut {
+    fn act(&mut self, scene: &Scene) -> [f32; 7] {
+        self.phases.tick();
+        let (top, normal) = scene.door_handle();
+        let normal = normal.as_dvec3();
+        let push = top.as_dvec3() + normal * PUSH_STANDOFF + DVec3::Z * PUSH_DZ;
+        let rot = top_down(self.yaw(scene));
+        let (p, r) = tool(scene);
+        let angle = scene.door_angle();
+        match self.phases.phase {
+            // Above the push point, clear of the door's top edge: the hand may start on the
+            // door's far side, and must never come down through it.
+            0 => {
+                let t = Target {
+                    pos: DVec3::new(push.x, push.y, DOOR_TOP + 0.08),
+                    rot,
+                    gripper: CLOSE,
+                };
+                if p.z < DOOR_TOP + 0.05
+                    && (DVec3::new(p.x - push.x, p.y - push.y, 0.0)).length() > 0.03
+                {
+                    // Straight up first.
+                    return servo(
+                        scene,
+                        &Target {
+                            pos: DVec3::new(p.x, p.y, DOOR_TOP + 0.08),
+                            ..t
+                        },
+                        SPEED,
+                    );
+                }
+                // The closed fingers are 2 cm wide and 8 cm long: a hand still turning as it
+                // comes down can put a fingertip between the bar and the door.
+                let turned = crate::robot::rotation_error(r, rot).length() < 0.2;
+                if turned || self.phases.in_phase > 60 {
+                    self.arrive(p, &t, 0.015, 60);
+                }
+                servo(scene, &t, SPEED)
+            }
+            // Down beside the handle, outside it.
+            1 => {
+                let t = Target {
+                    pos: push,
+                    rot,
+                    gripper: CLOSE,
+                };
+                self.arrive(p, &t, 0.01, 40);
+                servo(scene, &t, SPEED)
+            }
+            // Sweep along the arc about the hinge, pressing slightly inwards.
+            2 => {
+                if angle <= CLOSED_AT * 0.4 || self.stalled(angle) || self.phases.in_phase > 120 {
+                    self.phases.next();
+                }
+                let hinge = scene.door_hinge().as_dvec3();
+                let step = (angle as f64).min(PUSH_STEP);
+                // Closing is a rotation about +z.
+                let turn = DQuat::from_rotation_z(step);
+                let pivot = DVec3::new(hinge.x, hinge.y, push.z);
+                // The contact: the closed fingers' face against the bar's outer side.
+                let contact = push - normal * (PUSH_STANDOFF - PUSH_CONTACT);
+                let next = pivot + turn * (contact - pivot);
+                servo(
+                    scene,
+                    &Target {
+                        pos: next,
+                        rot: turn * rot,
+                        gripper: CLOSE,
+                    },
+                    SPEED,
+                )
+            }
+            // Back off along the normal, then up.
+            3 => {
+                if self.phases.in_phase > 6 {
+                    self.phases.next();
+                }
+                servo(
+                    scene,
+                    &Target {
+                        pos: p + normal * 0.03,
+                        rot: r,
+                        gripper: CLOSE,
+                    },
+                    SPEED,
+                )
+            }
+            _ => servo(
+                scene,
+                &Target {
+                    pos: DVec3::new(p.x, p.y, DOOR_TOP + 0.08),
+                    rot: r,
+                    gripper: CLOSE,
+                },
+                SPEED,
+            ),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! "Put the ketchup in the fridge and close it": the long-horizon task. Open the door, grasp
 //! the bottle from the side, slide it onto the fridge floor, let go, close the door.
 
-use super::fridge::{CLOSED_AT, SwingDoor};
+use super::fridge::{CLOSED_AT, PushDoorShut, SwingDoor};
 use super::{FailureReason, Phrasings, Task};
 use crate::expert::{CLOSE, Expert, OPEN, Phases, SPEED, Target, reached, servo, side_near, tool};
 use crate::layout::{Layout, Placement};
@@ -107,7 +107,7 @@ impl Task for StoreInFridge {
         Box::new(StoreExpert {
             object: self.object,
             open: SwingDoor::new(1.3),
-            close: SwingDoor::new(0.0),
+            close: PushDoorShut::new(),
             phases: Phases::new(),
             grip_offset: DVec3::ZERO,
             finger_axis: None,
@@ -125,7 +125,7 @@ const OPEN_ENOUGH: f32 = 1.15;
 struct StoreExpert {
     object: ObjectKind,
     open: SwingDoor,
-    close: SwingDoor,
+    close: PushDoorShut,
     phases: Phases,
     /// Tool position minus object centre at the moment of grasping.
     grip_offset: DVec3,
@@ -155,7 +155,7 @@ impl Expert for StoreExpert {
         }
         if self.phases.phase >= 9 {
             if self.close.done() && scene.door_angle() > CLOSED_AT {
-                self.close = SwingDoor::new(0.0);
+                self.close = PushDoorShut::new();
             }
             return self.close.act(scene);
         }
