@@ -97,7 +97,9 @@ fn the_fridge_is_pushed_shut_never_wider() {
         };
         let mut env =
             KitchenEnv::new(config, task.clone(), 2000 + seed, &task.canonical()).unwrap();
-        let mut expert = mulli_sim::expert::NoisyExpert::new(task.expert(), 0.002, seed);
+        let mut expert: Box<dyn mulli_sim::expert::Expert> = Box::new(
+            mulli_sim::expert::NoisyExpert::new(task.expert(), 0.002, seed),
+        );
         let start = env.scene().door_angle();
         let mut widest = start;
         let done = loop {

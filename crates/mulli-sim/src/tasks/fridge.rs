@@ -351,6 +351,8 @@ pub struct PushDoorShut {
     yaw_ref: Option<(f64, f32)>,
     /// Best door angle reached while pushing, and when (stall detection).
     best: (f32, usize),
+    /// Risen clear of the door's top edge after the push.
+    risen: bool,
 }
 
 /// How far outside the handle bar the hand comes down (m, along the door's outward normal).
@@ -369,12 +371,14 @@ impl PushDoorShut {
             phases: Phases::new(),
             yaw_ref: None,
             best: (f32::NAN, 0),
+            risen: false,
         }
     }
 
-    /// Shut, or pushed as far as it goes, and clear of the door's top edge.
+    /// Shut, or pushed as far as it goes, and risen clear of the door's top edge (or given
+    /// up rising).
     pub fn done(&self) -> bool {
-        self.phases.phase >= 4 && (tool_z_clear(self.phases.in_phase) || self.phases.in_phase > 60)
+        self.phases.phase >= 4 && (self.risen || self.phases.in_phase > 40)
     }
 
     /// Finger axis along the door's surface (the closed fingers' broad side against the bar),
@@ -417,11 +421,6 @@ impl Default for PushDoorShut {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// The retreat's rise counts as clear after a few steps (the hand starts at the bar's height).
-fn tool_z_clear(in_phase: usize) -> bool {
-    in_phase > 12
 }
 
 impl Expert for PushDoorShut {
@@ -511,15 +510,18 @@ impl Expert for PushDoorShut {
                     SPEED,
                 )
             }
-            _ => servo(
-                scene,
-                &Target {
-                    pos: DVec3::new(p.x, p.y, DOOR_TOP + 0.08),
-                    rot: r,
-                    gripper: CLOSE,
-                },
-                SPEED,
-            ),
+            _ => {
+                self.risen |= p.z > DOOR_TOP + 0.05;
+                servo(
+                    scene,
+                    &Target {
+                        pos: DVec3::new(p.x, p.y, DOOR_TOP + 0.08),
+                        rot: r,
+                        gripper: CLOSE,
+                    },
+                    SPEED,
+                )
+            }
         }
     }
 }
