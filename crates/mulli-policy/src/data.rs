@@ -77,6 +77,33 @@ pub struct Augment {
     /// Brightness and contrast factors drawn from [1 - x, 1 + x].
     pub brightness: f32,
     pub contrast: f32,
+    /// Probability of dropping each word of a sample's instruction (at least one word stays),
+    /// so the policy cannot lean on one exact phrasing. 0 = off (and left out of the
+    /// serialized config, so configs and stage hashes from before it are unchanged).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub word_dropout: f32,
+}
+
+fn is_zero(x: &f32) -> bool {
+    *x == 0.0
+}
+
+/// `text` with each whitespace-separated word dropped with probability `p`; never empty.
+pub fn drop_words(text: &str, p: f32, r: &mut rng::Rng) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.len() < 2 {
+        return text.to_string();
+    }
+    let kept: Vec<&str> = words
+        .iter()
+        .copied()
+        .filter(|_| !r.random_bool(p.clamp(0.0, 1.0) as f64))
+        .collect();
+    if kept.is_empty() {
+        words[r.random_range(0..words.len())].to_string()
+    } else {
+        kept.join(" ")
+    }
 }
 
 impl Default for Augment {
@@ -85,6 +112,7 @@ impl Default for Augment {
             shift: 4,
             brightness: 0.2,
             contrast: 0.2,
+            word_dropout: 0.0,
         }
     }
 }
@@ -95,6 +123,7 @@ impl Augment {
             shift: 0,
             brightness: 0.0,
             contrast: 0.0,
+            word_dropout: 0.0,
         }
     }
 }
@@ -738,7 +767,7 @@ impl TrainData {
             noise: Vec::with_capacity(b * h * ad),
             t: Vec::with_capacity(b),
         };
-        let mut text_pos: BTreeMap<u32, i64> = BTreeMap::new();
+        let mut text_pos: BTreeMap<String, i64> = BTreeMap::new();
         for &(si, row) in samples {
             let src = &self.sources[si as usize];
             let row = row as usize;
@@ -763,11 +792,17 @@ impl TrainData {
                 );
                 push_chw(&mut out.images, img, s, shift, bc);
             }
-            let task = src.task[row];
+            let task = &self.tasks[src.task[row] as usize];
+            // Draws only when on, so runs without it keep their random stream.
+            let text = if augment.word_dropout > 0.0 {
+                drop_words(task, augment.word_dropout, &mut r)
+            } else {
+                task.clone()
+            };
             let next = out.texts.len() as i64;
-            let pos = *text_pos.entry(task).or_insert(next);
+            let pos = *text_pos.entry(text.clone()).or_insert(next);
             if pos == next {
-                out.texts.push(self.tasks[task as usize].clone());
+                out.texts.push(text);
             }
             out.text_index.push(pos);
             let mut st = src.state[row * sd..(row + 1) * sd].to_vec();
@@ -819,6 +854,28 @@ fn beta_time(r: &mut rng::Rng) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Word dropout keeps a non-empty, in-order subsequence of the words, is the identity
+        /// at p = 0, and is a function of the seed.
+        #[test]
+        fn word_dropout_keeps_an_ordered_nonempty_subsequence(
+            words in proptest::collection::vec("[a-z가-힣]{1,6}", 1..8),
+            p in 0.0f32..0.99,
+            seed in any::<u64>(),
+        ) {
+            let text = words.join(" ");
+            let out = drop_words(&text, p, &mut rng::seeded(seed));
+            prop_assert_eq!(&out, &drop_words(&text, p, &mut rng::seeded(seed)));
+            prop_assert!(!out.is_empty());
+            let mut rest = words.iter();
+            for w in out.split(' ') {
+                prop_assert!(rest.any(|x| x == w), "{} is not in order in {}", w, text);
+            }
+            prop_assert_eq!(drop_words(&text, 0.0, &mut rng::seeded(seed)), text);
+        }
+    }
 
     #[test]
     fn camera_selection_keeps_the_given_order_and_names_what_is_wrong() {

@@ -177,6 +177,12 @@ impl TrainConfig {
                 self.ema_decay
             )));
         }
+        if !(0.0..1.0).contains(&self.augment.word_dropout) {
+            return Err(PolicyError::Config(format!(
+                "augment.word_dropout = {}: must be at least 0 and below 1",
+                self.augment.word_dropout
+            )));
+        }
         if self.augment.shift >= self.model.image_size / 2 {
             return Err(PolicyError::Config(format!(
                 "augment.shift = {}: must be under half the image size ({})",
