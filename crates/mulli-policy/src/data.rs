@@ -794,16 +794,21 @@ impl TrainData {
             }
             let task = &self.tasks[src.task[row] as usize];
             // Draws only when on, so runs without it keep their random stream.
-            let text = if augment.word_dropout > 0.0 {
-                drop_words(task, augment.word_dropout, &mut r)
+            let text: std::borrow::Cow<str> = if augment.word_dropout > 0.0 {
+                drop_words(task, augment.word_dropout, &mut r).into()
             } else {
-                task.clone()
+                task.as_str().into()
             };
-            let next = out.texts.len() as i64;
-            let pos = *text_pos.entry(text.clone()).or_insert(next);
-            if pos == next {
-                out.texts.push(text);
-            }
+            // Allocates once per distinct text of the batch, not per sample.
+            let pos = match text_pos.get(text.as_ref()) {
+                Some(&pos) => pos,
+                None => {
+                    let pos = out.texts.len() as i64;
+                    text_pos.insert(text.to_string(), pos);
+                    out.texts.push(text.into_owned());
+                    pos
+                }
+            };
             out.text_index.push(pos);
             let mut st = src.state[row * sd..(row + 1) * sd].to_vec();
             state_norm.normalize(&mut st);

@@ -727,13 +727,15 @@ fn attempt(ctx: &Context, index: u64) -> Result<Attempt, SynthError> {
             return Ok(done(o, run, sources));
         }
     }
-    let end = run.env.environment_state();
-    tracing::debug!(
-        attempt = index,
-        door = ?Reference::DoorHandle.articulation(&end),
-        drawer = ?Reference::DrawerHandle.articulation(&end),
-        "task failed"
-    );
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let end = run.env.environment_state();
+        tracing::debug!(
+            attempt = index,
+            door = ?Reference::DoorHandle.articulation(&end),
+            drawer = ?Reference::DrawerHandle.articulation(&end),
+            "task failed"
+        );
+    }
     Ok(done(Outcome::TaskFailed, run, sources))
 }
 
