@@ -258,6 +258,17 @@ fn info(run: &Path) -> Result<ExitCode> {
             spec.aux_names.join(", ")
         );
     }
+    if !spec.pixel_things.is_empty() {
+        let camera = spec
+            .cameras
+            .get(spec.model.pixel_camera)
+            .map_or("?", String::as_str);
+        println!(
+            "pixels     keypoints 1–{} trained on where these are in {camera}: {}",
+            spec.pixel_things.len(),
+            spec.pixel_things.join(", ")
+        );
+    }
     match (&spec.env_state, spec.required_env_state()) {
         (_, Some(env)) => println!(
             "env state  observes {} of the {} environment-state values (object poses; the observation must carry them): {}",
@@ -491,10 +502,13 @@ pub fn print_scores(report: &mulli_eval::EvalReport) {
             None => sc.task.clone(),
         };
         let cm = |m: Option<f64>| m.map_or("—".to_string(), |m| format!("{:.1}", 100.0 * m));
-        let reach = match sc.median_closest_m {
+        let mut reach = match sc.median_closest_m {
             Some(_) => format!("{} / {}", cm(sc.median_closest_m), cm(sc.median_at_close_m)),
             None => String::new(),
         };
+        if let Some(e) = sc.median_perceived_err_m {
+            reach.push_str(&format!(" (seen {:.1} cm off)", 100.0 * e));
+        }
         println!(
             "| {} | {} | {}/{} ({:.0}%) | {:.0}–{:.0}% | {} | {reach} |",
             sc.split,

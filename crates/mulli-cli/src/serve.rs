@@ -400,6 +400,7 @@ fn default_vla(device: &burn::tensor::Device) -> Result<VlaPolicy> {
         action_norm: norm(config.action_dim)?,
         aux_names: Vec::new(),
         aux_norm: None,
+        pixel_things: Vec::new(),
         env_state: None,
         text_encoder_dir: None,
         execution: Execution::default(),

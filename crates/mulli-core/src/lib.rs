@@ -20,4 +20,4 @@ pub use error::CoreError;
 pub use feature::{DType, FeatureKind, FeatureSpec, Features, ImageLayout};
 pub use frame::{Episode, Frame, Task, Value};
 pub use observation::{CameraImage, Observation, resize_rgb};
-pub use policy::{ActionChunk, ChunkExecutor, Execution, Policy};
+pub use policy::{ActionChunk, ChunkExecutor, Execution, Perceived, Policy};

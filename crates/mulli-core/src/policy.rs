@@ -27,6 +27,17 @@ impl ActionChunk {
     }
 }
 
+/// One environment-state value as a policy perceived it from its sensors at its last query,
+/// next to the true value when the observation carried one (a simulator's does): how
+/// evaluation measures a perceiving policy's perception in closed loop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Perceived {
+    /// The environment-state entry (`cube.x`, …).
+    pub name: String,
+    pub value: f32,
+    pub truth: Option<f32>,
+}
+
 pub trait Policy {
     type Error: std::error::Error + Send + Sync + 'static;
 
@@ -47,6 +58,12 @@ pub trait Policy {
     /// default calls [`Policy::act`] in order, so results equal one-at-a-time calls.
     fn act_batch(&mut self, obs: &[Observation]) -> Result<Vec<ActionChunk>, Self::Error> {
         obs.iter().map(|o| self.act(o)).collect()
+    }
+
+    /// What the policy perceived of the environment state at its last [`Policy::act`]
+    /// (empty for policies that perceive nothing or are given it).
+    fn perceived(&self) -> Vec<Perceived> {
+        Vec::new()
     }
 }
 

@@ -29,6 +29,9 @@ pub struct DemoSpec {
     /// (`blob.x`, `blob.y`, in [0, 1] of the image's width and height) and a constant
     /// `blob.qw`, a stand-in for a simulator's object poses.
     pub environment_state: bool,
+    /// With `environment_state`: also the blob's image position in the first camera,
+    /// `blob.<camera>.u|v` in [-1, 1] (the simulator's pixel labels).
+    pub pixel_labels: bool,
 }
 
 impl Default for DemoSpec {
@@ -45,6 +48,7 @@ impl Default for DemoSpec {
             action_dim: 7,
             seed: 0,
             environment_state: false,
+            pixel_labels: false,
         }
     }
 }
@@ -70,9 +74,13 @@ impl DemoSpec {
         f.insert(state.name.clone(), state);
         f.insert(action.name.clone(), action);
         if self.environment_state {
+            let mut names = vec!["blob.x".to_string(), "blob.y".into(), "blob.qw".into()];
+            if let (true, Some(cam)) = (self.pixel_labels, self.cameras.first()) {
+                names.extend(["u", "v"].map(|a| format!("blob.{cam}.{a}")));
+            }
             let env = FeatureSpec::vector(
                 "observation.environment_state",
-                &["blob.x", "blob.y", "blob.qw"],
+                &names.iter().map(String::as_str).collect::<Vec<_>>(),
             );
             f.insert(env.name.clone(), env);
         }
@@ -106,10 +114,11 @@ impl DemoSpec {
             );
         if self.environment_state {
             let (bx, by) = self.blob(ep, k, 0);
-            f = f.with(
-                "observation.environment_state",
-                Value::F32(vec![bx, by, 1.0]),
-            );
+            let mut env = vec![bx, by, 1.0];
+            if self.pixel_labels && !self.cameras.is_empty() {
+                env.extend([2.0 * bx - 1.0, 2.0 * by - 1.0]);
+            }
+            f = f.with("observation.environment_state", Value::F32(env));
         }
         for (ci, c) in self.cameras.iter().enumerate() {
             f = f.with(

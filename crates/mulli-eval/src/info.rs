@@ -71,6 +71,9 @@ pub struct EpisodeInfo {
     pub closest_m: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at_close_m: Option<f64>,
+    /// A perceiving policy's median error on the target object's position (m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perceived_err_m: Option<f64>,
     /// Relative to the evaluation directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub video: Option<String>,
@@ -180,6 +183,7 @@ impl EvalInfo {
                 policy_queries: e.policy_queries,
                 closest_m: e.closest_m,
                 at_close_m: e.at_close_m,
+                perceived_err_m: e.perceived_err_m,
                 video: videos.get(&i).cloned(),
             })
             .collect();

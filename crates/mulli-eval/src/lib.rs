@@ -90,6 +90,11 @@ pub struct EpisodeResult {
     pub closest_m: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at_close_m: Option<f64>,
+    /// Policies that perceive object positions from their cameras: the median distance
+    /// (m) between where the policy saw the target object and where it was, over the
+    /// episode's queries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perceived_err_m: Option<f64>,
 }
 
 /// Success of one task on one split (and one instruction, for custom instructions).
@@ -111,6 +116,9 @@ pub struct TaskScore {
     pub median_closest_m: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub median_at_close_m: Option<f64>,
+    /// Median over the episodes of [`EpisodeResult::perceived_err_m`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub median_perceived_err_m: Option<f64>,
 }
 
 /// Success over all tasks of one split.
@@ -422,13 +430,23 @@ fn run_episode<P: Policy>(
         None
     };
     let (mut sum_reward, mut max_reward) = (0.0f64, 0.0f64);
+    let target = spec.task.target_object().map(|o| o.id());
+    let mut perception_errors = Vec::new();
     let (success, failure, steps) = loop {
         if let Some(v) = &mut video {
             v.push(&obs)?;
         }
+        let queries = exec.queries();
         let action = exec
             .next_action(&obs)
             .map_err(|e| policy_err(Box::new(e)))?;
+        if let Some(target) = target
+            && exec.queries() > queries
+            && let Some(e) = target_error(&exec.policy().perceived(), target)
+        {
+            tracing::debug!(task = %job.task.id(), index = job.index, step = env.steps(), err_cm = 100.0 * e, "perceived the target");
+            perception_errors.push(e);
+        }
         let r = env.step(&action).map_err(|e| policy_err(Box::new(e)))?;
         sum_reward += f64::from(r.reward);
         max_reward = max_reward.max(f64::from(r.reward));
@@ -455,9 +473,22 @@ fn run_episode<P: Policy>(
             max_reward,
             closest_m: env.reach().map(|r| r.closest_m),
             at_close_m: env.reach().and_then(|r| r.at_close_m),
+            perceived_err_m: median(perception_errors),
         },
         video: video.map(|v| (v.writer, v.last)),
     })
+}
+
+/// The distance (m) between where a policy perceived `target` (its `.x`, `.y`, `.z`
+/// entries) and where it was; `None` unless all three were perceived with a truth.
+fn target_error(perceived: &[mulli_core::Perceived], target: &str) -> Option<f64> {
+    let mut sq = 0.0;
+    for axis in ["x", "y", "z"] {
+        let name = format!("{target}.{axis}");
+        let p = perceived.iter().find(|p| p.name == name)?;
+        sq += f64::from(p.value - p.truth?).powi(2);
+    }
+    Some(sq.sqrt())
 }
 
 /// Encodes every camera of each observation side by side (in camera-name order).
@@ -581,6 +612,7 @@ fn score(rollouts: Vec<Rollout>, per_outcome: usize) -> EvalReport {
             failures,
             median_closest_m: median(eps.iter().filter_map(|e| e.closest_m)),
             median_at_close_m: median(eps.iter().filter_map(|e| e.at_close_m)),
+            median_perceived_err_m: median(eps.iter().filter_map(|e| e.perceived_err_m)),
         });
     }
     let mut split_order: Vec<String> = Vec::new();

@@ -57,6 +57,10 @@ pub struct PolicySpec {
     pub aux_names: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aux_norm: Option<Normalizer>,
+    /// The things whose image positions the first keypoints were trained on
+    /// ([`crate::VlaConfig::pixel_targets`]), in keypoint order; not needed at inference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pixel_things: Vec<String>,
     /// The environment-state entries the policy observes (appended to the state, whose
     /// last `index.len()` names they are); `None` = it observes none.
     #[serde(default, skip_serializing_if = "Option::is_none")]

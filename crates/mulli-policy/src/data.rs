@@ -34,6 +34,9 @@ struct Source {
     action: Vec<f32>,
     /// `[len, aux_dim]` auxiliary targets (empty when the layout has none).
     aux: Vec<f32>,
+    /// `[len, P, 2]` image coordinates of the pixel-labelled things (empty when the layout
+    /// has none; see [`PixelSource`]).
+    pixels: Vec<f32>,
     /// `[start, end)` rows of the episode of each row.
     episode_end: Vec<usize>,
     task: Vec<u32>,
@@ -59,6 +62,23 @@ pub struct DataLayout {
     /// The environment-state entries appended to `observation.state`
     /// ([`TrainData::observe_env_state`]); `None` = the state is proprioception only.
     pub env_state: Option<EnvStateInput>,
+    /// Image positions of objects in one of the policy's cameras that every dataset
+    /// has (see [`pixel_columns`]); `None` = no pixel labels.
+    pub pixel_source: Option<PixelSource>,
+}
+
+/// Where things are in a camera's image, from the environment state's
+/// `<thing>.<camera>.u|v` entries (the simulator writes them; each coordinate in [-1, 1]
+/// with pixel centres at `(2i + 1) / side - 1`, off the image outside that range): labels
+/// that supervise the model's keypoints directly ([`crate::VlaConfig::pixel_targets`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PixelSource {
+    /// The camera's name and its index among the policy's cameras.
+    pub camera: String,
+    pub camera_index: usize,
+    pub things: Vec<String>,
+    /// Per thing, the environment-state columns of u and v.
+    pub columns: Vec<(usize, usize)>,
 }
 
 impl DataLayout {
@@ -84,7 +104,7 @@ pub struct Augment {
     pub word_dropout: f32,
 }
 
-fn is_zero(x: &f32) -> bool {
+pub(crate) fn is_zero(x: &f32) -> bool {
     *x == 0.0
 }
 
@@ -158,6 +178,8 @@ pub struct TrainData {
     pub val: Vec<SampleRef>,
     pub val_episodes: usize,
     pub train_episodes: usize,
+    /// Whether batches carry the pixel labels ([`Self::supervise_pixels`]).
+    pixels_on: bool,
 }
 
 /// A batch on the host, ready to become tensors.
@@ -173,6 +195,9 @@ pub struct HostBatch {
     pub state: Vec<f32>,
     /// Normalized `[B, aux_dim]` auxiliary targets (empty when there are none).
     pub aux: Vec<f32>,
+    /// `[B, P, 2]` image coordinates of the pixel-labelled things in the labelled camera,
+    /// moved with that camera's random shift (empty unless [`TrainData::supervise_pixels`]).
+    pub pixels: Vec<f32>,
     /// Normalized `[B, H, action_dim]`; padded steps repeat the episode's last action.
     pub action: Vec<f32>,
     /// `[B, H]`: 1 for real steps, 0 past the episode's end.
@@ -229,6 +254,49 @@ fn aux_columns(ds: &Dataset) -> Option<(EnvStateInput, Vec<f32>)> {
         minus: Vec::new(),
     };
     Some((input, out))
+}
+
+/// The pixel labels of a dataset: the things with both `<thing>.<camera>.u` and `.v`
+/// entries in its environment state, for the first of `cameras` that has any, and their
+/// values `[len, P, 2]`. `None` when there are none.
+fn pixel_columns(ds: &Dataset, cameras: &[String]) -> Option<(PixelSource, Vec<f32>)> {
+    let (values, width) = match ds.table.column(ENV_STATE_KEY)? {
+        Column::F32(v, w) => (v.clone(), *w),
+        Column::F64(v, w) => (v.iter().map(|&x| x as f32).collect(), *w),
+        _ => return None,
+    };
+    let all = names(ds, ENV_STATE_KEY)?;
+    if all.len() != width {
+        return None;
+    }
+    let source = cameras.iter().enumerate().find_map(|(camera_index, cam)| {
+        let (su, sv) = (format!(".{cam}.u"), format!(".{cam}.v"));
+        let mut things = Vec::new();
+        let mut columns = Vec::new();
+        for (iu, name) in all.iter().enumerate() {
+            let Some(thing) = name.strip_suffix(&su) else {
+                continue;
+            };
+            if let Some(iv) = all.iter().position(|n| *n == format!("{thing}{sv}")) {
+                things.push(thing.to_owned());
+                columns.push((iu, iv));
+            }
+        }
+        (!things.is_empty()).then(|| PixelSource {
+            camera: cam.clone(),
+            camera_index,
+            things,
+            columns,
+        })
+    })?;
+    let rows = values.len() / width.max(1);
+    let mut out = Vec::with_capacity(rows * source.columns.len() * 2);
+    for r in 0..rows {
+        for &(u, v) in &source.columns {
+            out.extend([values[r * width + u], values[r * width + v]]);
+        }
+    }
+    Some((source, out))
 }
 
 /// The entries of the environment state (`observation.environment_state`) a policy observes:
@@ -456,6 +524,10 @@ impl TrainData {
                 Some((src, values)) => (Some(src), values),
                 None => (None, Vec::new()),
             };
+            let (pixel_source, pixels) = match pixel_columns(&ds, &cameras) {
+                Some((src, values)) => (Some(src), values),
+                None => (None, Vec::new()),
+            };
             let this = DataLayout {
                 cameras,
                 unused_cameras,
@@ -467,6 +539,7 @@ impl TrainData {
                 action_names: names(&ds, ACTION_KEY),
                 aux_source,
                 env_state: None,
+                pixel_source,
             };
             match &layout {
                 None => layout = Some((this.clone(), path.clone())),
@@ -492,15 +565,17 @@ impl TrainData {
                             first_path.display()
                         )));
                     }
-                    // Auxiliary targets only where every dataset has the same ones.
+                    // Auxiliary targets and pixel labels only where every dataset has the
+                    // same ones.
+                    let mut agreed = first.clone();
                     if first.aux_source != this.aux_source {
-                        layout = Some((
-                            DataLayout {
-                                aux_source: None,
-                                ..first.clone()
-                            },
-                            first_path.clone(),
-                        ));
+                        agreed.aux_source = None;
+                    }
+                    if first.pixel_source != this.pixel_source {
+                        agreed.pixel_source = None;
+                    }
+                    if agreed != *first {
+                        layout = Some((agreed, first_path.clone()));
                     }
                 }
             }
@@ -589,14 +664,18 @@ impl TrainData {
                 state,
                 action,
                 aux,
+                pixels,
                 episode_end,
                 task,
             });
         }
         let layout = layout.expect("at least one dataset").0;
-        if layout.aux_source.is_none() {
-            for src in &mut sources {
+        for src in &mut sources {
+            if layout.aux_source.is_none() {
                 src.aux = Vec::new();
+            }
+            if layout.pixel_source.is_none() {
+                src.pixels = Vec::new();
             }
         }
         let groups: Vec<Group> = groups
@@ -618,7 +697,26 @@ impl TrainData {
             val,
             val_episodes,
             train_episodes,
+            pixels_on: false,
         })
+    }
+
+    /// Put the pixel labels into every batch ([`HostBatch::pixels`]) and say what they are;
+    /// an error names the datasets when they have none in a camera the policy sees.
+    pub fn supervise_pixels(&mut self) -> Result<PixelSource, PolicyError> {
+        let Some(source) = self.layout.pixel_source.clone() else {
+            return Err(PolicyError::Data(format!(
+                "pixel_weight > 0 needs every dataset to have the same image positions of objects in one of the policy's cameras ({}): `{ENV_STATE_KEY}` entries named <thing>.<camera>.u and .v, which `mulli sim record` writes; {} do not",
+                self.layout.cameras.join(", "),
+                self.paths()
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        self.pixels_on = true;
+        Ok(source)
     }
 
     /// Append the environment-state entries of the auxiliary targets (object positions and
@@ -762,6 +860,7 @@ impl TrainData {
             text_index: Vec::with_capacity(b),
             state: Vec::with_capacity(b * sd),
             aux: Vec::new(),
+            pixels: Vec::new(),
             action: Vec::with_capacity(b * h * ad),
             valid: Vec::with_capacity(b * h),
             noise: Vec::with_capacity(b * h * ad),
@@ -771,7 +870,8 @@ impl TrainData {
         for &(si, row) in samples {
             let src = &self.sources[si as usize];
             let row = row as usize;
-            for cam in &src.frames {
+            let mut label_shift = (0, 0);
+            for (ci, cam) in src.frames.iter().enumerate() {
                 let img = &cam[row * s * s * 3..(row + 1) * s * s * 3];
                 let sh = augment.shift as i32;
                 let shift = if sh > 0 {
@@ -779,6 +879,9 @@ impl TrainData {
                 } else {
                     (0, 0)
                 };
+                if self.layout.pixel_source.as_ref().map(|p| p.camera_index) == Some(ci) {
+                    label_shift = shift;
+                }
                 let jitter = |r: &mut rng::Rng, x: f32| {
                     if x > 0.0 {
                         r.random_range(1.0 - x..=1.0 + x)
@@ -820,6 +923,18 @@ impl TrainData {
                 let mut x = src.aux[row * xd..(row + 1) * xd].to_vec();
                 norm.normalize(&mut x);
                 out.aux.extend(x);
+            }
+            if let (true, Some(px)) = (self.pixels_on, &self.layout.pixel_source) {
+                // The shifted image shows input pixel (x + dx, y + dy) at (x, y), so every
+                // thing moves by (-dx, -dy) pixels: 2/s per pixel in [-1, 1] coordinates.
+                let p = px.things.len();
+                let (du, dv) = (
+                    2.0 * label_shift.1 as f32 / s as f32,
+                    2.0 * label_shift.0 as f32 / s as f32,
+                );
+                for uv in src.pixels[row * p * 2..(row + 1) * p * 2].chunks_exact(2) {
+                    out.pixels.extend([uv[0] - du, uv[1] - dv]);
+                }
             }
             let end = src.episode_end[row];
             for k in 0..h {

@@ -114,6 +114,23 @@ pub struct VlaConfig {
     /// (detached) predictions, so the action head learns to use positions and to live with
     /// the perception error. 0 = off; otherwise equal to `aux_dim`.
     pub perceived: usize,
+    /// The first `pixel_targets` keypoints of camera `pixel_camera` are trained to sit on
+    /// labelled things (the objects' image positions the simulator records; see
+    /// [`crate::data::PixelSource`]), and their heat maps also read the coarser stem stages
+    /// for context. Set by training from the data when `pixel_weight > 0`; 0 = off (older
+    /// checkpoints). Why: keypoints pulled onto the objects only through the auxiliary
+    /// position regression stay 4–5 cm off after a flywheel's training (docs/benchmarks.md);
+    /// a per-pixel target on each heat map is dense supervision, as in keypoint detectors.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pixel_targets: usize,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pixel_camera: usize,
+    /// With pixel targets: where each auxiliary prediction comes from, as an index into the
+    /// auxiliary head's outputs (`0..aux_dim`) followed by the lift's (`aux_dim + 3k + a`:
+    /// labelled thing k, axis x, y, z) — a labelled thing's absolute position is lifted
+    /// from its own keypoint. Set by training; empty = all from the head.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aux_select: Vec<usize>,
     /// Sizes of consecutive groups at the end of the state that become one token each — an
     /// object's entries of the observed environment state (position, angle, opening), set by
     /// training with `object_tokens = true`. The rest of the state (the arm) stays one
@@ -140,6 +157,10 @@ pub struct VlaConfig {
     pub text_encoder: TextEncoderKind,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 impl Default for VlaConfig {
     fn default() -> Self {
         Self {
@@ -159,6 +180,9 @@ impl Default for VlaConfig {
             keypoints: 0,
             aux_dim: 0,
             perceived: 0,
+            pixel_targets: 0,
+            pixel_camera: 0,
+            aux_select: Vec::new(),
             object_tokens: Vec::new(),
             state_gate: false,
             state_gate_reads_state: false,
@@ -224,6 +248,31 @@ impl VlaConfig {
             return Err(PolicyError::Config(format!(
                 "perceived = {}: the perceived state entries are the auxiliary targets, so it must equal aux_dim = {} and fit in state_dim = {}",
                 self.perceived, self.aux_dim, self.state_dim
+            )));
+        }
+        if self.pixel_targets > self.keypoints {
+            return Err(PolicyError::Config(format!(
+                "pixel_targets = {}: each labelled thing gets a keypoint; set keypoints ≥ {} (now {})",
+                self.pixel_targets, self.pixel_targets, self.keypoints
+            )));
+        }
+        if self.pixel_targets > 0 && self.pixel_camera >= self.cameras {
+            return Err(PolicyError::Config(format!(
+                "pixel_camera = {}: the policy has {} cameras",
+                self.pixel_camera, self.cameras
+            )));
+        }
+        let outputs = self.aux_dim + 3 * self.pixel_targets;
+        if !self.aux_select.is_empty()
+            && (self.pixel_targets == 0
+                || self.aux_select.len() != self.aux_dim
+                || self.aux_select.iter().any(|&i| i >= outputs))
+        {
+            return Err(PolicyError::Config(format!(
+                "aux_select has {} entries: needs pixel_targets > 0 (now {}) and one entry below {outputs} per auxiliary target (aux_dim = {})",
+                self.aux_select.len(),
+                self.pixel_targets,
+                self.aux_dim
             )));
         }
         let objects: usize = self.object_tokens.iter().sum();
@@ -372,18 +421,34 @@ const KEYPOINT_STAGE: usize = 2;
 #[derive(Module, Debug)]
 struct Keypoints {
     heat: Linear,
+    /// Heat contributions of the stem's later (coarser) stages, upsampled to the keypoint
+    /// map: what a 4×4-pixel patch cannot tell (which object this is) comes from a wider
+    /// view, where it is comes from the fine map. Only with pixel targets (empty before).
+    context: Vec<Linear>,
     proj: Linear,
     /// One learned position per camera's keypoint token.
     positions: Param<Tensor<2>>,
 }
 
 impl Keypoints {
-    /// `[N, S, S, C]` channels-last features → keypoint coordinates `[N, 2K]` (x, y pairs).
-    fn coords(&self, x: Tensor<4>) -> Tensor<2> {
+    /// Heat maps `[N, S·S, K]` (row-major positions) of the channels-last keypoint map
+    /// `[N, S, S, C]` and the later stages' maps.
+    fn heat(&self, x: Tensor<4>, later: Vec<Tensor<4>>) -> Tensor<3> {
         let [n, s, _, c] = x.dims();
-        let heat = self.heat.forward(x.reshape([n * s * s, c]));
+        let mut heat = self.heat.forward(x.reshape([n * s * s, c]));
         let k = heat.dims()[1];
-        spatial_softmax(heat.reshape([n, s * s, k]), s).reshape([n, 2 * k])
+        for (lin, map) in self.context.iter().zip(later) {
+            let [_, sl, _, cl] = map.dims();
+            let coarse = lin
+                .forward(map.reshape([n * sl * sl, cl]))
+                .reshape([n, sl, sl, k]);
+            // Nearest-neighbour upsampling by index (any sizes, so the conv stem works too).
+            let idx: Vec<i64> = (0..s).map(|i| (i * sl / s) as i64).collect();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [s]), &heat.device());
+            let up = coarse.select(1, idx.clone()).select(2, idx);
+            heat = heat + up.reshape([n * s * s, k]);
+        }
+        heat.reshape([n, s * s, k])
     }
 }
 
@@ -395,6 +460,46 @@ struct AuxHead {
     hidden: Linear,
     out: Linear,
     act: Relu,
+    /// Where each labelled thing is, from its own keypoint alone (see
+    /// [`VlaConfig::aux_select`]); `None` without pixel labels.
+    lift: Option<Lift>,
+}
+
+/// One labelled thing's keypoint (u, v) and identity (one-hot) → its position (x, y, z),
+/// shared by all things. Why its own keypoint alone: a head that reads every keypoint of
+/// both cameras learns the demos' shortcut — the expert's hand (and the wrist view) heads
+/// for the object, so "the object is where the hand goes" fits the training frames, and in
+/// closed loop the perceived object follows the policy's own hand (measured: 12–15 cm off,
+/// the spread of the object's positions, while the keypoint was 1.4 px off).
+#[derive(Module, Debug)]
+struct Lift {
+    hidden: Linear,
+    out: Linear,
+    act: Relu,
+}
+
+impl AuxHead {
+    /// Auxiliary predictions `[B, aux_dim]` of every camera's keypoints `[B, cameras·2K]`,
+    /// with the labelled things' positions from the lift when `select` is not empty.
+    fn forward(&self, xy: Tensor<2>, labelled: Option<&Tensor<3>>, select: &[i64]) -> Tensor<2> {
+        let all = self.out.forward(self.act.forward(self.hidden.forward(xy)));
+        let (Some(lift), Some(uv), false) = (&self.lift, labelled, select.is_empty()) else {
+            return all;
+        };
+        let [b, p, _] = uv.dims();
+        let device = uv.device();
+        let ids = Tensor::<2>::eye(p, &device)
+            .unsqueeze_dim::<3>(0)
+            .repeat_dim(0, b);
+        let input = Tensor::cat(vec![uv.clone(), ids], 2).reshape([b * p, 2 + p]);
+        let xyz = lift
+            .out
+            .forward(lift.act.forward(lift.hidden.forward(input)))
+            .reshape([b, p * 3]);
+        let index =
+            Tensor::<1, Int>::from_data(TensorData::new(select.to_vec(), [select.len()]), &device);
+        Tensor::cat(vec![all, xyz], 1).select(1, index)
+    }
 }
 
 /// Expected coordinates `[N, K, 2]` (x = column, y = row, pixel centres in [-1, 1]) of the
@@ -407,6 +512,57 @@ fn spatial_softmax(heat: Tensor<3>, side: usize) -> Tensor<3> {
         .flat_map(|p| [coord(p % side), coord(p / side)])
         .collect();
     let grid = Tensor::<2>::from_data(TensorData::new(grid, [side * side, 2]), &prob.device());
+    prob.matmul(grid.unsqueeze_dim::<3>(0).repeat_dim(0, n))
+}
+
+/// The pixel loss of labelled heat maps `[B, S·S, P]` with expected coordinates `[B, P, 2]`:
+/// cross-entropy against the labelled cell (a sharp peak where the object is) plus the L1
+/// of the expected coordinates (sub-cell precision), over the labels on the image; and that
+/// L1 alone.
+fn pixel_loss(heat: Tensor<3>, xy: Tensor<3>, t: PixelTargets) -> (Tensor<1>, Tensor<1>) {
+    let on = t.on_image;
+    let count = on.clone().sum().clamp_min(1.0);
+    let logp = burn::tensor::activation::log_softmax(heat.swap_dims(1, 2), 2); // [B, P, S·S]
+    let picked: Tensor<2> = logp.gather(2, t.cell).flatten(1, 2);
+    let ce = (picked * on.clone()).sum().neg().div(count.clone());
+    let l1 = ((xy - t.uv).abs().sum_dim(2).flatten::<2>(1, 2) * on)
+        .sum()
+        .div(count * 2.0);
+    (ce + l1.clone(), l1)
+}
+
+/// Like [`spatial_softmax`], but each map's expectation is taken over the 3×3 cells around
+/// its peak only: `[N, S·S, K]` → `[N, K, 2]`. Why: where two things look alike (the blue
+/// cube and the blue bowl), a map can hold two peaks, and the plain expectation lands
+/// between them, on neither (measured: 30 cm off in some layouts); the peak's
+/// neighbourhood keeps sub-cell precision without the averaging.
+fn peak_softmax(heat: Tensor<3>, side: usize) -> Tensor<3> {
+    let device = heat.device();
+    let heat = heat.swap_dims(1, 2); // [N, K, S·S]
+    let peak = heat.clone().argmax(2).float(); // [N, K, 1]
+    let (pr, pc) = {
+        let r = peak.clone().div_scalar(side as f32).floor();
+        (r.clone(), peak - r * side as f32)
+    };
+    let cells = |f: fn(usize, usize) -> usize| {
+        let v: Vec<f32> = (0..side * side).map(|p| f(p, side) as f32).collect();
+        Tensor::<1>::from_data(TensorData::new(v, [side * side]), &device)
+            .unsqueeze_dim::<2>(0)
+            .unsqueeze_dim::<3>(0)
+    };
+    let (rows, cols) = (cells(|p, s| p / s), cells(|p, s| p % s));
+    let near = (rows - pr).abs().lower_equal_elem(1.0).float()
+        * (cols - pc).abs().lower_equal_elem(1.0).float();
+    // Softmax restricted to the window (max-subtracted for stability).
+    let max = heat.clone().max_dim(2);
+    let w = (heat - max).exp() * near;
+    let prob = w.clone() / w.sum_dim(2);
+    let coord = |i: usize| (2.0 * i as f32 + 1.0) / side as f32 - 1.0;
+    let grid: Vec<f32> = (0..side * side)
+        .flat_map(|p| [coord(p % side), coord(p / side)])
+        .collect();
+    let grid = Tensor::<2>::from_data(TensorData::new(grid, [side * side, 2]), &device);
+    let n = prob.dims()[0];
     prob.matmul(grid.unsqueeze_dim::<3>(0).repeat_dim(0, n))
 }
 
@@ -463,13 +619,85 @@ pub struct Vla {
     d_model: usize,
     flow_steps: usize,
     perceived: usize,
+    pixel_targets: usize,
+    pixel_camera: usize,
+    /// Training only: the share of each batch whose perceived entries are the predictions
+    /// (see [`Self::with_perceived_share`]).
+    #[module(skip)]
+    perceived_share: f32,
+    #[module(skip)]
+    aux_select: Vec<i64>,
+}
+
+/// The keypoints of a forward pass.
+struct KeypointOut {
+    /// Every camera's keypoint coordinates `[B, cameras·2K]`.
+    xy: Tensor<2>,
+    /// The labelled keypoints ([`VlaConfig::pixel_targets`]) of the labelled camera: heat
+    /// maps `[B, S·S, P]` and coordinates `[B, P, 2]`.
+    labelled: Option<(Tensor<3>, Tensor<3>)>,
+}
+
+/// What [`Vla::encode_parts`] produces besides the tokens, for the training losses.
+struct Encoded {
+    tokens: Tensor<3>,
+    /// The auxiliary head's predictions `[B, aux_dim]`.
+    aux: Option<Tensor<2>>,
+    keypoints: Option<KeypointOut>,
+}
+
+/// The training losses of one batch.
+pub struct Losses {
+    /// The action loss.
+    pub action: Tensor<1>,
+    /// Mean L1 of the auxiliary head against the normalized targets.
+    pub aux: Option<Tensor<1>>,
+    /// The pixel-label loss of the labelled keypoints (cross-entropy of each heat map
+    /// against the labelled cell plus the L1 of its expected coordinates) and that mean L1
+    /// alone, in [-1, 1] image units, for the logs.
+    pub pixel: Option<(Tensor<1>, Tensor<1>)>,
+}
+
+/// Pixel labels of a batch for the labelled keypoints: coordinates `[B, P, 2]` in [-1, 1],
+/// which of them are on the image `[B, P]` (1 = yes), and the cell each falls in `[B, P, 1]`
+/// (row-major on the keypoint map; 0 where off the image).
+pub struct PixelTargets {
+    pub uv: Tensor<3>,
+    pub on_image: Tensor<2>,
+    pub cell: Tensor<3, Int>,
+}
+
+impl PixelTargets {
+    /// From host values `[B, P, 2]` for a keypoint map of side `side`.
+    pub fn new(values: &[f32], b: usize, p: usize, side: usize, device: &Device) -> Self {
+        let mut on = Vec::with_capacity(b * p);
+        let mut cell = Vec::with_capacity(b * p);
+        let mut uv = Vec::with_capacity(b * p * 2);
+        let index = |x: f32| (((x + 1.0) * 0.5 * side as f32) as usize).min(side - 1);
+        for xy in values.chunks_exact(2) {
+            let (u, v) = (xy[0], xy[1]);
+            let ok = u.is_finite() && v.is_finite() && u.abs() <= 1.0 && v.abs() <= 1.0;
+            on.push(if ok { 1.0f32 } else { 0.0 });
+            cell.push(if ok {
+                (index(v) * side + index(u)) as i64
+            } else {
+                0
+            });
+            uv.extend(if ok { [u, v] } else { [0.0, 0.0] });
+        }
+        PixelTargets {
+            uv: Tensor::from_data(TensorData::new(uv, [b, p, 2]), device),
+            on_image: Tensor::from_data(TensorData::new(on, [b, p]), device),
+            cell: Tensor::from_data(TensorData::new(cell, [b, p, 1]), device),
+        }
+    }
 }
 
 /// Where the perceived state entries ([`VlaConfig::perceived`]) come from in a forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Perception {
-    /// Training: the first half of the batch keeps its true values, the second half gets the
-    /// auxiliary head's detached predictions.
+    /// Training: the first samples of the batch keep their true values, the last
+    /// `perceived_share` of it gets the auxiliary head's detached predictions.
     Mixed,
     /// Inference: the predictions for every sample.
     Predicted,
@@ -536,8 +764,17 @@ impl Vla {
         if config.conv_channels.len() == KEYPOINT_STAGE {
             keypoint_channels = c_in;
         }
+        let later_stages = if config.pixel_targets > 0 {
+            stem.get(KEYPOINT_STAGE..).unwrap_or(&[])
+        } else {
+            &[]
+        };
         let keypoints = (config.keypoints > 0).then(|| Keypoints {
             heat: LinearConfig::new(keypoint_channels, config.keypoints).init(device),
+            context: later_stages
+                .iter()
+                .map(|&c| LinearConfig::new(c, config.keypoints).init(device))
+                .collect(),
             proj: LinearConfig::new(2 * config.keypoints, d).init(device),
             positions: normal([config.cameras, d], device),
         });
@@ -545,6 +782,11 @@ impl Vla {
             hidden: LinearConfig::new(config.cameras * 2 * config.keypoints, d).init(device),
             out: LinearConfig::new(d, config.aux_dim).init(device),
             act: Relu::new(),
+            lift: (!config.aux_select.is_empty()).then(|| Lift {
+                hidden: LinearConfig::new(2 + config.pixel_targets, d).init(device),
+                out: LinearConfig::new(d, 3).init(device),
+                act: Relu::new(),
+            }),
         });
         let (bytes, text_proj) = match config.text_encoder {
             TextEncoderKind::Bytes => (
@@ -607,6 +849,10 @@ impl Vla {
             d_model: d,
             flow_steps: config.flow_steps,
             perceived: config.perceived,
+            pixel_targets: config.pixel_targets,
+            pixel_camera: config.pixel_camera,
+            perceived_share: 0.5,
+            aux_select: config.aux_select.iter().map(|&i| i as i64).collect(),
         };
         seeded_init(&mut model, seed);
         Ok(model)
@@ -623,20 +869,16 @@ impl Vla {
     /// The observation as tokens `[B, image_tokens (+ cameras keypoint tokens) + 2
     /// (+ objects), d]` (images, instruction, state, object tokens).
     pub fn encode(&self, input: VlaInput) -> Tensor<3> {
-        self.encode_parts(input, Perception::Predicted).0
+        self.encode_parts(input, Perception::Predicted).tokens
     }
 
     /// [`Self::encode`], plus the auxiliary head's predictions `[B, aux_dim]` when the model
     /// has one; the perceived state entries come from where `perception` says.
-    fn encode_parts(
-        &self,
-        input: VlaInput,
-        perception: Perception,
-    ) -> (Tensor<3>, Option<Tensor<2>>) {
-        let (images, keypoint_xy) = match (&self.image_proj, input.images) {
+    fn encode_parts(&self, input: VlaInput, perception: Perception) -> Encoded {
+        let (images, keypoints) = match (&self.image_proj, input.images) {
             (Some(proj), Some(images)) => {
-                let (tokens, xy) = self.encode_images(proj, images);
-                (Some(tokens), xy)
+                let (tokens, keypoints) = self.encode_images(proj, images);
+                (Some(tokens), keypoints)
             }
             (Some(_), None) => panic!("a model with cameras gets images (built by the Batcher)"),
             (None, _) => (None, None),
@@ -673,10 +915,12 @@ impl Vla {
         };
         // Inference needs the aux head only when it supplies perceived state entries.
         let needed = perception == Perception::Mixed || self.perceived > 0;
-        let aux = match (&self.aux, keypoint_xy) {
-            (Some(head), Some(xy)) if needed => {
-                Some(head.out.forward(head.act.forward(head.hidden.forward(xy))))
-            }
+        let aux = match (&self.aux, &keypoints) {
+            (Some(head), Some(kp)) if needed => Some(head.forward(
+                kp.xy.clone(),
+                kp.labelled.as_ref().map(|(_, uv)| uv),
+                &self.aux_select,
+            )),
             _ => None,
         };
         let mut state = input.state;
@@ -690,11 +934,12 @@ impl Vla {
             state = match perception {
                 Perception::Predicted => seen,
                 _ => {
-                    let half = b / 2;
-                    Tensor::cat(
-                        vec![state.narrow(0, 0, half), seen.narrow(0, half, b - half)],
-                        0,
-                    )
+                    let keep = b - ((b as f32 * self.perceived_share).round() as usize).min(b);
+                    match keep {
+                        0 => seen,
+                        k if k == b => state,
+                        k => Tensor::cat(vec![state.narrow(0, 0, k), seen.narrow(0, k, b - k)], 0),
+                    }
                 }
             };
         }
@@ -717,28 +962,40 @@ impl Vla {
         let mut tokens: Vec<Tensor<3>> = images.into_iter().collect();
         tokens.extend([text, state]);
         tokens.extend(objects.map(|(t, _)| t));
-        (Tensor::cat(tokens, 1), aux)
+        Encoded {
+            tokens: Tensor::cat(tokens, 1),
+            aux,
+            keypoints,
+        }
     }
 
     /// Image tokens `[B, image_tokens (+ cameras keypoint tokens), d]` of images
-    /// `[B, cameras, 3, H, W]`, and the keypoints' coordinates `[B, cameras·2K]` when the
-    /// model has keypoints.
-    fn encode_images(&self, proj: &Linear, images: Tensor<5>) -> (Tensor<3>, Option<Tensor<2>>) {
+    /// `[B, cameras, 3, H, W]`, and the keypoints when the model has them.
+    fn encode_images(&self, proj: &Linear, images: Tensor<5>) -> (Tensor<3>, Option<KeypointOut>) {
         let [b, cams, ch, h, w] = images.dims();
         let d = self.d_model;
         // All cameras through the shared encoder at once.
         let x = images.reshape([b * cams, ch, h, w]) * 2.0 - 1.0;
-        // The stride-4 map the keypoints read, channels-last.
+        let with_keypoints = self.keypoints.is_some();
+        let with_context = self
+            .keypoints
+            .as_ref()
+            .is_some_and(|k| !k.context.is_empty());
+        // The stride-4 map the keypoints read and the later stages' maps, channels-last.
         let mut keymap: Option<Tensor<4>> = None;
+        let mut later: Vec<Tensor<4>> = Vec::new();
         let grid: Tensor<3> = if self.patches.is_empty() {
             let mut x = x;
             for (stage, block) in self.blocks.iter().enumerate() {
-                if stage == KEYPOINT_STAGE && self.keypoints.is_some() {
+                if stage == KEYPOINT_STAGE && with_keypoints {
                     keymap = Some(x.clone().permute([0, 2, 3, 1]));
                 }
                 x = block.forward(x);
+                if stage >= KEYPOINT_STAGE && with_context {
+                    later.push(x.clone().permute([0, 2, 3, 1]));
+                }
             }
-            if keymap.is_none() && self.keypoints.is_some() {
+            if keymap.is_none() && with_keypoints {
                 keymap = Some(x.clone().permute([0, 2, 3, 1]));
             }
             let [_, c, gh, gw] = x.dims();
@@ -746,12 +1003,15 @@ impl Vla {
         } else {
             let mut x = x.permute([0, 2, 3, 1]);
             for (stage, block) in self.patches.iter().enumerate() {
-                if stage == KEYPOINT_STAGE && self.keypoints.is_some() {
+                if stage == KEYPOINT_STAGE && with_keypoints {
                     keymap = Some(x.clone());
                 }
                 x = block.forward(x);
+                if stage >= KEYPOINT_STAGE && with_context {
+                    later.push(x.clone());
+                }
             }
-            if keymap.is_none() && self.keypoints.is_some() {
+            if keymap.is_none() && with_keypoints {
                 keymap = Some(x.clone());
             }
             let [_, gh, gw, c] = x.dims();
@@ -765,16 +1025,31 @@ impl Vla {
             .val();
         let mut images =
             proj.forward(grid).reshape([b, cams * per_camera, d]) + positions.unsqueeze_dim(0);
-        let mut keypoint_xy = None;
+        let mut out = None;
         if let (Some(kp), Some(map)) = (&self.keypoints, keymap) {
-            let xy = kp.coords(map); // [B·cams, 2K]
+            let side = map.dims()[1];
+            let heat = kp.heat(map, later); // [B·cams, S·S, K]
+            let k = heat.dims()[2];
+            let xy = spatial_softmax(heat.clone(), side).reshape([b * cams, 2 * k]);
             let tokens = kp.proj.forward(xy.clone()).reshape([b, cams, d])
                 + kp.positions.val().unsqueeze_dim(0);
             images = Tensor::cat(vec![images, tokens], 1);
-            let k2 = xy.dims()[1];
-            keypoint_xy = Some(xy.reshape([b, cams * k2]));
+            let labelled = (self.pixel_targets > 0).then(|| {
+                let p = self.pixel_targets;
+                let heat = heat
+                    .reshape([b, cams, side * side, k])
+                    .narrow(1, self.pixel_camera, 1)
+                    .narrow(3, 0, p)
+                    .reshape([b, side * side, p]);
+                let xy = peak_softmax(heat.clone(), side);
+                (heat, xy)
+            });
+            out = Some(KeypointOut {
+                xy: xy.reshape([b, cams * 2 * k]),
+                labelled,
+            });
         }
-        (images, keypoint_xy)
+        (images, out)
     }
 
     /// The object tokens `[B, objects, d]` of a (normalized, perception-applied) state
@@ -871,11 +1146,13 @@ impl Vla {
         valid: Tensor<2>,
         flow_sample: Option<(Tensor<3>, Vec<f32>)>,
     ) -> Tensor<1> {
-        self.losses(input, target, valid, flow_sample, None).0
+        self.losses(input, target, valid, flow_sample, None, None)
+            .action
     }
 
     /// [`Self::loss`], plus the auxiliary loss (mean L1 against normalized `aux_target`
-    /// `[B, aux_dim]`) when both the target and the auxiliary head are there.
+    /// `[B, aux_dim]`) when both the target and the auxiliary head are there, and the pixel
+    /// loss when both the labels and labelled keypoints are.
     pub fn losses(
         &self,
         input: VlaInput,
@@ -883,10 +1160,25 @@ impl Vla {
         valid: Tensor<2>,
         flow_sample: Option<(Tensor<3>, Vec<f32>)>,
         aux_target: Option<Tensor<2>>,
-    ) -> (Tensor<1>, Option<Tensor<1>>) {
-        let (prefix, pred) = self.encode_parts(input, Perception::Mixed);
+        pixels: Option<PixelTargets>,
+    ) -> Losses {
+        let Encoded {
+            tokens: prefix,
+            aux: pred,
+            keypoints,
+        } = self.encode_parts(input, Perception::Mixed);
         let aux = match (pred, aux_target) {
             (Some(pred), Some(t)) => Some((pred - t).abs().mean()),
+            _ => None,
+        };
+        let pixel = match (keypoints, pixels) {
+            (
+                Some(KeypointOut {
+                    labelled: Some((heat, xy)),
+                    ..
+                }),
+                Some(t),
+            ) => Some(pixel_loss(heat, xy, t)),
             _ => None,
         };
         let [b, h, a] = target.dims();
@@ -904,14 +1196,43 @@ impl Vla {
             }
             (Head::Flow, None) => panic!("the flow head's loss needs noise and times"),
         };
-        ((err * mask).sum().div(denom), aux)
+        Losses {
+            action: (err * mask).sum().div(denom),
+            aux,
+            pixel,
+        }
+    }
+
+    /// The share of each training batch (the last samples) that is given the perception
+    /// head's predictions in the perceived state entries instead of the true values
+    /// ([`VlaConfig::perceived`]); 0.5 unless set.
+    pub fn with_perceived_share(mut self, share: f32) -> Self {
+        self.perceived_share = share.clamp(0.0, 1.0);
+        self
+    }
+
+    /// How many keypoints are trained on pixel labels ([`VlaConfig::pixel_targets`]).
+    pub fn pixel_targets(&self) -> usize {
+        self.pixel_targets
     }
 
     /// The normalized action chunk `[B, H, A]`. The flow head integrates from `noise`
     /// (required for it, ignored by L1) at t = 1 to t = 0.
     pub fn predict(&self, input: VlaInput, noise: Option<Tensor<3>>) -> Tensor<3> {
-        let prefix = self.encode(input);
-        match (self.head(), noise) {
+        self.predict_perceiving(input, noise).0
+    }
+
+    /// [`Self::predict`], and the perceived state entries `[B, perceived]` (normalized) the
+    /// chunk was predicted from, when the model perceives ([`VlaConfig::perceived`]).
+    pub fn predict_perceiving(
+        &self,
+        input: VlaInput,
+        noise: Option<Tensor<3>>,
+    ) -> (Tensor<3>, Option<Tensor<2>>) {
+        let encoded = self.encode_parts(input, Perception::Predicted);
+        let perceived = encoded.aux.filter(|_| self.perceived > 0);
+        let prefix = encoded.tokens;
+        let chunk = match (self.head(), noise) {
             (Head::L1, _) => self.forward_l1(prefix),
             (Head::Flow, Some(mut x)) => {
                 let b = x.dims()[0];
@@ -924,7 +1245,8 @@ impl Vla {
                 x
             }
             (Head::Flow, None) => panic!("the flow head predicts from noise"),
-        }
+        };
+        (chunk, perceived)
     }
 
     pub fn chunk(&self) -> usize {
@@ -1401,6 +1723,136 @@ mod tests {
         let (a, b) = (run(make(config.text_len)), run(make(10)));
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        }
+    }
+
+    /// Images of camera 1 (camera 0 is noise) with a red and a green 4×4 square at random
+    /// places on black, and the squares' centres as pixel labels `[B, 2, 2]`.
+    fn squares(b: usize, s: usize, r: &mut mulli_core::rng::Rng) -> (Vec<f32>, Vec<f32>) {
+        use mulli_core::rng::RngExt;
+        let mut images = Vec::with_capacity(b * 2 * 3 * s * s);
+        let mut labels = Vec::with_capacity(b * 4);
+        for _ in 0..b {
+            images.extend((0..3 * s * s).map(|_| r.random::<f32>()));
+            let mut img = vec![0.0f32; 3 * s * s];
+            for ch in 0..2 {
+                let (x0, y0) = (r.random_range(0..s - 4), r.random_range(0..s - 4));
+                for y in y0..y0 + 4 {
+                    for x in x0..x0 + 4 {
+                        img[(ch * s + y) * s + x] = 1.0;
+                    }
+                }
+                let centre = |p: usize| 2.0 * (p as f32 + 2.0) / s as f32 - 1.0;
+                labels.extend([centre(x0), centre(y0)]);
+            }
+            images.extend(img);
+        }
+        (images, labels)
+    }
+
+    /// Pixel labels train the first keypoints of the labelled camera onto the things: after
+    /// a short training on random scenes, new scenes' squares are found to about a pixel.
+    #[test]
+    fn labelled_keypoints_learn_where_things_are() {
+        let device = Device::flex().autodiff();
+        let config = VlaConfig {
+            cameras: 2,
+            stem: ImageStem::Patch,
+            keypoints: 3,
+            pixel_targets: 2,
+            pixel_camera: 1,
+            ..tiny()
+        };
+        let (s, side) = (config.image_size, config.keypoint_side());
+        let mut model = Vla::new(&config, 3, &device).unwrap();
+        let mut opt = AdamWConfig::new().init();
+        let mut r = mulli_core::rng::substream(3, "squares", 0);
+        let step = |model: &Vla, b: usize, r: &mut mulli_core::rng::Rng| {
+            let (images, labels) = squares(b, s, r);
+            let mut input = batch(&config, b, &device);
+            input.images = Some(Tensor::from_data(
+                TensorData::new(images, [b, 2, 3, s, s]),
+                &device,
+            ));
+            let target = Tensor::zeros([b, config.chunk, config.action_dim], &device);
+            let valid = Tensor::ones([b, config.chunk], &device);
+            let pixels = PixelTargets::new(&labels, b, 2, side, &device);
+            model
+                .losses(input, target, valid, None, None, Some(pixels))
+                .pixel
+                .expect("labelled keypoints")
+        };
+        let before = step(&model, 32, &mut r).1.into_scalar::<f32>();
+        for _ in 0..150 {
+            let (loss, _) = step(&model, 16, &mut r);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = opt.step(3e-3, model, grads);
+        }
+        let after = step(&model, 32, &mut r).1.into_scalar::<f32>();
+        // Mean |error| per axis in pixels of the 32-px image.
+        let px = |e: f32| e * s as f32 / 2.0;
+        assert!(
+            px(after) < 1.5 && after < 0.25 * before,
+            "{:.2} px → {:.2} px",
+            px(before),
+            px(after)
+        );
+    }
+
+    #[test]
+    fn the_peak_softmax_stays_on_the_higher_of_two_peaks() {
+        let device = Device::flex();
+        // A 4×4 map with a peak at (row 0, col 0) and a lower one at (row 3, col 3), where
+        // the plain expectation lands between them; and a single peak shared with its
+        // right-hand neighbour, where it interpolates.
+        let mut heat = vec![0.0f32; 16 * 2];
+        heat[0] = 10.0;
+        heat[15 * 2] = 9.5;
+        heat[(2 * 4 + 1) * 2 + 1] = 10.0;
+        heat[(2 * 4 + 2) * 2 + 1] = 10.0;
+        let heat = Tensor::<3>::from_data(TensorData::new(heat, [1, 16, 2]), &device);
+        let plain: Vec<f32> = spatial_softmax(heat.clone(), 4)
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        let peak: Vec<f32> = peak_softmax(heat, 4).into_data().try_to_vec().unwrap();
+        assert!(
+            plain[0] > -0.3,
+            "the plain expectation is pulled away: {plain:?}"
+        );
+        assert!(peak[0] < -0.74 && peak[1] < -0.74, "{peak:?}");
+        let close = |a: f32, b: f32| (a - b).abs() < 1e-3;
+        assert!(close(peak[2], 0.0) && close(peak[3], 0.25), "{peak:?}");
+    }
+
+    #[test]
+    fn pixel_targets_mark_the_cell_and_drop_what_is_off_the_image() {
+        let device = Device::flex();
+        let t = PixelTargets::new(
+            &[-1.0, -1.0, 0.99, 0.1, 1.5, 0.0, f32::NAN, 0.0],
+            2,
+            2,
+            4,
+            &device,
+        );
+        let cell: Vec<i64> = t.cell.into_data().convert::<i64>().try_to_vec().unwrap();
+        let on: Vec<f32> = t.on_image.into_data().try_to_vec().unwrap();
+        // (-1, -1) → row 0, col 0; (0.99, 0.1) → row 2, col 3; the rest are off the image.
+        assert_eq!(cell, [0, 2 * 4 + 3, 0, 0]);
+        assert_eq!(on, [1.0, 1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn pixel_targets_need_keypoints_and_a_camera() {
+        for (keypoints, pixel_camera, field) in [(1, 0, "keypoints"), (4, 2, "pixel_camera")] {
+            let config = VlaConfig {
+                keypoints,
+                pixel_targets: 2,
+                pixel_camera,
+                ..tiny()
+            };
+            let e = config.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
         }
     }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use mulli_core::rng::{self, Rng};
-use mulli_core::{ActionChunk, Observation, Policy};
+use mulli_core::{ActionChunk, Observation, Perceived, Policy};
 
 use crate::PolicyError;
 use crate::checkpoint::{self, PolicySpec};
@@ -28,6 +28,8 @@ pub struct VlaPolicy {
     rng: Rng,
     seed: u64,
     episodes: u64,
+    /// What the last `act` perceived (perceiving policies only).
+    perceived: Vec<Perceived>,
 }
 
 impl VlaPolicy {
@@ -62,6 +64,7 @@ impl VlaPolicy {
             rng: rng::seeded(0),
             seed: 0,
             episodes: 0,
+            perceived: Vec::new(),
         })
     }
 
@@ -163,6 +166,10 @@ impl Policy for VlaPolicy {
         self.set_seed(seed);
     }
 
+    fn perceived(&self) -> Vec<Perceived> {
+        self.perceived.clone()
+    }
+
     fn act(&mut self, obs: &Observation) -> Result<ActionChunk, PolicyError> {
         let mut state = self.check(obs)?;
         let s = self.spec.model.image_size;
@@ -181,6 +188,7 @@ impl Policy for VlaPolicy {
             text_index: vec![0],
             state,
             aux: Vec::new(),
+            pixels: Vec::new(),
             action: Vec::new(),
             valid: Vec::new(),
             noise: Vec::new(),
@@ -191,9 +199,30 @@ impl Policy for VlaPolicy {
             let v: Vec<f32> = (0..h * a).map(|_| normal(&mut self.rng)).collect();
             Tensor::<3>::from_data(TensorData::new(v, [1, h, a]), &self.device)
         });
-        let mut out: Vec<f32> = self
-            .model
-            .predict(input, noise)
+        let (chunk, perceived) = self.model.predict_perceiving(input, noise);
+        if let (Some(p), Some(env), Some(norm)) =
+            (perceived, &self.spec.env_state, &self.spec.aux_norm)
+        {
+            let mut values: Vec<f32> =
+                p.into_data().convert::<f32>().try_into_vec().map_err(|e| {
+                    PolicyError::Observation(format!("reading the perception: {e:?}"))
+                })?;
+            norm.unnormalize(&mut values);
+            // The truth, in the same terms (relative to the origin when the policy is).
+            let truth = env.select(&obs.environment_state).ok();
+            self.perceived = env
+                .names
+                .iter()
+                .zip(values)
+                .enumerate()
+                .map(|(i, (name, value))| Perceived {
+                    name: name.clone(),
+                    value,
+                    truth: truth.as_ref().map(|t| t[i]),
+                })
+                .collect();
+        }
+        let mut out: Vec<f32> = chunk
             .into_data()
             .convert::<f32>()
             .try_into_vec()

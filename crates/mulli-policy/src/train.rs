@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::PolicyError;
 use crate::checkpoint::{self, PolicySpec, TrainState, TrainingSummary};
 use crate::data::{Augment, HostBatch, LoadOptions, Norms, TrainData};
-use crate::model::{Head, TextEncoderKind, TextInput, Vla, VlaConfig, VlaInput};
+use crate::model::{
+    Head, Losses, PixelTargets, TextEncoderKind, TextInput, Vla, VlaConfig, VlaInput,
+};
 use crate::normalize::{NormMode, Normalizer};
 use crate::pretrained::PretrainedTextEncoder;
 use crate::tokenizer::ByteTokenizer;
@@ -79,6 +81,19 @@ pub struct TrainConfig {
     /// the model has `keypoints`, and every dataset has a named environment state (simulated
     /// ones do; real ones usually do not, and then training goes on without it).
     pub aux_weight: f32,
+    /// Weight of the pixel loss: the first keypoints of the labelled camera are trained to
+    /// sit on the objects' image positions recorded in the datasets' environment state
+    /// (`<thing>.<camera>.u|v`; see [`crate::data::PixelSource`]), one keypoint per thing.
+    /// Needs `[model] keypoints` ≥ the number of things. 0 = off (and left out of the
+    /// serialized config).
+    #[serde(skip_serializing_if = "crate::data::is_zero")]
+    pub pixel_weight: f32,
+    /// With `env_state = "perceived"`: the share of each batch whose position entries are
+    /// the perception head's (detached) predictions rather than the true values. At 0.5 the
+    /// action head learns both to use positions and to live with the perception error; at
+    /// 0 it learns from true positions only and meets its own predictions at inference.
+    #[serde(default = "half", skip_serializing_if = "is_half")]
+    pub perceived_share: f32,
     /// Names of `observation.state` entries the policy does not see (they enter the model
     /// as 0, in training and at inference). Hiding the arm's own pose fights the copycat
     /// shortcut of behaviour cloning: with it, a policy can continue whatever motion its
@@ -128,6 +143,8 @@ impl Default for TrainConfig {
             max_memory_mb: 8192,
             augment: Augment::default(),
             aux_weight: 1.0,
+            pixel_weight: 0.0,
+            perceived_share: 0.5,
             state_ignore: Vec::new(),
             env_state: EnvState::Off,
             env_state_origin: "ee".into(),
@@ -163,6 +180,18 @@ impl TrainConfig {
             return Err(PolicyError::Config(format!(
                 "min_lr_ratio = {}: must be in [0, 1]",
                 self.min_lr_ratio
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.perceived_share) {
+            return Err(PolicyError::Config(format!(
+                "perceived_share = {}: must be in [0, 1]",
+                self.perceived_share
+            )));
+        }
+        if !(self.pixel_weight >= 0.0 && self.pixel_weight.is_finite()) {
+            return Err(PolicyError::Config(format!(
+                "pixel_weight = {}: must be a finite number ≥ 0",
+                self.pixel_weight
             )));
         }
         if !(self.aux_weight >= 0.0 && self.aux_weight.is_finite()) {
@@ -204,6 +233,49 @@ impl TrainConfig {
     }
 }
 
+fn half() -> f32 {
+    0.5
+}
+
+fn is_half(x: &f32) -> bool {
+    *x == 0.5
+}
+
+/// [`VlaConfig::aux_select`]: each auxiliary target from the head, except the absolute
+/// positions (`<thing>.x|y|z`) of labelled things, which come from the lift; empty when no
+/// target is lifted.
+fn lifted_from_pixels(
+    layout: &crate::data::DataLayout,
+    aux_names: &[String],
+    things: &[String],
+) -> Vec<usize> {
+    let relative = |j: usize| {
+        layout
+            .aux_source
+            .as_ref()
+            .and_then(|a| a.minus.get(j).copied().flatten())
+            .is_some()
+    };
+    let n = aux_names.len();
+    let select: Vec<usize> = aux_names
+        .iter()
+        .enumerate()
+        .map(|(j, name)| {
+            let lifted = name.rsplit_once('.').and_then(|(thing, axis)| {
+                let k = things.iter().position(|t| t == thing)?;
+                let a = ["x", "y", "z"].iter().position(|x| *x == axis)?;
+                (!relative(j)).then_some(n + 3 * k + a)
+            });
+            lifted.unwrap_or(j)
+        })
+        .collect();
+    if select.iter().enumerate().all(|(j, &i)| i == j) {
+        Vec::new()
+    } else {
+        select
+    }
+}
+
 /// One logged step (a line of `metrics.jsonl`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
@@ -217,6 +289,16 @@ pub struct Metrics {
     /// The auxiliary (object position) loss of this step, when training with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aux_loss: Option<f32>,
+    /// With pixel labels: the labelled keypoints' mean distance per axis from the labels,
+    /// in the model's input pixels (this step's batch, augmentation included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixel_err_px: Option<f32>,
+    /// At validation steps, the same two on the held-out episodes (no augmentation): a
+    /// perception that only fits the training episodes shows here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_aux_loss: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_pixel_err_px: Option<f32>,
 }
 
 /// What the caller sees while training runs.
@@ -244,6 +326,10 @@ pub struct Batcher {
     state_dim: usize,
     aux_dim: usize,
     aux_weight: f32,
+    /// Labelled keypoints and the side of their map ([`VlaConfig::pixel_targets`]).
+    pixel_targets: usize,
+    keypoint_side: usize,
+    pixel_weight: f32,
 }
 
 impl Batcher {
@@ -285,12 +371,21 @@ impl Batcher {
             state_dim: config.state_dim,
             aux_dim: config.aux_dim,
             aux_weight: 1.0,
+            pixel_targets: config.pixel_targets,
+            keypoint_side: config.keypoint_side(),
+            pixel_weight: 1.0,
         })
     }
 
     /// Weight of the auxiliary loss in [`Self::loss`].
     pub fn with_aux_weight(mut self, weight: f32) -> Self {
         self.aux_weight = weight;
+        self
+    }
+
+    /// Weight of the pixel loss in [`Self::loss`].
+    pub fn with_pixel_weight(mut self, weight: f32) -> Self {
+        self.pixel_weight = weight;
         self
     }
 
@@ -365,20 +460,33 @@ impl Batcher {
         b: &HostBatch,
         device: &Device,
     ) -> Result<Tensor<1>, PolicyError> {
-        let (action, aux) = self.losses(model, b, device)?;
-        Ok(match aux {
-            Some(aux) if self.aux_weight > 0.0 => action + aux * self.aux_weight,
-            _ => action,
-        })
+        Ok(self.total(self.losses(model, b, device)?))
     }
 
-    /// The action loss and, when the batch and model have them, the auxiliary loss.
+    /// The weighted sum of the losses that are there.
+    fn total(&self, l: Losses) -> Tensor<1> {
+        let mut total = l.action;
+        if let Some(aux) = l.aux
+            && self.aux_weight > 0.0
+        {
+            total = total + aux * self.aux_weight;
+        }
+        if let Some((pixel, _)) = l.pixel
+            && self.pixel_weight > 0.0
+        {
+            total = total + pixel * self.pixel_weight;
+        }
+        total
+    }
+
+    /// The action loss and, when the batch and model have them, the auxiliary and pixel
+    /// losses.
     pub fn losses(
         &self,
         model: &Vla,
         b: &HostBatch,
         device: &Device,
-    ) -> Result<(Tensor<1>, Option<Tensor<1>>), PolicyError> {
+    ) -> Result<Losses, PolicyError> {
         let (target, valid, noise) = self.targets(b, device);
         let flow = (model.head() == Head::Flow).then(|| (noise, b.t.clone()));
         let aux = (self.aux_dim > 0 && b.aux.len() == b.size * self.aux_dim).then(|| {
@@ -387,7 +495,10 @@ impl Batcher {
                 device,
             )
         });
-        Ok(model.losses(self.input(b, device)?, target, valid, flow, aux))
+        let p = self.pixel_targets;
+        let pixels = (p > 0 && b.pixels.len() == b.size * p * 2)
+            .then(|| PixelTargets::new(&b.pixels, b.size, p, self.keypoint_side, device));
+        Ok(model.losses(self.input(b, device)?, target, valid, flow, aux, pixels))
     }
 }
 
@@ -459,24 +570,49 @@ fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
     c.init()
 }
 
-/// Mean loss of `model` over fixed validation batches.
+/// Validation results: the mean action loss and, when training has them, the auxiliary
+/// loss and the pixel error (in [-1, 1] image units).
+#[derive(Clone, Copy, Debug, Default)]
+struct Validation {
+    action: Option<f32>,
+    aux: Option<f32>,
+    pixel: Option<f32>,
+}
+
+/// Mean losses of `model` over fixed validation batches.
 fn validate(
     model: &Vla,
     batches: &[HostBatch],
     batcher: &Batcher,
     device: &Device,
-) -> Result<Option<f32>, PolicyError> {
+) -> Result<Validation, PolicyError> {
     if batches.is_empty() {
-        return Ok(None);
+        return Ok(Validation::default());
     }
-    let mut total = 0.0;
+    let (mut action, mut aux, mut pixel) = (0.0, None, None);
     let mut n = 0;
+    let add = |sum: &mut Option<f32>, t: Tensor<1>, w: f32| {
+        *sum = Some(sum.unwrap_or(0.0) + t.into_scalar::<f32>() * w);
+    };
     for b in batches {
-        // The action loss only: comparable between runs with and without auxiliary targets.
-        total += batcher.losses(model, b, device)?.0.into_scalar::<f32>() * b.size as f32;
+        // The action loss alone: comparable between runs with and without auxiliary targets.
+        let l = batcher.losses(model, b, device)?;
+        let w = b.size as f32;
+        action += l.action.into_scalar::<f32>() * w;
+        if let Some(a) = l.aux {
+            add(&mut aux, a, w);
+        }
+        if let Some((_, p)) = l.pixel {
+            add(&mut pixel, p, w);
+        }
         n += b.size;
     }
-    Ok(Some(total / n as f32))
+    let n = n as f32;
+    Ok(Validation {
+        action: Some(action / n),
+        aux: aux.map(|a| a / n),
+        pixel: pixel.map(|p| p / n),
+    })
 }
 
 /// Train into `run` (created if needed). With `resume`, continue the run's last checkpoint
@@ -587,6 +723,24 @@ pub fn train(
         model_config.perceived = aux_names.len();
     }
     model_config.aux_dim = aux_names.len();
+    let pixel_things = if config.pixel_weight > 0.0 {
+        let source = data.supervise_pixels()?;
+        if model_config.keypoints < source.things.len() {
+            return Err(PolicyError::Config(format!(
+                "pixel_weight > 0 trains one keypoint per labelled thing ({}: {}); set [model] keypoints ≥ {} (now {})",
+                source.camera,
+                source.things.join(", "),
+                source.things.len(),
+                model_config.keypoints
+            )));
+        }
+        model_config.pixel_targets = source.things.len();
+        model_config.pixel_camera = source.camera_index;
+        model_config.aux_select = lifted_from_pixels(&data.layout, &aux_names, &source.things);
+        source.things
+    } else {
+        Vec::new()
+    };
     model_config.validate()?;
     let (states, actions) = data.stats_rows();
     let mut state_norm = norm_from_rows(config.norm, &states, data.layout.state_dim)?;
@@ -612,7 +766,9 @@ pub fn train(
             aux_names.len(),
         )?)
     };
-    let batcher = Batcher::new(&model_config, pretrained)?.with_aux_weight(config.aux_weight);
+    let batcher = Batcher::new(&model_config, pretrained)?
+        .with_aux_weight(config.aux_weight)
+        .with_pixel_weight(config.pixel_weight);
 
     fs::create_dir_all(run).map_err(|e| io(run, e))?;
     if !resume {
@@ -626,7 +782,7 @@ pub fn train(
     }
 
     let mut opt = optimizer(&config);
-    let (mut model, mut ema, mut state) = if resume {
+    let (model, mut ema, mut state) = if resume {
         let dir = checkpoint::checkpoint_dir(run).expect("checked above");
         let spec = checkpoint::read_spec(&dir)?;
         let r = checkpoint::load_resume(&dir, &spec, opt, device)?;
@@ -638,6 +794,7 @@ pub fn train(
         let ema = Ema::new(&model, config.ema_decay)?;
         (model, ema, TrainState::default())
     };
+    let mut model = model.with_perceived_share(config.perceived_share);
     let params = model.num_params();
     let mut spec = PolicySpec {
         format: checkpoint::FORMAT.into(),
@@ -652,6 +809,7 @@ pub fn train(
         action_norm,
         aux_names,
         aux_norm,
+        pixel_things,
         env_state: data.layout.env_state.clone(),
         text_encoder_dir: config
             .text_encoder_dir
@@ -702,6 +860,7 @@ pub fn train(
     let (tx, rx) = mpsc::sync_channel::<(u64, HostBatch)>(2);
     let mut last_loss = None;
     let mut last_val = None;
+    let mut val_extra: Option<Validation> = None;
     let mut window = (Instant::now(), 0usize);
     std::thread::scope(|scope| -> Result<(), PolicyError> {
         // Owned here so that leaving early (an error, a panic) drops the receiver and the
@@ -730,14 +889,17 @@ pub fn train(
         });
         for (step, host) in rx.iter() {
             let lr = config.lr_at(step);
-            let (action_loss, aux_loss) = batcher.losses(&model, &host, device)?;
-            let total = match &aux_loss {
-                Some(aux) => action_loss.clone() + aux.clone() * config.aux_weight,
-                None => action_loss.clone(),
-            };
+            let losses = batcher.losses(&model, &host, device)?;
+            let action_loss = losses.action.clone();
+            let aux_loss = losses.aux.clone();
+            let pixel_err = losses.pixel.as_ref().map(|(_, l1)| l1.clone());
+            let total = batcher.total(losses);
             let grads = GradientsParams::from_grads(total.backward(), &model);
             let loss = action_loss.into_scalar::<f32>();
             let aux_loss = aux_loss.map(|a| a.into_scalar::<f32>());
+            // Mean |error| of a labelled keypoint in the model's input pixels.
+            let half = spec.model.image_size as f32 / 2.0;
+            let pixel_err_px = pixel_err.map(|e| e.into_scalar::<f32>() * half);
             if !loss.is_finite() {
                 return Err(PolicyError::Diverged { step, loss });
             }
@@ -750,7 +912,9 @@ pub fn train(
             let validate_now = state.step.is_multiple_of(config.val_every) || done;
             if validate_now {
                 ema.apply_to(&mut ema_model);
-                last_val = validate(&ema_model, &val_batches, &batcher, &inner)?;
+                let v = validate(&ema_model, &val_batches, &batcher, &inner)?;
+                last_val = v.action;
+                val_extra = Some(v);
             }
             if state.step.is_multiple_of(config.log_every) || validate_now {
                 let secs = window.0.elapsed().as_secs_f64().max(1e-9);
@@ -762,7 +926,11 @@ pub fn train(
                     elapsed_s: elapsed_before + started.elapsed().as_secs_f64(),
                     val_loss: if validate_now { last_val } else { None },
                     aux_loss,
+                    pixel_err_px,
+                    val_aux_loss: val_extra.and_then(|v| v.aux),
+                    val_pixel_err_px: val_extra.and_then(|v| v.pixel).map(|e| e * half),
                 };
+                val_extra = None;
                 window = (Instant::now(), 0);
                 let line = serde_json::to_string(&m).expect("metrics serialize");
                 writeln!(metrics_file, "{line}").map_err(|e| io(&metrics_path, e))?;
@@ -869,7 +1037,7 @@ fn validation_batches(data: &TrainData, config: &TrainConfig, spec: &PolicySpec)
                 Norms {
                     state: &spec.state_norm,
                     action: &spec.action_norm,
-                    aux: None,
+                    aux: spec.aux_norm.as_ref(),
                 },
                 &Augment::none(),
                 config.seed,

@@ -394,6 +394,107 @@ fn a_policy_can_observe_or_perceive_the_environment_state() {
     );
 }
 
+/// Pixel labels (`<thing>.<camera>.u|v` in the environment state) train the first
+/// keypoints onto the things: the keypoint error falls to a few pixels, the labelled
+/// thing's position is lifted from its own keypoint, and the policy reports what it
+/// perceived next to the truth. Data without labels, or too few keypoints, are errors.
+#[test]
+fn pixel_labels_train_keypoints_onto_the_things() {
+    let tmp = tempfile::tempdir().unwrap();
+    let labelled = DemoSpec {
+        episodes: 8,
+        frames_per_episode: 12,
+        height: 24,
+        width: 24,
+        cameras: vec!["front".into()],
+        video: false,
+        state_dim: 4,
+        action_dim: 3,
+        seed: 21,
+        environment_state: true,
+        pixel_labels: true,
+        ..DemoSpec::default()
+    };
+    let data = tmp.path().join("labelled");
+    labelled
+        .write(&data, WriterOptions::default(), &mut |_, _| {})
+        .unwrap();
+    let mut config = tiny(Head::L1);
+    config.steps = 150;
+    config.lr = 3e-3;
+    config.log_every = 10;
+    config.val_every = 150;
+    config.checkpoint_every = 150;
+    config.model.keypoints = 2;
+    config.pixel_weight = 1.0;
+    config.env_state = mulli_policy::EnvState::Perceived;
+    config.env_state_origin = String::new();
+    let run = tmp.path().join("run");
+    train_ok(&run, std::slice::from_ref(&data), config.clone());
+    let err: Vec<f32> = metrics(&run)
+        .iter()
+        .map(|m| m.pixel_err_px.expect("pixel error logged"))
+        .collect();
+    // A keypoint that ignores the image and sits at its centre is this far off (px).
+    let blind = {
+        let offs: Vec<f32> = (0..8)
+            .flat_map(|ep| (0..12).map(move |k| (ep, k)))
+            .map(|(ep, k)| {
+                let (bx, by) = labelled.blob(ep, k, 0);
+                ((2.0 * bx - 1.0).abs() + (2.0 * by - 1.0).abs()) / 2.0 * 12.0
+            })
+            .collect();
+        offs.iter().sum::<f32>() / offs.len() as f32
+    };
+    let last = *err.last().unwrap();
+    assert!(
+        last < 0.4 * blind,
+        "pixel error {err:?} px, against {blind} px for a blind keypoint: the keypoint did not find the blob"
+    );
+    let mut policy = VlaPolicy::load(&run, &Device::flex()).unwrap();
+    let spec = policy.spec().clone();
+    assert_eq!(spec.pixel_things, ["blob"]);
+    assert_eq!((spec.model.pixel_targets, spec.model.pixel_camera), (1, 0));
+    // blob.x and blob.y come from the lift (after the head's two outputs).
+    assert_eq!(spec.model.aux_select, [2, 3]);
+    let mut obs = observation(&["front"], 24);
+    obs.environment_state = vec![0.25, 0.75, 1.0, -0.5, 0.5];
+    policy.act(&obs).unwrap();
+    let seen = policy.perceived();
+    let names: Vec<&str> = seen.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["blob.x", "blob.y"]);
+    assert_eq!(
+        seen.iter().map(|p| p.truth).collect::<Vec<_>>(),
+        [Some(0.25), Some(0.75)]
+    );
+    assert!(seen.iter().all(|p| p.value.is_finite()));
+
+    // Too few keypoints for the labelled things; data without labels.
+    config.steps = 2;
+    config.model.keypoints = 0;
+    config.env_state = mulli_policy::EnvState::Off;
+    let e = train_error(
+        &tmp.path().join("few"),
+        std::slice::from_ref(&data),
+        config.clone(),
+    );
+    assert!(
+        e.contains("one keypoint per labelled thing") && e.contains("blob"),
+        "{e}"
+    );
+    config.model.keypoints = 2;
+    let unlabelled = env_dataset(&tmp.path().join("env"), (4, 8), 22);
+    let e = train_error(
+        &tmp.path().join("none"),
+        std::slice::from_ref(&unlabelled),
+        config,
+    );
+    assert!(
+        e.contains("pixel_weight") && e.contains(&unlabelled.display().to_string()),
+        "{e}"
+    );
+}
+
 /// `cameras` picks the cameras a policy sees: a subset (the others are ignored in
 /// observations), or none for a state-only policy that trains and acts without images.
 #[test]

@@ -266,8 +266,24 @@ pub fn environment_state_names() -> Vec<String> {
     );
     n.extend(pose.iter().map(|p| format!("ee.{p}")));
     n.push("gripper.width".into());
+    for thing in pixel_label_things() {
+        n.extend(["u", "v"].map(|a| format!("{thing}.{}.{a}", KitchenEnv::CAMERAS[0])));
+    }
     n
 }
+
+/// The things whose agent-view image position is in the environment state
+/// (`<thing>.agentview.u|v`): the objects and receptacles a policy grasps or places on.
+fn pixel_label_things() -> impl Iterator<Item = &'static str> {
+    STATE_OBJECTS
+        .iter()
+        .map(|o| o.id())
+        .chain(crate::objects::Receptacle::ALL.iter().map(|r| r.id()))
+}
+
+/// Image coordinate of an absent or unprojectable thing: outside [-1, 1], so a consumer that
+/// keeps only on-image labels drops it.
+pub const OFF_IMAGE: f32 = -2.0;
 
 /// One kitchen environment. Not `Sync`; run many in parallel with [`crate::VecEnv`].
 pub struct KitchenEnv {
@@ -492,19 +508,25 @@ impl KitchenEnv {
         robot::inverse(&q, &target, &self.ik).0
     }
 
-    fn cameras(&self) -> [Camera; 2] {
+    /// The agent-view camera: fixed for an episode, jittered per layout.
+    fn agent_camera(&self) -> Camera {
         let c = &self.config.cameras;
         let l = &self.scene.layout;
         let eye = Vec3::from(c.agent_eye) + l.camera_eye_jitter;
         let target = Vec3::from(c.agent_target) + l.camera_target_jitter;
-        let agent = Camera::look_at(
+        Camera::look_at(
             eye,
             target,
             Vec3::Z,
             c.agent_fov_deg.to_radians(),
             c.width,
             c.height,
-        );
+        )
+    }
+
+    fn cameras(&self) -> [Camera; 2] {
+        let c = &self.config.cameras;
+        let agent = self.agent_camera();
         // Wrist camera: on the hand, behind and beside the fingers, looking along the approach axis.
         let tcp = robot::forward(&self.scene.arm.q).tcp;
         let at = |p: DVec3| (tcp.transform_point3(p)).as_vec3();
@@ -656,6 +678,27 @@ impl KitchenEnv {
         s.extend([tcp.translation.x, tcp.translation.y, tcp.translation.z].map(|v| v as f32));
         s.extend([rot.x, rot.y, rot.z, rot.w].map(|v| v as f32));
         s.push(scene.gripper_width());
+        // Where each object's centre lands in the agent view, in [-1, 1] per axis (pixel
+        // centres at (2i + 1) / side - 1, row 0 on top; the convention of the policy's
+        // spatial softmax): dense supervision for a policy that must find the objects in its
+        // camera image (docs/benchmarks.md, "Finding objects in pixels").
+        let agent = self.agent_camera();
+        let (w, h) = (agent.width as f32, agent.height as f32);
+        let centres = STATE_OBJECTS.iter().map(|&o| scene.object_pose(o)).chain(
+            crate::objects::Receptacle::ALL
+                .iter()
+                .map(|&r| scene.receptacle_pose(r)),
+        );
+        for pose in centres {
+            let uv = pose
+                .and_then(|p| {
+                    agent.project(Vec3::new(p.translation.x, p.translation.y, p.translation.z))
+                })
+                .map_or([OFF_IMAGE; 2], |(x, y, _)| {
+                    [2.0 * x / w - 1.0, 2.0 * y / h - 1.0]
+                });
+            s.extend(uv);
+        }
         s
     }
 

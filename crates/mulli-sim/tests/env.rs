@@ -260,3 +260,64 @@ fn handle_positions_follow_from_the_environment_state() {
         );
     }
 }
+
+/// The agent-view image positions in the environment state: on the image for everything
+/// on the table, off it for what the layout lacks, and where a pinhole model of the nominal
+/// camera puts them (u to the right, v down; the layout's camera jitter is a few cm).
+#[test]
+fn image_positions_of_the_objects_are_in_the_environment_state() {
+    use glam::Vec3;
+    use mulli_sim::env::{OFF_IMAGE, environment_state_names};
+    let names = environment_state_names();
+    let at = |n: &str| names.iter().position(|x| x == n).unwrap();
+    let config = EnvConfig {
+        render: false,
+        ..EnvConfig::default()
+    };
+    let cam = &config.cameras;
+    let eye = Vec3::from(cam.agent_eye);
+    let forward = (Vec3::from(cam.agent_target) - eye).normalize();
+    let right = forward.cross(Vec3::Z).normalize();
+    let up = right.cross(forward);
+    let focal = 1.0 / (0.5 * cam.agent_fov_deg.to_radians()).tan();
+    let things = [
+        "ketchup", "mustard", "milk", "apple", "cube", "basket", "plate", "bowl",
+    ];
+    let (mut present, mut absent) = (0, 0);
+    for seed in 0..12 {
+        let t = task("put_apple_in_basket").unwrap();
+        let env = KitchenEnv::new(config.clone(), t, seed, "x").unwrap();
+        let s = env.environment_state();
+        for thing in things {
+            let (u, v) = (
+                s[at(&format!("{thing}.agentview.u"))],
+                s[at(&format!("{thing}.agentview.v"))],
+            );
+            let p = Vec3::new(
+                s[at(&format!("{thing}.x"))],
+                s[at(&format!("{thing}.y"))],
+                s[at(&format!("{thing}.z"))],
+            );
+            // An absent thing's pose is all zeros.
+            if p.x == 0.0 && p.y == 0.0 {
+                assert_eq!((u, v), (OFF_IMAGE, OFF_IMAGE), "seed {seed}: {thing}");
+                absent += 1;
+                continue;
+            }
+            present += 1;
+            assert!(
+                u.abs() < 1.0 && v.abs() < 1.0,
+                "seed {seed}: {thing} at ({u}, {v}) is off the image"
+            );
+            let d = p - eye;
+            let depth = d.dot(forward);
+            let (eu, ev) = (focal * d.dot(right) / depth, -focal * d.dot(up) / depth);
+            assert!(
+                (u - eu).abs() < 0.1 && (v - ev).abs() < 0.1,
+                "seed {seed}: {thing} labelled ({u}, {v}), the nominal camera puts it at ({eu}, {ev})"
+            );
+        }
+    }
+    // Every layout of this task has every thing; the absent case is the same rule.
+    assert!(present > 40, "{present} present, {absent} absent");
+}
