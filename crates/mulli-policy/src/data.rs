@@ -219,20 +219,24 @@ fn f32_column(ds: &Dataset, path: &Path, key: &str) -> Result<(Vec<f32>, usize),
     }
 }
 
-/// The auxiliary targets of a dataset: the positions and articulations in its environment
-/// state (entries named `<thing>.x|y|z|angle|opening`; orientations are left out, as near-
-/// constant quaternion entries make noisy targets). `None` when the dataset has no float
-/// environment state with names.
-fn aux_columns(ds: &Dataset) -> Option<(EnvStateInput, Vec<f32>)> {
+/// A dataset's environment state as f32 values `[len, width]` with its entry names; `None`
+/// unless it has a float one with one name per entry.
+fn env_state_columns(ds: &Dataset) -> Option<(Vec<f32>, usize, Vec<String>)> {
     let (values, width) = match ds.table.column(ENV_STATE_KEY)? {
         Column::F32(v, w) => (v.clone(), *w),
         Column::F64(v, w) => (v.iter().map(|&x| x as f32).collect(), *w),
         _ => return None,
     };
     let all = names(ds, ENV_STATE_KEY)?;
-    if all.len() != width {
-        return None;
-    }
+    (all.len() == width).then_some((values, width, all))
+}
+
+/// The auxiliary targets of a dataset: the positions and articulations in its environment
+/// state (entries named `<thing>.x|y|z|angle|opening`; orientations are left out, as near-
+/// constant quaternion entries make noisy targets). `None` when the dataset has no float
+/// environment state with names.
+fn aux_columns(ds: &Dataset) -> Option<(EnvStateInput, Vec<f32>)> {
+    let (values, width, all) = env_state_columns(ds)?;
     let keep: Vec<usize> = (0..width)
         .filter(|&i| {
             let last = all[i].rsplit('.').next().unwrap_or("");
@@ -260,15 +264,7 @@ fn aux_columns(ds: &Dataset) -> Option<(EnvStateInput, Vec<f32>)> {
 /// entries in its environment state, for the first of `cameras` that has any, and their
 /// values `[len, P, 2]`. `None` when there are none.
 fn pixel_columns(ds: &Dataset, cameras: &[String]) -> Option<(PixelSource, Vec<f32>)> {
-    let (values, width) = match ds.table.column(ENV_STATE_KEY)? {
-        Column::F32(v, w) => (v.clone(), *w),
-        Column::F64(v, w) => (v.iter().map(|&x| x as f32).collect(), *w),
-        _ => return None,
-    };
-    let all = names(ds, ENV_STATE_KEY)?;
-    if all.len() != width {
-        return None;
-    }
+    let (values, width, all) = env_state_columns(ds)?;
     let source = cameras.iter().enumerate().find_map(|(camera_index, cam)| {
         let (su, sv) = (format!(".{cam}.u"), format!(".{cam}.v"));
         let mut things = Vec::new();

@@ -505,8 +505,14 @@ impl AuxHead {
 /// Expected coordinates `[N, K, 2]` (x = column, y = row, pixel centres in [-1, 1]) of the
 /// softmax over positions of each of K heat maps `[N, S·S, K]` (row-major positions).
 fn spatial_softmax(heat: Tensor<3>, side: usize) -> Tensor<3> {
-    let [n, _, _] = heat.dims();
     let prob = burn::tensor::activation::softmax(heat.swap_dims(1, 2), 2);
+    expected_coords(prob, side)
+}
+
+/// Expected (x, y) `[N, K, 2]` of distributions over the cells `[N, K, S·S]` of an S×S map
+/// (pixel centres in [-1, 1]).
+fn expected_coords(prob: Tensor<3>, side: usize) -> Tensor<3> {
+    let n = prob.dims()[0];
     let coord = |i: usize| (2.0 * i as f32 + 1.0) / side as f32 - 1.0;
     let grid: Vec<f32> = (0..side * side)
         .flat_map(|p| [coord(p % side), coord(p / side)])
@@ -557,13 +563,7 @@ fn peak_softmax(heat: Tensor<3>, side: usize) -> Tensor<3> {
     let max = heat.clone().max_dim(2);
     let w = (heat - max).exp() * near;
     let prob = w.clone() / w.sum_dim(2);
-    let coord = |i: usize| (2.0 * i as f32 + 1.0) / side as f32 - 1.0;
-    let grid: Vec<f32> = (0..side * side)
-        .flat_map(|p| [coord(p % side), coord(p / side)])
-        .collect();
-    let grid = Tensor::<2>::from_data(TensorData::new(grid, [side * side, 2]), &device);
-    let n = prob.dims()[0];
-    prob.matmul(grid.unsqueeze_dim::<3>(0).repeat_dim(0, n))
+    expected_coords(prob, side)
 }
 
 /// The byte-level instruction encoder.
