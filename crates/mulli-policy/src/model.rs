@@ -1211,11 +1211,6 @@ impl Vla {
         self
     }
 
-    /// How many keypoints are trained on pixel labels ([`VlaConfig::pixel_targets`]).
-    pub fn pixel_targets(&self) -> usize {
-        self.pixel_targets
-    }
-
     /// The normalized action chunk `[B, H, A]`. The flow head integrates from `noise`
     /// (required for it, ignored by L1) at t = 1 to t = 0.
     pub fn predict(&self, input: VlaInput, noise: Option<Tensor<3>>) -> Tensor<3> {

@@ -61,8 +61,13 @@ fn tiny(head: Head) -> TrainConfig {
 
 /// A one-camera 24-px demo dataset of `(episodes, frames)` that records a (blob) environment
 /// state: `blob.x`, `blob.y` and a constant `blob.qw`.
-fn env_dataset(dir: &Path, (episodes, frames): (usize, usize), seed: u64) -> PathBuf {
-    let spec = DemoSpec {
+fn env_dataset(dir: &Path, size: (usize, usize), seed: u64) -> PathBuf {
+    write_demo(dir, &env_spec(size, seed))
+}
+
+/// The spec of [`env_dataset`].
+fn env_spec((episodes, frames): (usize, usize), seed: u64) -> DemoSpec {
+    DemoSpec {
         episodes,
         frames_per_episode: frames,
         height: 24,
@@ -74,7 +79,10 @@ fn env_dataset(dir: &Path, (episodes, frames): (usize, usize), seed: u64) -> Pat
         seed,
         environment_state: true,
         ..DemoSpec::default()
-    };
+    }
+}
+
+fn write_demo(dir: &Path, spec: &DemoSpec) -> PathBuf {
     spec.write(dir, WriterOptions::default(), &mut |_, _| {})
         .unwrap();
     dir.to_path_buf()
@@ -402,23 +410,10 @@ fn a_policy_can_observe_or_perceive_the_environment_state() {
 fn pixel_labels_train_keypoints_onto_the_things() {
     let tmp = tempfile::tempdir().unwrap();
     let labelled = DemoSpec {
-        episodes: 8,
-        frames_per_episode: 12,
-        height: 24,
-        width: 24,
-        cameras: vec!["front".into()],
-        video: false,
-        state_dim: 4,
-        action_dim: 3,
-        seed: 21,
-        environment_state: true,
         pixel_labels: true,
-        ..DemoSpec::default()
+        ..env_spec((8, 12), 21)
     };
-    let data = tmp.path().join("labelled");
-    labelled
-        .write(&data, WriterOptions::default(), &mut |_, _| {})
-        .unwrap();
+    let data = write_demo(&tmp.path().join("labelled"), &labelled);
     let mut config = tiny(Head::L1);
     config.steps = 150;
     config.lr = 3e-3;
