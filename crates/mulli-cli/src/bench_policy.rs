@@ -34,7 +34,7 @@ fn synthetic(config: &VlaConfig, b: usize, texts: usize, seed: u64) -> HostBatch
             .map(|_| r.random::<f32>())
             .collect(),
         aux: (0..b * config.aux_dim).map(|_| r.random::<f32>()).collect(),
-        pixels: (0..b * config.pixel_targets * 2)
+        pixels: (0..b * config.pixel_targets * config.pixel_cameras.len() * 2)
             .map(|_| r.random::<f32>() * 2.0 - 1.0)
             .collect(),
         action: (0..b * h * a).map(|_| r.random::<f32>()).collect(),

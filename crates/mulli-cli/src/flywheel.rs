@@ -286,14 +286,14 @@ pub struct FlywheelRecord {
     pub total_s: f64,
 }
 
-/// FNV-1a over the stage's canonical JSON: a cache key, not a security boundary.
 /// Version of what each stage's code makes of unchanged inputs. Bump a stage's number in the
 /// commit that changes its output for the same config (the crate version does not move
 /// between commits), so no rerun reuses a stage made by older code. Multiply 2: held doors
 /// and drawers resume where the live part stands (session 9). Capture 2: the fridge is
-/// closed by a push, not a hooked swing (session 10). Later stages hash the earlier ones'
+/// closed by a push, not a hooked swing (session 10). Capture 3 and 4: the objects' image
+/// positions in the agent view, then in the wrist view too (sessions 11, 12). Later stages hash the earlier ones'
 /// hashes, so a bump reruns everything downstream.
-const RECIPES: [(&str, u32); 4] = [("capture", 3), ("multiply", 2), ("train", 1), ("eval", 1)];
+const RECIPES: [(&str, u32); 4] = [("capture", 4), ("multiply", 2), ("train", 1), ("eval", 1)];
 
 fn recipe(stage: &str) -> u32 {
     RECIPES
@@ -302,6 +302,7 @@ fn recipe(stage: &str) -> u32 {
         .map_or(0, |&(_, v)| v)
 }
 
+/// FNV-1a over the stage's canonical JSON: a cache key, not a security boundary.
 fn stage_hash(stage: &str, inputs: &serde_json::Value) -> String {
     let text = serde_json::json!({
         "stage": stage,

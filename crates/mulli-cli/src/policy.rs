@@ -259,15 +259,19 @@ fn info(run: &Path) -> Result<ExitCode> {
         );
     }
     if !spec.pixel_things.is_empty() {
-        let camera = spec
-            .cameras
-            .get(spec.model.pixel_camera)
-            .map_or("?", String::as_str);
-        println!(
-            "pixels     keypoints 1–{} trained on where these are in {camera}: {}",
-            spec.pixel_things.len(),
-            spec.pixel_things.join(", ")
-        );
+        let p = spec.pixel_things.len();
+        for (j, &c) in spec.model.pixel_cameras.iter().enumerate() {
+            let camera = spec.cameras.get(c).map_or("?", String::as_str);
+            println!(
+                "pixels     {camera} keypoints {}–{} trained on where these are (or that they are not in view): {}",
+                j * p + 1,
+                (j + 1) * p,
+                spec.pixel_things.join(", ")
+            );
+        }
+        if spec.model.lift_reads_arm {
+            println!("lift       positions from the labelled keypoints and the arm's state");
+        }
     }
     match (&spec.env_state, spec.required_env_state()) {
         (_, Some(env)) => println!(

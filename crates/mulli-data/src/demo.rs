@@ -29,7 +29,7 @@ pub struct DemoSpec {
     /// (`blob.x`, `blob.y`, in [0, 1] of the image's width and height) and a constant
     /// `blob.qw`, a stand-in for a simulator's object poses.
     pub environment_state: bool,
-    /// With `environment_state`: also the blob's image position in the first camera,
+    /// With `environment_state`: also the blob's image position in each camera,
     /// `blob.<camera>.u|v` in [-1, 1] (the simulator's pixel labels).
     pub pixel_labels: bool,
 }
@@ -75,8 +75,10 @@ impl DemoSpec {
         f.insert(action.name.clone(), action);
         if self.environment_state {
             let mut names = vec!["blob.x".to_string(), "blob.y".into(), "blob.qw".into()];
-            if let (true, Some(cam)) = (self.pixel_labels, self.cameras.first()) {
-                names.extend(["u", "v"].map(|a| format!("blob.{cam}.{a}")));
+            if self.pixel_labels {
+                for cam in &self.cameras {
+                    names.extend(["u", "v"].map(|a| format!("blob.{cam}.{a}")));
+                }
             }
             let env = FeatureSpec::vector(
                 "observation.environment_state",
@@ -115,8 +117,11 @@ impl DemoSpec {
         if self.environment_state {
             let (bx, by) = self.blob(ep, k, 0);
             let mut env = vec![bx, by, 1.0];
-            if self.pixel_labels && !self.cameras.is_empty() {
-                env.extend([2.0 * bx - 1.0, 2.0 * by - 1.0]);
+            if self.pixel_labels {
+                for ci in 0..self.cameras.len() {
+                    let (u, v) = self.blob(ep, k, ci);
+                    env.extend([2.0 * u - 1.0, 2.0 * v - 1.0]);
+                }
             }
             f = f.with("observation.environment_state", Value::F32(env));
         }

@@ -34,8 +34,8 @@ struct Source {
     action: Vec<f32>,
     /// `[len, aux_dim]` auxiliary targets (empty when the layout has none).
     aux: Vec<f32>,
-    /// `[len, P, 2]` image coordinates of the pixel-labelled things (empty when the layout
-    /// has none; see [`PixelSource`]).
+    /// `[len, cameras, P, 2]` image coordinates of the pixel-labelled things (empty when the
+    /// layout has none; see [`PixelSource`]).
     pixels: Vec<f32>,
     /// `[start, end)` rows of the episode of each row.
     episode_end: Vec<usize>,
@@ -62,23 +62,31 @@ pub struct DataLayout {
     /// The environment-state entries appended to `observation.state`
     /// ([`TrainData::observe_env_state`]); `None` = the state is proprioception only.
     pub env_state: Option<EnvStateInput>,
-    /// Image positions of objects in one of the policy's cameras that every dataset
-    /// has (see [`pixel_columns`]); `None` = no pixel labels.
+    /// Image positions of objects in the policy's cameras that every dataset has (see
+    /// [`pixel_columns`]); `None` = no pixel labels.
     pub pixel_source: Option<PixelSource>,
 }
 
-/// Where things are in a camera's image, from the environment state's
+/// Where things are in the cameras' images, from the environment state's
 /// `<thing>.<camera>.u|v` entries (the simulator writes them; each coordinate in [-1, 1]
 /// with pixel centres at `(2i + 1) / side - 1`, off the image outside that range): labels
 /// that supervise the model's keypoints directly ([`crate::VlaConfig::pixel_targets`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PixelSource {
-    /// The camera's name and its index among the policy's cameras.
-    pub camera: String,
-    pub camera_index: usize,
+    /// The labelled cameras' names and indices among the policy's cameras, in the policy's
+    /// camera order: the first that has labels, then every other with the same things.
+    pub cameras: Vec<(String, usize)>,
     pub things: Vec<String>,
-    /// Per thing, the environment-state columns of u and v.
-    pub columns: Vec<(usize, usize)>,
+    /// Per labelled camera, per thing: the environment-state columns of u and v.
+    pub columns: Vec<Vec<(usize, usize)>>,
+}
+
+impl PixelSource {
+    /// The labelled cameras' names, joined for messages.
+    pub fn camera_names(&self) -> String {
+        let names: Vec<&str> = self.cameras.iter().map(|(n, _)| n.as_str()).collect();
+        names.join(", ")
+    }
 }
 
 impl DataLayout {
@@ -195,8 +203,9 @@ pub struct HostBatch {
     pub state: Vec<f32>,
     /// Normalized `[B, aux_dim]` auxiliary targets (empty when there are none).
     pub aux: Vec<f32>,
-    /// `[B, P, 2]` image coordinates of the pixel-labelled things in the labelled camera,
-    /// moved with that camera's random shift (empty unless [`TrainData::supervise_pixels`]).
+    /// `[B, cameras, P, 2]` image coordinates of the pixel-labelled things in each labelled
+    /// camera, moved with that camera's random shift (empty unless
+    /// [`TrainData::supervise_pixels`]).
     pub pixels: Vec<f32>,
     /// Normalized `[B, H, action_dim]`; padded steps repeat the episode's last action.
     pub action: Vec<f32>,
@@ -261,34 +270,58 @@ fn aux_columns(ds: &Dataset) -> Option<(EnvStateInput, Vec<f32>)> {
 }
 
 /// The pixel labels of a dataset: the things with both `<thing>.<camera>.u` and `.v`
-/// entries in its environment state, for the first of `cameras` that has any, and their
-/// values `[len, P, 2]`. `None` when there are none.
+/// entries in its environment state for the first of `cameras` that has any, and for every
+/// later camera that has all the same things; their values `[len, cameras, P, 2]`. `None`
+/// when there are none.
 fn pixel_columns(ds: &Dataset, cameras: &[String]) -> Option<(PixelSource, Vec<f32>)> {
     let (values, width, all) = env_state_columns(ds)?;
-    let source = cameras.iter().enumerate().find_map(|(camera_index, cam)| {
-        let (su, sv) = (format!(".{cam}.u"), format!(".{cam}.v"));
-        let mut things = Vec::new();
-        let mut columns = Vec::new();
-        for (iu, name) in all.iter().enumerate() {
-            let Some(thing) = name.strip_suffix(&su) else {
-                continue;
-            };
-            if let Some(iv) = all.iter().position(|n| *n == format!("{thing}{sv}")) {
-                things.push(thing.to_owned());
-                columns.push((iu, iv));
+    let column = |name: String| all.iter().position(|n| *n == name);
+    let mut source: Option<PixelSource> = None;
+    for (camera_index, cam) in cameras.iter().enumerate() {
+        let labelled = match &source {
+            None => {
+                let su = format!(".{cam}.u");
+                let mut things = Vec::new();
+                let mut columns = Vec::new();
+                for (iu, name) in all.iter().enumerate() {
+                    let Some(thing) = name.strip_suffix(&su) else {
+                        continue;
+                    };
+                    if let Some(iv) = column(format!("{thing}.{cam}.v")) {
+                        things.push(thing.to_owned());
+                        columns.push((iu, iv));
+                    }
+                }
+                (!things.is_empty()).then_some((things, columns))
             }
-        }
-        (!things.is_empty()).then(|| PixelSource {
-            camera: cam.clone(),
-            camera_index,
+            Some(src) => src
+                .things
+                .iter()
+                .map(|t| {
+                    Some((
+                        column(format!("{t}.{cam}.u"))?,
+                        column(format!("{t}.{cam}.v"))?,
+                    ))
+                })
+                .collect::<Option<Vec<_>>>()
+                .map(|columns| (src.things.clone(), columns)),
+        };
+        let Some((things, columns)) = labelled else {
+            continue;
+        };
+        let src = source.get_or_insert_with(|| PixelSource {
+            cameras: Vec::new(),
             things,
-            columns,
-        })
-    })?;
+            columns: Vec::new(),
+        });
+        src.cameras.push((cam.clone(), camera_index));
+        src.columns.push(columns);
+    }
+    let source = source?;
     let rows = values.len() / width.max(1);
-    let mut out = Vec::with_capacity(rows * source.columns.len() * 2);
+    let mut out = Vec::with_capacity(rows * source.cameras.len() * source.things.len() * 2);
     for r in 0..rows {
-        for &(u, v) in &source.columns {
+        for &(u, v) in source.columns.iter().flatten() {
             out.extend([values[r * width + u], values[r * width + v]]);
         }
     }
@@ -702,7 +735,7 @@ impl TrainData {
     pub fn supervise_pixels(&mut self) -> Result<PixelSource, PolicyError> {
         let Some(source) = self.layout.pixel_source.clone() else {
             return Err(PolicyError::Data(format!(
-                "pixel_weight > 0 needs every dataset to have the same image positions of objects in one of the policy's cameras ({}): `{ENV_STATE_KEY}` entries named <thing>.<camera>.u and .v, which `mulli sim record` writes; {} do not",
+                "pixel_weight > 0 needs every dataset to have the same image positions of objects in the policy's cameras ({}): `{ENV_STATE_KEY}` entries named <thing>.<camera>.u and .v, which `mulli sim record` writes; {} do not",
                 self.layout.cameras.join(", "),
                 self.paths()
                     .iter()
@@ -866,8 +899,8 @@ impl TrainData {
         for &(si, row) in samples {
             let src = &self.sources[si as usize];
             let row = row as usize;
-            let mut label_shift = (0, 0);
-            for (ci, cam) in src.frames.iter().enumerate() {
+            let mut shifts = Vec::with_capacity(cams);
+            for cam in &src.frames {
                 let img = &cam[row * s * s * 3..(row + 1) * s * s * 3];
                 let sh = augment.shift as i32;
                 let shift = if sh > 0 {
@@ -875,9 +908,7 @@ impl TrainData {
                 } else {
                     (0, 0)
                 };
-                if self.layout.pixel_source.as_ref().map(|p| p.camera_index) == Some(ci) {
-                    label_shift = shift;
-                }
+                shifts.push(shift);
                 let jitter = |r: &mut rng::Rng, x: f32| {
                     if x > 0.0 {
                         r.random_range(1.0 - x..=1.0 + x)
@@ -923,13 +954,14 @@ impl TrainData {
             if let (true, Some(px)) = (self.pixels_on, &self.layout.pixel_source) {
                 // The shifted image shows input pixel (x + dx, y + dy) at (x, y), so every
                 // thing moves by (-dx, -dy) pixels: 2/s per pixel in [-1, 1] coordinates.
-                let p = px.things.len();
-                let (du, dv) = (
-                    2.0 * label_shift.1 as f32 / s as f32,
-                    2.0 * label_shift.0 as f32 / s as f32,
-                );
-                for uv in src.pixels[row * p * 2..(row + 1) * p * 2].chunks_exact(2) {
-                    out.pixels.extend([uv[0] - du, uv[1] - dv]);
+                let n = px.cameras.len() * px.things.len() * 2;
+                let labels = src.pixels[row * n..(row + 1) * n].chunks_exact(px.things.len() * 2);
+                for ((_, ci), labels) in px.cameras.iter().zip(labels) {
+                    let (dy, dx) = shifts[*ci];
+                    let (du, dv) = (2.0 * dx as f32 / s as f32, 2.0 * dy as f32 / s as f32);
+                    for uv in labels.chunks_exact(2) {
+                        out.pixels.extend([uv[0] - du, uv[1] - dv]);
+                    }
                 }
             }
             let end = src.episode_end[row];

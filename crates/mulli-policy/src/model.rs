@@ -114,17 +114,28 @@ pub struct VlaConfig {
     /// (detached) predictions, so the action head learns to use positions and to live with
     /// the perception error. 0 = off; otherwise equal to `aux_dim`.
     pub perceived: usize,
-    /// The first `pixel_targets` keypoints of camera `pixel_camera` are trained to sit on
-    /// labelled things (the objects' image positions the simulator records; see
-    /// [`crate::data::PixelSource`]), and their heat maps also read the coarser stem stages
-    /// for context. Set by training from the data when `pixel_weight > 0`; 0 = off (older
-    /// checkpoints). Why: keypoints pulled onto the objects only through the auxiliary
-    /// position regression stay 4–5 cm off after a flywheel's training (docs/benchmarks.md);
-    /// a per-pixel target on each heat map is dense supervision, as in keypoint detectors.
+    /// Labelled things: in the j-th camera of `pixel_cameras`, keypoints
+    /// `j·pixel_targets .. (j+1)·pixel_targets` are trained to sit on them (the objects'
+    /// image positions the simulator records; see [`crate::data::PixelSource`]), or on a
+    /// "not in view" cell when the thing is off that image; their heat maps also read the
+    /// coarser stem stages for context. Set by training from the data when
+    /// `pixel_weight > 0`; 0 = off. Why: keypoints pulled onto the objects only through the
+    /// auxiliary position regression stay 4–5 cm off after a flywheel's training
+    /// (docs/benchmarks.md); a per-pixel target on each heat map is dense supervision, as in
+    /// keypoint detectors.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub pixel_targets: usize,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub pixel_camera: usize,
+    /// The labelled cameras (indices into the policy's cameras); empty with no pixel targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pixel_cameras: Vec<usize>,
+    /// The lift also reads the arm's part of the state (everything before the perceived
+    /// entries), gated by whether a labelled camera after the first (taken to be fixed) sees
+    /// the thing. Why: a wrist camera moves with the hand, so where a thing is in its image
+    /// says where it is only together with the hand's pose; then the wrist view places the
+    /// thing to millimetres at the final approach, where the agent view is 2–3 cm a pixel.
+    /// Set by training with more than one labelled camera.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lift_reads_arm: bool,
     /// With pixel targets: where each auxiliary prediction comes from, as an index into the
     /// auxiliary head's outputs (`0..aux_dim`) followed by the lift's (`aux_dim + 3k + a`:
     /// labelled thing k, axis x, y, z) — a labelled thing's absolute position is lifted
@@ -181,7 +192,8 @@ impl Default for VlaConfig {
             aux_dim: 0,
             perceived: 0,
             pixel_targets: 0,
-            pixel_camera: 0,
+            pixel_cameras: Vec::new(),
+            lift_reads_arm: false,
             aux_select: Vec::new(),
             object_tokens: Vec::new(),
             state_gate: false,
@@ -194,6 +206,17 @@ impl Default for VlaConfig {
 }
 
 impl VlaConfig {
+    /// Inputs of the lift: (u, v, in view) per labelled camera, the thing's one-hot
+    /// identity, and the arm's state when it reads it.
+    fn lift_inputs(&self) -> usize {
+        let arm = if self.lift_reads_arm {
+            self.state_dim - self.perceived
+        } else {
+            0
+        };
+        3 * self.pixel_cameras.len() + self.pixel_targets + arm
+    }
+
     pub fn validate(&self) -> Result<(), PolicyError> {
         let checks = [
             ("image_size", self.image_size, 8),
@@ -250,16 +273,31 @@ impl VlaConfig {
                 self.perceived, self.aux_dim, self.state_dim
             )));
         }
-        if self.pixel_targets > self.keypoints {
+        let labelled = self.pixel_targets * self.pixel_cameras.len();
+        if labelled > self.keypoints {
             return Err(PolicyError::Config(format!(
-                "pixel_targets = {}: each labelled thing gets a keypoint; set keypoints ≥ {} (now {})",
-                self.pixel_targets, self.pixel_targets, self.keypoints
+                "pixel_targets = {} in {} cameras: each labelled thing gets a keypoint of its own in each labelled camera; set keypoints ≥ {labelled} (now {})",
+                self.pixel_targets,
+                self.pixel_cameras.len(),
+                self.keypoints
             )));
         }
-        if self.pixel_targets > 0 && self.pixel_camera >= self.cameras {
+        if (self.pixel_targets > 0) == self.pixel_cameras.is_empty() {
             return Err(PolicyError::Config(format!(
-                "pixel_camera = {}: the policy has {} cameras",
-                self.pixel_camera, self.cameras
+                "pixel_targets = {} with pixel_cameras = {:?}: labelled things need labelled cameras and the other way round (a checkpoint trained with pixel labels before they named their cameras, 2026-11-30, must be retrained)",
+                self.pixel_targets, self.pixel_cameras
+            )));
+        }
+        if let Some(&c) = self.pixel_cameras.iter().find(|&&c| c >= self.cameras) {
+            return Err(PolicyError::Config(format!(
+                "pixel_cameras has camera {c}: the policy has {} cameras",
+                self.cameras
+            )));
+        }
+        if self.lift_reads_arm && self.pixel_cameras.len() < 2 {
+            return Err(PolicyError::Config(format!(
+                "lift_reads_arm = true reads the arm's state for the cameras that move with it (the labelled cameras after the first): needs at least 2 in pixel_cameras (now {:?})",
+                self.pixel_cameras
             )));
         }
         let outputs = self.aux_dim + 3 * self.pixel_targets;
@@ -425,9 +463,49 @@ struct Keypoints {
     /// map: what a 4×4-pixel patch cannot tell (which object this is) comes from a wider
     /// view, where it is comes from the fine map. Only with pixel targets (empty before).
     context: Vec<Linear>,
+    /// The logit of each labelled keypoint's extra "not in view" cell `[1, cameras·P]`
+    /// (only with pixel targets): the thing is off this image, or hidden, when no cell of
+    /// the heat map outbids it. A wrist camera sees a thing only near it, and its keypoint
+    /// must say so rather than point somewhere.
+    absent: Option<Param<Tensor<2>>>,
+    /// Heat from each cell's 3×3 neighbourhood of the keypoint map (only with pixel
+    /// targets). Why: the patch stem's cells do not overlap, so a cell's features see only
+    /// its own 4×4 pixels, its colour but not the shape around it; look-alikes (the blue
+    /// cube and the blue bowl, ketchup and the apple) differ in size and shape.
+    window: Option<Window>,
     proj: Linear,
     /// One learned position per camera's keypoint token.
     positions: Param<Tensor<2>>,
+}
+
+/// Hidden width of [`Window`].
+const WINDOW_WIDTH: usize = 32;
+
+/// A two-layer detector on each cell's 3×3 neighbourhood (a 3×3 convolution as im2col plus
+/// matrix products, which are what the CPU backend runs fastest).
+#[derive(Module, Debug)]
+struct Window {
+    hidden: Linear,
+    out: Linear,
+    act: Relu,
+}
+
+impl Window {
+    /// Heat `[N·S·S, K]` of the channels-last map `[N, S, S, C]` (zero-padded at the edges).
+    fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let [n, s, _, c] = x.dims();
+        let device = x.device();
+        let rows = Tensor::<4>::zeros([n, 1, s, c], &device);
+        let x = Tensor::cat(vec![rows.clone(), x, rows], 1);
+        let cols = Tensor::<4>::zeros([n, s + 2, 1, c], &device);
+        let x = Tensor::cat(vec![cols.clone(), x, cols], 2);
+        let patches: Vec<Tensor<4>> = (0..3)
+            .flat_map(|dy| (0..3).map(move |dx| (dy, dx)))
+            .map(|(dy, dx)| x.clone().narrow(1, dy, s).narrow(2, dx, s))
+            .collect();
+        let x = Tensor::cat(patches, 3).reshape([n * s * s, 9 * c]);
+        self.out.forward(self.act.forward(self.hidden.forward(x)))
+    }
 }
 
 impl Keypoints {
@@ -435,7 +513,10 @@ impl Keypoints {
     /// `[N, S, S, C]` and the later stages' maps.
     fn heat(&self, x: Tensor<4>, later: Vec<Tensor<4>>) -> Tensor<3> {
         let [n, s, _, c] = x.dims();
-        let mut heat = self.heat.forward(x.reshape([n * s * s, c]));
+        let mut heat = self.heat.forward(x.clone().reshape([n * s * s, c]));
+        if let Some(window) = &self.window {
+            heat = heat + window.forward(x);
+        }
         let k = heat.dims()[1];
         for (lin, map) in self.context.iter().zip(later) {
             let [_, sl, _, cl] = map.dims();
@@ -465,7 +546,8 @@ struct AuxHead {
     lift: Option<Lift>,
 }
 
-/// One labelled thing's keypoint (u, v) and identity (one-hot) → its position (x, y, z),
+/// One labelled thing's keypoints (u, v and whether it is in view, per labelled camera), its
+/// identity (one-hot) and, with a wrist camera, the arm's state → its position (x, y, z),
 /// shared by all things. Why its own keypoint alone: a head that reads every keypoint of
 /// both cameras learns the demos' shortcut — the expert's hand (and the wrist view) heads
 /// for the object, so "the object is where the hand goes" fits the training frames, and in
@@ -480,21 +562,54 @@ struct Lift {
 
 impl AuxHead {
     /// Auxiliary predictions `[B, aux_dim]` of every camera's keypoints `[B, cameras·2K]`,
-    /// with the labelled things' positions from the lift when `select` is not empty.
-    fn forward(&self, xy: Tensor<2>, labelled: Option<&Tensor<3>>, select: &[i64]) -> Tensor<2> {
+    /// with the labelled things' positions from the lift when `select` is not empty: each
+    /// thing's (u, v, in view) in each of the `cameras` labelled cameras, its identity, and
+    /// the arm's state `[B, A]` when given.
+    fn forward(
+        &self,
+        xy: Tensor<2>,
+        labelled: Option<&Labelled>,
+        arm: Option<Tensor<2>>,
+        cameras: usize,
+        select: &[i64],
+    ) -> Tensor<2> {
         let all = self.out.forward(self.act.forward(self.hidden.forward(xy)));
-        let (Some(lift), Some(uv), false) = (&self.lift, labelled, select.is_empty()) else {
+        let (Some(lift), Some(l), false) = (&self.lift, labelled, select.is_empty()) else {
             return all;
         };
-        let [b, p, _] = uv.dims();
-        let device = uv.device();
+        let [b, n, _] = l.xy.dims();
+        let p = n / cameras.max(1);
+        let device = l.xy.device();
+        // Each camera's (u, v) scaled by whether it sees the thing, and that probability:
+        // a keypoint with nothing to find points somewhere, and the lift must not read it.
+        // Camera-major [B, C·P, 3] → thing-major [B, P, C, 3].
+        let seen = l.seen.clone().unsqueeze_dim::<3>(2);
+        let by_camera = Tensor::cat(vec![l.xy.clone() * seen.clone(), seen], 2)
+            .reshape([b, cameras, p, 3])
+            .swap_dims(1, 2);
         let ids = Tensor::<2>::eye(p, &device)
             .unsqueeze_dim::<3>(0)
             .repeat_dim(0, b);
-        let input = Tensor::cat(vec![uv.clone(), ids], 2).reshape([b * p, 2 + p]);
+        let mut parts = vec![by_camera.clone().reshape([b, p, 3 * cameras]), ids];
+        if let Some(arm) = arm {
+            // The arm's pose matters only to read the cameras that move with it (all but the
+            // first): gated by whether one of them sees the thing, so where the hand is
+            // cannot stand in for where the thing is (the demos' shortcut; see [`Lift`]).
+            let gate = by_camera
+                .narrow(2, 1, cameras - 1)
+                .narrow(3, 2, 1)
+                .max_dim(2)
+                .reshape([b, p, 1]);
+            parts.push(arm.unsqueeze_dim::<3>(1).repeat_dim(1, p) * gate);
+        }
+        let input = Tensor::cat(parts, 2);
+        let width = input.dims()[2];
         let xyz = lift
             .out
-            .forward(lift.act.forward(lift.hidden.forward(input)))
+            .forward(
+                lift.act
+                    .forward(lift.hidden.forward(input.reshape([b * p, width]))),
+            )
             .reshape([b, p * 3]);
         let index =
             Tensor::<1, Int>::from_data(TensorData::new(select.to_vec(), [select.len()]), &device);
@@ -521,16 +636,16 @@ fn expected_coords(prob: Tensor<3>, side: usize) -> Tensor<3> {
     prob.matmul(grid.unsqueeze_dim::<3>(0).repeat_dim(0, n))
 }
 
-/// The pixel loss of labelled heat maps `[B, S·S, P]` with expected coordinates `[B, P, 2]`:
-/// cross-entropy against the labelled cell (a sharp peak where the object is) plus the L1
-/// of the expected coordinates (sub-cell precision), over the labels on the image; and that
-/// L1 alone.
+/// The pixel loss of labelled heat maps `[B, S·S + 1, N]` (the "not in view" cell last) with
+/// expected coordinates `[B, N, 2]`: cross-entropy against the labelled cell (a sharp peak
+/// where the thing is, or the last cell where it is off the image) plus the L1 of the
+/// expected coordinates (sub-cell precision) over the labels on the image; and that L1 alone.
 fn pixel_loss(heat: Tensor<3>, xy: Tensor<3>, t: PixelTargets) -> (Tensor<1>, Tensor<1>) {
     let on = t.on_image;
     let count = on.clone().sum().clamp_min(1.0);
-    let logp = burn::tensor::activation::log_softmax(heat.swap_dims(1, 2), 2); // [B, P, S·S]
+    let logp = burn::tensor::activation::log_softmax(heat.swap_dims(1, 2), 2); // [B, N, S·S+1]
     let picked: Tensor<2> = logp.gather(2, t.cell).flatten(1, 2);
-    let ce = (picked * on.clone()).sum().neg().div(count.clone());
+    let ce = picked.mean().neg();
     let l1 = ((xy - t.uv).abs().sum_dim(2).flatten::<2>(1, 2) * on)
         .sum()
         .div(count * 2.0);
@@ -620,7 +735,10 @@ pub struct Vla {
     flow_steps: usize,
     perceived: usize,
     pixel_targets: usize,
-    pixel_camera: usize,
+    #[module(skip)]
+    pixel_cameras: Vec<usize>,
+    #[module(skip)]
+    lift_reads_arm: bool,
     /// Training only: the share of each batch whose perceived entries are the predictions
     /// (see [`Self::with_perceived_share`]).
     #[module(skip)]
@@ -633,9 +751,18 @@ pub struct Vla {
 struct KeypointOut {
     /// Every camera's keypoint coordinates `[B, cameras·2K]`.
     xy: Tensor<2>,
-    /// The labelled keypoints ([`VlaConfig::pixel_targets`]) of the labelled camera: heat
-    /// maps `[B, S·S, P]` and coordinates `[B, P, 2]`.
-    labelled: Option<(Tensor<3>, Tensor<3>)>,
+    /// The labelled keypoints ([`VlaConfig::pixel_targets`]) of the labelled cameras.
+    labelled: Option<Labelled>,
+}
+
+/// The labelled keypoints of a forward pass, camera-major (`N = cameras·P`).
+struct Labelled {
+    /// Heat maps with the "not in view" cell last `[B, S·S + 1, N]`.
+    heat: Tensor<3>,
+    /// Coordinates `[B, N, 2]` (peak softmax over the image cells).
+    xy: Tensor<3>,
+    /// The probability that each thing is in view `[B, N]`.
+    seen: Tensor<2>,
 }
 
 /// What [`Vla::encode_parts`] produces besides the tokens, for the training losses.
@@ -658,9 +785,9 @@ pub struct Losses {
     pub pixel: Option<(Tensor<1>, Tensor<1>)>,
 }
 
-/// Pixel labels of a batch for the labelled keypoints: coordinates `[B, P, 2]` in [-1, 1],
-/// which of them are on the image `[B, P]` (1 = yes), and the cell each falls in `[B, P, 1]`
-/// (row-major on the keypoint map; 0 where off the image).
+/// Pixel labels of a batch for the labelled keypoints: coordinates `[B, N, 2]` in [-1, 1],
+/// which of them are on the image `[B, N]` (1 = yes), and the cell each falls in `[B, N, 1]`
+/// (row-major on the keypoint map; `S·S`, the "not in view" cell, where off the image).
 pub struct PixelTargets {
     pub uv: Tensor<3>,
     pub on_image: Tensor<2>,
@@ -681,7 +808,7 @@ impl PixelTargets {
             cell.push(if ok {
                 (index(v) * side + index(u)) as i64
             } else {
-                0
+                (side * side) as i64
             });
             uv.extend(if ok { [u, v] } else { [0.0, 0.0] });
         }
@@ -775,6 +902,17 @@ impl Vla {
                 .iter()
                 .map(|&c| LinearConfig::new(c, config.keypoints).init(device))
                 .collect(),
+            absent: (config.pixel_targets > 0).then(|| {
+                normal(
+                    [1, config.pixel_targets * config.pixel_cameras.len()],
+                    device,
+                )
+            }),
+            window: (config.pixel_targets > 0).then(|| Window {
+                hidden: LinearConfig::new(9 * keypoint_channels, WINDOW_WIDTH).init(device),
+                out: LinearConfig::new(WINDOW_WIDTH, config.keypoints).init(device),
+                act: Relu::new(),
+            }),
             proj: LinearConfig::new(2 * config.keypoints, d).init(device),
             positions: normal([config.cameras, d], device),
         });
@@ -783,7 +921,7 @@ impl Vla {
             out: LinearConfig::new(d, config.aux_dim).init(device),
             act: Relu::new(),
             lift: (!config.aux_select.is_empty()).then(|| Lift {
-                hidden: LinearConfig::new(2 + config.pixel_targets, d).init(device),
+                hidden: LinearConfig::new(config.lift_inputs(), d).init(device),
                 out: LinearConfig::new(d, 3).init(device),
                 act: Relu::new(),
             }),
@@ -850,7 +988,8 @@ impl Vla {
             flow_steps: config.flow_steps,
             perceived: config.perceived,
             pixel_targets: config.pixel_targets,
-            pixel_camera: config.pixel_camera,
+            pixel_cameras: config.pixel_cameras.clone(),
+            lift_reads_arm: config.lift_reads_arm,
             perceived_share: 0.5,
             aux_select: config.aux_select.iter().map(|&i| i as i64).collect(),
         };
@@ -916,11 +1055,19 @@ impl Vla {
         // Inference needs the aux head only when it supplies perceived state entries.
         let needed = perception == Perception::Mixed || self.perceived > 0;
         let aux = match (&self.aux, &keypoints) {
-            (Some(head), Some(kp)) if needed => Some(head.forward(
-                kp.xy.clone(),
-                kp.labelled.as_ref().map(|(_, uv)| uv),
-                &self.aux_select,
-            )),
+            (Some(head), Some(kp)) if needed => {
+                let arm = self.lift_reads_arm.then(|| {
+                    let [_, sd] = input.state.dims();
+                    input.state.clone().narrow(1, 0, sd - self.perceived)
+                });
+                Some(head.forward(
+                    kp.xy.clone(),
+                    kp.labelled.as_ref(),
+                    arm,
+                    self.pixel_cameras.len(),
+                    &self.aux_select,
+                ))
+            }
             _ => None,
         };
         let mut state = input.state;
@@ -1034,15 +1181,32 @@ impl Vla {
             let tokens = kp.proj.forward(xy.clone()).reshape([b, cams, d])
                 + kp.positions.val().unsqueeze_dim(0);
             images = Tensor::cat(vec![images, tokens], 1);
-            let labelled = (self.pixel_targets > 0).then(|| {
+            let labelled = kp.absent.as_ref().map(|absent| {
                 let p = self.pixel_targets;
-                let heat = heat
-                    .reshape([b, cams, side * side, k])
-                    .narrow(1, self.pixel_camera, 1)
-                    .narrow(3, 0, p)
-                    .reshape([b, side * side, p]);
+                let per_camera = heat.clone().reshape([b, cams, side * side, k]);
+                let heat = Tensor::cat(
+                    self.pixel_cameras
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &c)| {
+                            per_camera
+                                .clone()
+                                .narrow(1, c, 1)
+                                .narrow(3, j * p, p)
+                                .reshape([b, side * side, p])
+                        })
+                        .collect(),
+                    2,
+                );
                 let xy = peak_softmax(heat.clone(), side);
-                (heat, xy)
+                let n = heat.dims()[2];
+                let heat = Tensor::cat(
+                    vec![heat, absent.val().unsqueeze_dim::<3>(0).repeat_dim(0, b)],
+                    1,
+                );
+                let prob = burn::tensor::activation::softmax(heat.clone(), 1);
+                let seen = prob.narrow(1, side * side, 1).reshape([b, n]).neg() + 1.0;
+                Labelled { heat, xy, seen }
             });
             out = Some(KeypointOut {
                 xy: xy.reshape([b, cams * 2 * k]),
@@ -1174,11 +1338,10 @@ impl Vla {
         let pixel = match (keypoints, pixels) {
             (
                 Some(KeypointOut {
-                    labelled: Some((heat, xy)),
-                    ..
+                    labelled: Some(l), ..
                 }),
                 Some(t),
-            ) => Some(pixel_loss(heat, xy, t)),
+            ) => Some(pixel_loss(l.heat, l.xy, t)),
             _ => None,
         };
         let [b, h, a] = target.dims();
@@ -1722,7 +1885,8 @@ mod tests {
     }
 
     /// Images of camera 1 (camera 0 is noise) with a red and a green 4×4 square at random
-    /// places on black, and the squares' centres as pixel labels `[B, 2, 2]`.
+    /// places on black, each left out one time in four, and the squares' centres as pixel
+    /// labels `[B, 2, 2]` (off the image for a square left out).
     fn squares(b: usize, s: usize, r: &mut mulli_core::rng::Rng) -> (Vec<f32>, Vec<f32>) {
         use mulli_core::rng::RngExt;
         let mut images = Vec::with_capacity(b * 2 * 3 * s * s);
@@ -1732,6 +1896,10 @@ mod tests {
             let mut img = vec![0.0f32; 3 * s * s];
             for ch in 0..2 {
                 let (x0, y0) = (r.random_range(0..s - 4), r.random_range(0..s - 4));
+                if r.random_range(0..4) == 0 {
+                    labels.extend([-2.0, -2.0]);
+                    continue;
+                }
                 for y in y0..y0 + 4 {
                     for x in x0..x0 + 4 {
                         img[(ch * s + y) * s + x] = 1.0;
@@ -1746,7 +1914,8 @@ mod tests {
     }
 
     /// Pixel labels train the first keypoints of the labelled camera onto the things: after
-    /// a short training on random scenes, new scenes' squares are found to about a pixel.
+    /// a short training on random scenes, new scenes' squares are found to about a pixel,
+    /// and the keypoints say which squares are not in the image.
     #[test]
     fn labelled_keypoints_learn_where_things_are() {
         let device = Device::flex().autodiff();
@@ -1755,7 +1924,7 @@ mod tests {
             stem: ImageStem::Patch,
             keypoints: 3,
             pixel_targets: 2,
-            pixel_camera: 1,
+            pixel_cameras: vec![1],
             ..tiny()
         };
         let (s, side) = (config.image_size, config.keypoint_side());
@@ -1791,6 +1960,32 @@ mod tests {
             "{:.2} px → {:.2} px",
             px(before),
             px(after)
+        );
+        // In view or not: the "not in view" cell decides for new scenes.
+        let (images, labels) = squares(64, s, &mut r);
+        let mut input = batch(&config, 64, &device);
+        input.images = Some(Tensor::from_data(
+            TensorData::new(images, [64, 2, 3, s, s]),
+            &device,
+        ));
+        let seen: Vec<f32> = model
+            .encode_parts(input, Perception::Predicted)
+            .keypoints
+            .and_then(|k| k.labelled)
+            .expect("labelled keypoints")
+            .seen
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        let right = seen
+            .iter()
+            .zip(labels.chunks_exact(2))
+            .filter(|(p, uv)| (**p > 0.5) == (uv[0] > -1.5))
+            .count();
+        let absent = labels.chunks_exact(2).filter(|uv| uv[0] < -1.5).count();
+        assert!(
+            right >= 120 && absent >= 10,
+            "{right}/128 right about being in view ({absent} not in view)"
         );
     }
 
@@ -1832,23 +2027,44 @@ mod tests {
         );
         let cell: Vec<i64> = t.cell.into_data().convert::<i64>().try_to_vec().unwrap();
         let on: Vec<f32> = t.on_image.into_data().try_to_vec().unwrap();
-        // (-1, -1) → row 0, col 0; (0.99, 0.1) → row 2, col 3; the rest are off the image.
-        assert_eq!(cell, [0, 2 * 4 + 3, 0, 0]);
+        // (-1, -1) → row 0, col 0; (0.99, 0.1) → row 2, col 3; the rest are off the image,
+        // the "not in view" cell after the 16 of the map.
+        assert_eq!(cell, [0, 2 * 4 + 3, 16, 16]);
         assert_eq!(on, [1.0, 1.0, 0.0, 0.0]);
     }
 
     #[test]
     fn pixel_targets_need_keypoints_and_a_camera() {
-        for (keypoints, pixel_camera, field) in [(1, 0, "keypoints"), (4, 2, "pixel_camera")] {
+        for (keypoints, pixel_cameras, field) in [
+            (1, vec![0], "keypoints ≥ 2"),
+            (3, vec![0, 1], "keypoints ≥ 4"),
+            (4, vec![2], "pixel_cameras has camera 2"),
+            (4, vec![], "pixel_cameras = []"),
+        ] {
             let config = VlaConfig {
                 keypoints,
                 pixel_targets: 2,
-                pixel_camera,
+                pixel_cameras,
                 ..tiny()
             };
             let e = config.validate().unwrap_err().to_string();
             assert!(e.contains(field), "{e}");
         }
+        let one = VlaConfig {
+            keypoints: 2,
+            pixel_targets: 2,
+            pixel_cameras: vec![0],
+            lift_reads_arm: true,
+            ..tiny()
+        };
+        let e = one.validate().unwrap_err().to_string();
+        assert!(e.contains("lift_reads_arm") && e.contains("[0]"), "{e}");
+        let both = VlaConfig {
+            pixel_cameras: vec![0, 1],
+            keypoints: 4,
+            ..one
+        };
+        assert!(both.validate().is_ok());
     }
 
     #[test]

@@ -81,11 +81,11 @@ pub struct TrainConfig {
     /// the model has `keypoints`, and every dataset has a named environment state (simulated
     /// ones do; real ones usually do not, and then training goes on without it).
     pub aux_weight: f32,
-    /// Weight of the pixel loss: the first keypoints of the labelled camera are trained to
-    /// sit on the objects' image positions recorded in the datasets' environment state
-    /// (`<thing>.<camera>.u|v`; see [`crate::data::PixelSource`]), one keypoint per thing.
-    /// Needs `[model] keypoints` ≥ the number of things. 0 = off (and left out of the
-    /// serialized config).
+    /// Weight of the pixel loss: keypoints of each labelled camera are trained to sit on the
+    /// objects' image positions recorded in the datasets' environment state
+    /// (`<thing>.<camera>.u|v`; see [`crate::data::PixelSource`]), one keypoint per thing
+    /// and camera. Needs `[model] keypoints` ≥ things × labelled cameras. 0 = off (and left
+    /// out of the serialized config).
     #[serde(skip_serializing_if = "crate::data::is_zero")]
     pub pixel_weight: f32,
     /// With `env_state = "perceived"`: the share of each batch whose position entries are
@@ -326,8 +326,9 @@ pub struct Batcher {
     state_dim: usize,
     aux_dim: usize,
     aux_weight: f32,
-    /// Labelled keypoints and the side of their map ([`VlaConfig::pixel_targets`]).
-    pixel_targets: usize,
+    /// Labelled keypoints of all labelled cameras and the side of their map
+    /// ([`VlaConfig::pixel_targets`]).
+    pixel_labels: usize,
     keypoint_side: usize,
     pixel_weight: f32,
 }
@@ -371,7 +372,7 @@ impl Batcher {
             state_dim: config.state_dim,
             aux_dim: config.aux_dim,
             aux_weight: 1.0,
-            pixel_targets: config.pixel_targets,
+            pixel_labels: config.pixel_targets * config.pixel_cameras.len(),
             keypoint_side: config.keypoint_side(),
             pixel_weight: 1.0,
         })
@@ -495,7 +496,7 @@ impl Batcher {
                 device,
             )
         });
-        let p = self.pixel_targets;
+        let p = self.pixel_labels;
         let pixels = (p > 0 && b.pixels.len() == b.size * p * 2)
             .then(|| PixelTargets::new(&b.pixels, b.size, p, self.keypoint_side, device));
         Ok(model.losses(self.input(b, device)?, target, valid, flow, aux, pixels))
@@ -725,17 +726,19 @@ pub fn train(
     model_config.aux_dim = aux_names.len();
     let pixel_things = if config.pixel_weight > 0.0 {
         let source = data.supervise_pixels()?;
-        if model_config.keypoints < source.things.len() {
+        let needed = source.things.len() * source.cameras.len();
+        if model_config.keypoints < needed {
             return Err(PolicyError::Config(format!(
-                "pixel_weight > 0 trains one keypoint per labelled thing ({}: {}); set [model] keypoints ≥ {} (now {})",
-                source.camera,
-                source.things.join(", "),
+                "pixel_weight > 0 trains one keypoint per labelled thing in each labelled camera ({} things: {}; cameras {}); set [model] keypoints ≥ {needed} (now {})",
                 source.things.len(),
+                source.things.join(", "),
+                source.camera_names(),
                 model_config.keypoints
             )));
         }
         model_config.pixel_targets = source.things.len();
-        model_config.pixel_camera = source.camera_index;
+        model_config.pixel_cameras = source.cameras.iter().map(|(_, i)| *i).collect();
+        model_config.lift_reads_arm = source.cameras.len() > 1;
         model_config.aux_select = lifted_from_pixels(&data.layout, &aux_names, &source.things);
         source.things
     } else {

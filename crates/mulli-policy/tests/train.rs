@@ -449,7 +449,17 @@ fn pixel_labels_train_keypoints_onto_the_things() {
     let mut policy = VlaPolicy::load(&run, &Device::flex()).unwrap();
     let spec = policy.spec().clone();
     assert_eq!(spec.pixel_things, ["blob"]);
-    assert_eq!((spec.model.pixel_targets, spec.model.pixel_camera), (1, 0));
+    assert_eq!(
+        (
+            spec.model.pixel_targets,
+            spec.model.pixel_cameras.as_slice()
+        ),
+        (1, [0].as_slice())
+    );
+    assert!(
+        !spec.model.lift_reads_arm,
+        "one labelled camera: the lift reads no arm state"
+    );
     // blob.x and blob.y come from the lift (after the head's two outputs).
     assert_eq!(spec.model.aux_select, [2, 3]);
     let mut obs = observation(&["front"], 24);
@@ -488,6 +498,72 @@ fn pixel_labels_train_keypoints_onto_the_things() {
         e.contains("pixel_weight") && e.contains(&unlabelled.display().to_string()),
         "{e}"
     );
+}
+
+/// Labels in two cameras (an agent view and a wrist view): each camera gets keypoints of its
+/// own for the things, both find their blob, the lift reads both and the arm's state, and
+/// too few keypoints for both cameras is an error that says how many are needed.
+#[test]
+fn labels_in_two_cameras_train_keypoints_in_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let labelled = DemoSpec {
+        pixel_labels: true,
+        cameras: vec!["front".into(), "wrist".into()],
+        ..env_spec((8, 12), 23)
+    };
+    let data = write_demo(&tmp.path().join("two"), &labelled);
+    let mut config = tiny(Head::L1);
+    config.steps = 150;
+    config.lr = 3e-3;
+    config.log_every = 10;
+    config.val_every = 150;
+    config.checkpoint_every = 150;
+    config.model.keypoints = 1;
+    config.pixel_weight = 1.0;
+    config.env_state = mulli_policy::EnvState::Perceived;
+    config.env_state_origin = String::new();
+    let e = train_error(
+        &tmp.path().join("few"),
+        std::slice::from_ref(&data),
+        config.clone(),
+    );
+    assert!(
+        e.contains("keypoints ≥ 2") && e.contains("front, wrist"),
+        "{e}"
+    );
+    config.model.keypoints = 2;
+    let run = tmp.path().join("run");
+    train_ok(&run, std::slice::from_ref(&data), config);
+    let err: Vec<f32> = metrics(&run)
+        .iter()
+        .map(|m| m.pixel_err_px.expect("pixel error logged"))
+        .collect();
+    // Keypoints that ignore the images and sit at their centres are this far off (px).
+    let blind = {
+        let offs: Vec<f32> = (0..8)
+            .flat_map(|ep| (0..12).flat_map(move |k| (0..2).map(move |c| (ep, k, c))))
+            .map(|(ep, k, c)| {
+                let (bx, by) = labelled.blob(ep, k, c);
+                ((2.0 * bx - 1.0).abs() + (2.0 * by - 1.0).abs()) / 2.0 * 12.0
+            })
+            .collect();
+        offs.iter().sum::<f32>() / offs.len() as f32
+    };
+    let last = *err.last().unwrap();
+    assert!(
+        last < 0.4 * blind,
+        "pixel error {err:?} px, against {blind} px for blind keypoints"
+    );
+    let mut policy = VlaPolicy::load(&run, &Device::flex()).unwrap();
+    let spec = policy.spec().clone();
+    assert_eq!(spec.model.pixel_cameras, [0, 1]);
+    assert!(spec.model.lift_reads_arm);
+    let mut obs = observation(&["front", "wrist"], 24);
+    obs.environment_state = vec![0.25, 0.75, 1.0, -0.5, 0.5, 0.1, 0.2];
+    policy.act(&obs).unwrap();
+    let seen = policy.perceived();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|p| p.value.is_finite()), "{seen:?}");
 }
 
 /// `cameras` picks the cameras a policy sees: a subset (the others are ignored in

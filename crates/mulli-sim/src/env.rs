@@ -266,14 +266,16 @@ pub fn environment_state_names() -> Vec<String> {
     );
     n.extend(pose.iter().map(|p| format!("ee.{p}")));
     n.push("gripper.width".into());
-    for thing in pixel_label_things() {
-        n.extend(["u", "v"].map(|a| format!("{thing}.{}.{a}", KitchenEnv::CAMERAS[0])));
+    for camera in KitchenEnv::CAMERAS {
+        for thing in pixel_label_things() {
+            n.extend(["u", "v"].map(|a| format!("{thing}.{camera}.{a}")));
+        }
     }
     n
 }
 
-/// The things whose agent-view image position is in the environment state
-/// (`<thing>.agentview.u|v`): the objects and receptacles a policy grasps or places on.
+/// The things whose image position in each camera is in the environment state
+/// (`<thing>.<camera>.u|v`): the objects and receptacles a policy grasps or places on.
 fn pixel_label_things() -> impl Iterator<Item = &'static str> {
     STATE_OBJECTS
         .iter()
@@ -678,26 +680,33 @@ impl KitchenEnv {
         s.extend([tcp.translation.x, tcp.translation.y, tcp.translation.z].map(|v| v as f32));
         s.extend([rot.x, rot.y, rot.z, rot.w].map(|v| v as f32));
         s.push(scene.gripper_width());
-        // Where each object's centre lands in the agent view, in [-1, 1] per axis (pixel
-        // centres at (2i + 1) / side - 1, row 0 on top; the convention of the policy's
+        // Where each object's centre lands in each camera's image, in [-1, 1] per axis
+        // (pixel centres at (2i + 1) / side - 1, row 0 on top; the convention of the policy's
         // spatial softmax): dense supervision for a policy that must find the objects in its
-        // camera image (docs/benchmarks.md, "Finding objects in pixels").
-        let agent = self.agent_camera();
-        let (w, h) = (agent.width as f32, agent.height as f32);
-        let centres = STATE_OBJECTS.iter().map(|&o| scene.object_pose(o)).chain(
-            crate::objects::Receptacle::ALL
-                .iter()
-                .map(|&r| scene.receptacle_pose(r)),
-        );
-        for pose in centres {
-            let uv = pose
-                .and_then(|p| {
-                    agent.project(Vec3::new(p.translation.x, p.translation.y, p.translation.z))
-                })
-                .map_or([OFF_IMAGE; 2], |(x, y, _)| {
-                    [2.0 * x / w - 1.0, 2.0 * y / h - 1.0]
-                });
-            s.extend(uv);
+        // camera images (docs/benchmarks.md, "Finding objects in pixels"). The wrist view
+        // matters for the grasp: a pixel there is a few millimetres at the final approach,
+        // against 2-3 cm in the agent view.
+        let centres: Vec<_> = STATE_OBJECTS
+            .iter()
+            .map(|&o| scene.object_pose(o))
+            .chain(
+                crate::objects::Receptacle::ALL
+                    .iter()
+                    .map(|&r| scene.receptacle_pose(r)),
+            )
+            .collect();
+        for camera in self.cameras() {
+            let (w, h) = (camera.width as f32, camera.height as f32);
+            for pose in &centres {
+                let uv = pose
+                    .and_then(|p| {
+                        camera.project(Vec3::new(p.translation.x, p.translation.y, p.translation.z))
+                    })
+                    .map_or([OFF_IMAGE; 2], |(x, y, _)| {
+                        [2.0 * x / w - 1.0, 2.0 * y / h - 1.0]
+                    });
+                s.extend(uv);
+            }
         }
         s
     }

@@ -321,3 +321,62 @@ fn image_positions_of_the_objects_are_in_the_environment_state() {
     // Every layout of this task has every thing; the absent case is the same rule.
     assert!(present > 40, "{present} present, {absent} absent");
 }
+
+/// The wrist-camera image positions: where the expert closes the hand on the cube, the cube
+/// sits on the wrist image between the fingers (within a few pixels of where it sits in
+/// every other grasp), and it stays there while it is lifted.
+#[test]
+fn wrist_image_positions_follow_the_grasp() {
+    use mulli_sim::env::environment_state_names;
+    let names = environment_state_names();
+    let at = |n: &str| names.iter().position(|x| x == n).unwrap();
+    let (iu, iv) = (at("cube.wrist.u"), at("cube.wrist.v"));
+    let config = EnvConfig {
+        render: false,
+        ..EnvConfig::default()
+    };
+    let mut at_grasp = Vec::new();
+    for seed in 0..6 {
+        let t = task("pick_up_cube").unwrap();
+        let mut env = KitchenEnv::new(config.clone(), t.clone(), seed, "x").unwrap();
+        let mut expert = t.expert();
+        let mut grasp: Option<[f32; 2]> = None;
+        let mut held = Vec::new();
+        for _ in 0..400 {
+            let a = expert.act(env.scene());
+            let r = env.step(&a).unwrap();
+            let s = env.environment_state();
+            let uv = [s[iu], s[iv]];
+            // The gripper command turns to close (+1) once, at the grasp.
+            if a[6] > 0.0 && grasp.is_none() {
+                grasp = Some(uv);
+            } else if grasp.is_some() {
+                held.push(uv);
+            }
+            if r.terminated || r.truncated {
+                break;
+            }
+        }
+        let g = grasp.unwrap_or_else(|| panic!("seed {seed}: the expert never closed the hand"));
+        assert!(
+            g[0].abs() < 0.9 && g[1].abs() < 0.9,
+            "seed {seed}: at the grasp the cube is at {g:?}, not on the wrist image"
+        );
+        let last = held.last().copied().unwrap_or(g);
+        assert!(
+            (last[0] - g[0]).abs() < 0.3 && (last[1] - g[1]).abs() < 0.3,
+            "seed {seed}: the held cube moved on the wrist image from {g:?} to {last:?}"
+        );
+        at_grasp.push(g);
+    }
+    // Every grasp puts the cube at about the same spot between the fingers.
+    let spread = at_grasp
+        .iter()
+        .flat_map(|a| {
+            at_grasp
+                .iter()
+                .map(move |b| (a[0] - b[0]).abs() + (a[1] - b[1]).abs())
+        })
+        .fold(0.0f32, f32::max);
+    assert!(spread < 0.2, "grasp positions {at_grasp:?} spread {spread}");
+}
