@@ -250,26 +250,32 @@ fn failures(h: &mut String, info: &Value) {
         return;
     }
     reasons.sort();
-    // Grasping tasks: where the hand was in the failed episodes (median, cm).
-    let mut reach: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    // Grasping tasks: where the hand was in the failed episodes and, for a policy that
+    // perceives, how far off it saw the target (medians, cm).
+    let mut reach: BTreeMap<String, [Vec<f64>; 3]> = BTreeMap::new();
     for e in info["per_episode"].as_array().into_iter().flatten() {
         if e["success"].as_bool() == Some(false) {
             let r = reach.entry(s(&e["task"])).or_default();
-            r.0.extend(e["closest_m"].as_f64());
-            r.1.extend(e["at_close_m"].as_f64());
+            r[0].extend(e["closest_m"].as_f64());
+            r[1].extend(e["at_close_m"].as_f64());
+            r[2].extend(e["perceived_err_m"].as_f64());
         }
     }
     let cm = |v: &[f64]| match median(v) {
         Some(m) => format!("{:.1}", 100.0 * m),
         None => "—".into(),
     };
-    let with_reach = reach.values().any(|r| !r.0.is_empty());
+    let with_reach = reach.values().any(|r| !r[0].is_empty());
+    let with_seen = reach.values().any(|r| !r[2].is_empty());
     h.push_str("<table><tr><th>task</th>");
     for r in &reasons {
         let _ = write!(h, "<th>{}</th>", escape(r));
     }
     if with_reach {
         h.push_str("<th>hand–object, closest (cm)</th><th>hand–object at close (cm)</th>");
+    }
+    if with_seen {
+        h.push_str("<th>target seen off by (cm)</th>");
     }
     h.push_str("</tr>");
     for (task, counts) in &by_task {
@@ -281,20 +287,26 @@ fn failures(h: &mut String, info: &Value) {
                 counts.get(r).copied().unwrap_or(0)
             );
         }
+        let r = reach.get(task).cloned().unwrap_or_default();
         if with_reach {
-            let (closest, close) = reach.get(task).cloned().unwrap_or_default();
             let _ = write!(
                 h,
                 "<td class=\"num\">{}</td><td class=\"num\">{}</td>",
-                cm(&closest),
-                cm(&close)
+                cm(&r[0]),
+                cm(&r[1])
             );
+        }
+        if with_seen {
+            let _ = write!(h, "<td class=\"num\">{}</td>", cm(&r[2]));
         }
         h.push_str("</tr>");
     }
     h.push_str("</table><p class=\"note\">timeout: ran out of steps; dropped_object: lifted, then lost; wrong_target: the wrong object or receptacle; physics_fault: the simulation became invalid.");
     if with_reach {
         h.push_str(" Hand–object: medians over the failed episodes of grasping tasks, from the tool centre to the target object's centre; far at close means the policy never found the object, near means it found it and the grasp failed.");
+    }
+    if with_seen {
+        h.push_str(" Target seen off by: median over those episodes of the distance between where the policy perceived the target object and where it was, over the episode's queries.");
     }
     h.push_str("</p>");
 }

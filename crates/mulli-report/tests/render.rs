@@ -78,7 +78,9 @@ fn renders_a_self_contained_page_from_eval_info() {
     assert!(html.contains("<svg") && html.contains("val loss"));
     assert!(!html.contains("<script"), "no scripts in the report");
     assert!(
-        !html.contains("auxiliary loss") && !html.contains("hand–object"),
+        !html.contains("auxiliary loss")
+            && !html.contains("hand–object")
+            && !html.contains("target seen off"),
         "no auxiliary curve or reach columns without their data"
     );
     let out = tmp.path().join("report.html");
@@ -100,16 +102,16 @@ fn reach_medians_and_the_auxiliary_loss_are_shown_when_present() {
     )
     .unwrap();
     let mut info = eval_info([true, false], 20.0, None);
-    let fail = |i: usize, closest: f64, close: Option<f64>| {
+    let fail = |i: usize, closest: f64, close: Option<f64>, seen: f64| {
         json!({"episode_ix": i, "sum_reward": 0.0, "max_reward": 0.0, "success": false, "seed": 5,
                "task": "pick_up_cube", "split": "korean", "index": i, "instruction": "큐브를 집어줘",
                "failure": "timeout", "steps": 160, "policy_queries": 20,
-               "closest_m": closest, "at_close_m": close})
+               "closest_m": closest, "at_close_m": close, "perceived_err_m": seen})
     };
     let eps = info["per_episode"].as_array_mut().unwrap();
-    eps.push(fail(2, 0.02, Some(0.15)));
-    eps.push(fail(3, 0.04, Some(0.25)));
-    eps.push(fail(4, 0.10, None));
+    eps.push(fail(2, 0.02, Some(0.15), 0.05));
+    eps.push(fail(3, 0.04, Some(0.25), 0.09));
+    eps.push(fail(4, 0.10, None, 0.071));
     info["scores"].as_array_mut().unwrap().push(json!(
         {"task": "pick_up_cube", "split": "korean", "episodes": 3, "successes": 0, "rate": 0.0,
          "ci": [0.0, 0.6], "failures": {"timeout": 3}}));
@@ -122,6 +124,11 @@ fn reach_medians_and_the_auxiliary_loss_are_shown_when_present() {
     assert!(!html.contains("Inputs:"), "no policy.json, no inputs line");
     // closest: median of 2, 4, 10 cm; at close: of 15 and 25 cm (one never closed).
     assert!(html.contains(">4.0<") && html.contains(">20.0<"), "{html}");
+    // Where the policy saw the cube: median of 5, 7.1 and 9 cm.
+    assert!(
+        html.contains("target seen off by") && html.contains(">7.1<"),
+        "{html}"
+    );
     // open_drawer has no target object: a dash.
     assert!(html.contains(">—<"));
 
