@@ -402,6 +402,39 @@ fn a_policy_can_observe_or_perceive_the_environment_state() {
     );
 }
 
+/// A perceiving policy trained on pixel labels: 150 steps, `keypoints` per camera.
+fn pixel_config(keypoints: usize) -> TrainConfig {
+    let mut config = tiny(Head::L1);
+    config.steps = 150;
+    config.lr = 3e-3;
+    config.log_every = 10;
+    config.val_every = 150;
+    config.checkpoint_every = 150;
+    config.model.keypoints = keypoints;
+    config.pixel_weight = 1.0;
+    config.env_state = mulli_policy::EnvState::Perceived;
+    config.env_state_origin = String::new();
+    config
+}
+
+/// The last logged keypoint error of a run, and how far off keypoints that ignore the
+/// images and sit at their centres would be (px of the 24-px images, over `cameras`).
+fn pixel_errors(run: &Path, spec: &DemoSpec, cameras: usize) -> (Vec<f32>, f32) {
+    let err: Vec<f32> = metrics(run)
+        .iter()
+        .map(|m| m.pixel_err_px.expect("pixel error logged"))
+        .collect();
+    let offs: Vec<f32> = (0..spec.episodes)
+        .flat_map(|ep| (0..spec.frames_per_episode).map(move |k| (ep, k)))
+        .flat_map(|(ep, k)| (0..cameras).map(move |c| (ep, k, c)))
+        .map(|(ep, k, c)| {
+            let (bx, by) = spec.blob(ep, k, c);
+            ((2.0 * bx - 1.0).abs() + (2.0 * by - 1.0).abs()) / 2.0 * 12.0
+        })
+        .collect();
+    (err, offs.iter().sum::<f32>() / offs.len() as f32)
+}
+
 /// Pixel labels (`<thing>.<camera>.u|v` in the environment state) train the first
 /// keypoints onto the things: the keypoint error falls to a few pixels, the labelled
 /// thing's position is lifted from its own keypoint, and the policy reports what it
@@ -414,33 +447,10 @@ fn pixel_labels_train_keypoints_onto_the_things() {
         ..env_spec((8, 12), 21)
     };
     let data = write_demo(&tmp.path().join("labelled"), &labelled);
-    let mut config = tiny(Head::L1);
-    config.steps = 150;
-    config.lr = 3e-3;
-    config.log_every = 10;
-    config.val_every = 150;
-    config.checkpoint_every = 150;
-    config.model.keypoints = 2;
-    config.pixel_weight = 1.0;
-    config.env_state = mulli_policy::EnvState::Perceived;
-    config.env_state_origin = String::new();
+    let mut config = pixel_config(2);
     let run = tmp.path().join("run");
     train_ok(&run, std::slice::from_ref(&data), config.clone());
-    let err: Vec<f32> = metrics(&run)
-        .iter()
-        .map(|m| m.pixel_err_px.expect("pixel error logged"))
-        .collect();
-    // A keypoint that ignores the image and sits at its centre is this far off (px).
-    let blind = {
-        let offs: Vec<f32> = (0..8)
-            .flat_map(|ep| (0..12).map(move |k| (ep, k)))
-            .map(|(ep, k)| {
-                let (bx, by) = labelled.blob(ep, k, 0);
-                ((2.0 * bx - 1.0).abs() + (2.0 * by - 1.0).abs()) / 2.0 * 12.0
-            })
-            .collect();
-        offs.iter().sum::<f32>() / offs.len() as f32
-    };
+    let (err, blind) = pixel_errors(&run, &labelled, 1);
     let last = *err.last().unwrap();
     assert!(
         last < 0.4 * blind,
@@ -512,16 +522,7 @@ fn labels_in_two_cameras_train_keypoints_in_both() {
         ..env_spec((8, 12), 23)
     };
     let data = write_demo(&tmp.path().join("two"), &labelled);
-    let mut config = tiny(Head::L1);
-    config.steps = 150;
-    config.lr = 3e-3;
-    config.log_every = 10;
-    config.val_every = 150;
-    config.checkpoint_every = 150;
-    config.model.keypoints = 1;
-    config.pixel_weight = 1.0;
-    config.env_state = mulli_policy::EnvState::Perceived;
-    config.env_state_origin = String::new();
+    let mut config = pixel_config(1);
     let e = train_error(
         &tmp.path().join("few"),
         std::slice::from_ref(&data),
@@ -534,21 +535,7 @@ fn labels_in_two_cameras_train_keypoints_in_both() {
     config.model.keypoints = 2;
     let run = tmp.path().join("run");
     train_ok(&run, std::slice::from_ref(&data), config);
-    let err: Vec<f32> = metrics(&run)
-        .iter()
-        .map(|m| m.pixel_err_px.expect("pixel error logged"))
-        .collect();
-    // Keypoints that ignore the images and sit at their centres are this far off (px).
-    let blind = {
-        let offs: Vec<f32> = (0..8)
-            .flat_map(|ep| (0..12).flat_map(move |k| (0..2).map(move |c| (ep, k, c))))
-            .map(|(ep, k, c)| {
-                let (bx, by) = labelled.blob(ep, k, c);
-                ((2.0 * bx - 1.0).abs() + (2.0 * by - 1.0).abs()) / 2.0 * 12.0
-            })
-            .collect();
-        offs.iter().sum::<f32>() / offs.len() as f32
-    };
+    let (err, blind) = pixel_errors(&run, &labelled, 2);
     let last = *err.last().unwrap();
     assert!(
         last < 0.4 * blind,
