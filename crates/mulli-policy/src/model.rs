@@ -503,14 +503,13 @@ struct Window {
 impl Window {
     /// Heat `[N·S·S, K]` of the channels-last map `[N, S, S, C]` (zero-padded at the edges).
     fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let [n, s, _, c] = x.dims();
+        let [n, s, _, c_in] = x.dims();
         let device = x.device();
-        let c_small = self.reduce.weight.val().dims()[1];
+        let c = self.reduce.weight.val().dims()[1];
         let x = self
             .reduce
-            .forward(x.reshape([n * s * s, c]))
-            .reshape([n, s, s, c_small]);
-        let c = c_small;
+            .forward(x.reshape([n * s * s, c_in]))
+            .reshape([n, s, s, c]);
         let rows = Tensor::<4>::zeros([n, 1, s, c], &device);
         let x = Tensor::cat(vec![rows.clone(), x, rows], 1);
         let cols = Tensor::<4>::zeros([n, s + 2, 1, c], &device);
@@ -630,7 +629,7 @@ impl AuxHead {
             )
             .reshape([b, p, 3])
         };
-        let far = match (&lift.near, arm) {
+        let lifted = match (&lift.near, arm) {
             (Some(near), Some(arm)) => {
                 let first = by_camera.clone().narrow(2, 0, 1).reshape([b, p, 3]);
                 let far = mlp(
@@ -662,7 +661,7 @@ impl AuxHead {
                 Tensor::cat(vec![by_camera.reshape([b, p, 3 * cameras]), ids], 2),
             ),
         };
-        let xyz = far.reshape([b, p * 3]);
+        let xyz = lifted.reshape([b, p * 3]);
         let index =
             Tensor::<1, Int>::from_data(TensorData::new(select.to_vec(), [select.len()]), &device);
         Tensor::cat(vec![all, xyz], 1).select(1, index)
