@@ -691,16 +691,26 @@ fn expected_coords(prob: Tensor<3>, side: usize) -> Tensor<3> {
 /// expected coordinates `[B, N, 2]`: cross-entropy against the labelled cell (a sharp peak
 /// where the thing is, or the last cell where it is off the image) plus the L1 of the
 /// expected coordinates (sub-cell precision) over the labels on the image; and that L1 alone.
-fn pixel_loss(heat: Tensor<3>, xy: Tensor<3>, t: PixelTargets) -> (Tensor<1>, Tensor<1>) {
+fn pixel_loss(heat: Tensor<3>, xy: Tensor<3>, t: PixelTargets, cameras: usize) -> PixelLoss {
     let on = t.on_image;
-    let count = on.clone().sum().clamp_min(1.0);
+    let [b, n] = on.dims();
     let logp = burn::tensor::activation::log_softmax(heat.swap_dims(1, 2), 2); // [B, N, S·S+1]
     let picked: Tensor<2> = logp.gather(2, t.cell).flatten(1, 2);
     let ce = picked.mean().neg();
-    let l1 = ((xy - t.uv).abs().sum_dim(2).flatten::<2>(1, 2) * on)
-        .sum()
-        .div(count * 2.0);
-    (ce + l1.clone(), l1)
+    let err = (xy - t.uv).abs().sum_dim(2).flatten::<2>(1, 2) * on.clone(); // [B, N]
+    let l1 = err.clone().sum().div(on.clone().sum().clamp_min(1.0) * 2.0);
+    let per_camera = |x: Tensor<2>| -> Tensor<1> {
+        x.reshape([b, cameras, n / cameras.max(1)])
+            .sum_dim(2)
+            .sum_dim(0)
+            .reshape([cameras])
+    };
+    let l1_by_camera = per_camera(err).div(per_camera(on).clamp_min(1.0) * 2.0);
+    PixelLoss {
+        loss: ce + l1.clone(),
+        l1,
+        l1_by_camera,
+    }
 }
 
 /// Like [`spatial_softmax`], but each map's expectation is taken over the 3×3 cells around
@@ -830,10 +840,19 @@ pub struct Losses {
     pub action: Tensor<1>,
     /// Mean L1 of the auxiliary head against the normalized targets.
     pub aux: Option<Tensor<1>>,
-    /// The pixel-label loss of the labelled keypoints (cross-entropy of each heat map
-    /// against the labelled cell plus the L1 of its expected coordinates) and that mean L1
-    /// alone, in [-1, 1] image units, for the logs.
-    pub pixel: Option<(Tensor<1>, Tensor<1>)>,
+    /// The pixel-label loss of the labelled keypoints, when the batch has labels.
+    pub pixel: Option<PixelLoss>,
+}
+
+/// The pixel-label loss of a batch and its keypoint errors for the logs.
+pub struct PixelLoss {
+    /// Cross-entropy of each heat map against the labelled cell (or "not in view") plus
+    /// the L1 of its expected coordinates: what training minimizes.
+    pub loss: Tensor<1>,
+    /// The mean L1 per axis of the labelled keypoints on the image, in [-1, 1] image units:
+    /// over all labelled cameras, and per labelled camera `[cameras]`.
+    pub l1: Tensor<1>,
+    pub l1_by_camera: Tensor<1>,
 }
 
 /// Pixel labels of a batch for the labelled keypoints: coordinates `[B, N, 2]` in [-1, 1],
@@ -1402,7 +1421,7 @@ impl Vla {
                     labelled: Some(l), ..
                 }),
                 Some(t),
-            ) => Some(pixel_loss(l.heat, l.xy, t)),
+            ) => Some(pixel_loss(l.heat, l.xy, t, self.pixel_cameras.len())),
             _ => None,
         };
         let [b, h, a] = target.dims();
@@ -2002,10 +2021,11 @@ mod tests {
             let target = Tensor::zeros([b, config.chunk, config.action_dim], &device);
             let valid = Tensor::ones([b, config.chunk], &device);
             let pixels = PixelTargets::new(&labels, b, 2, side, &device);
-            model
+            let l = model
                 .losses(input, target, valid, None, None, Some(pixels))
                 .pixel
-                .expect("labelled keypoints")
+                .expect("labelled keypoints");
+            (l.loss, l.l1)
         };
         let before = step(&model, 32, &mut r).1.into_scalar::<f32>();
         for _ in 0..150 {

@@ -293,12 +293,18 @@ pub struct Metrics {
     /// in the model's input pixels (this step's batch, augmentation included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pixel_err_px: Option<f32>,
-    /// At validation steps, the same two on the held-out episodes (no augmentation): a
+    /// The same per labelled camera, in the order of the model's `pixel_cameras`: a pixel
+    /// of a wrist camera near the object is millimetres, one of an agent view centimetres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixel_err_px_by_camera: Option<Vec<f32>>,
+    /// At validation steps, the same on the held-out episodes (no augmentation): a
     /// perception that only fits the training episodes shows here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_aux_loss: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_pixel_err_px: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_pixel_err_px_by_camera: Option<Vec<f32>>,
 }
 
 /// What the caller sees while training runs.
@@ -472,10 +478,10 @@ impl Batcher {
         {
             total = total + aux * self.aux_weight;
         }
-        if let Some((pixel, _)) = l.pixel
+        if let Some(pixel) = l.pixel
             && self.pixel_weight > 0.0
         {
-            total = total + pixel * self.pixel_weight;
+            total = total + pixel.loss * self.pixel_weight;
         }
         total
     }
@@ -572,12 +578,13 @@ fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
 }
 
 /// Validation results: the mean action loss and, when training has them, the auxiliary
-/// loss and the pixel error (in [-1, 1] image units).
-#[derive(Clone, Copy, Debug, Default)]
+/// loss and the pixel error (in [-1, 1] image units), overall and per labelled camera.
+#[derive(Clone, Debug, Default)]
 struct Validation {
     action: Option<f32>,
     aux: Option<f32>,
     pixel: Option<f32>,
+    pixel_by_camera: Option<Vec<f32>>,
 }
 
 /// Mean losses of `model` over fixed validation batches.
@@ -591,6 +598,7 @@ fn validate(
         return Ok(Validation::default());
     }
     let (mut action, mut aux, mut pixel) = (0.0, None, None);
+    let mut by_camera: Option<Vec<f32>> = None;
     let mut n = 0;
     let add = |sum: &mut Option<f32>, t: Tensor<1>, w: f32| {
         *sum = Some(sum.unwrap_or(0.0) + t.into_scalar::<f32>() * w);
@@ -603,8 +611,13 @@ fn validate(
         if let Some(a) = l.aux {
             add(&mut aux, a, w);
         }
-        if let Some((_, p)) = l.pixel {
-            add(&mut pixel, p, w);
+        if let Some(p) = l.pixel {
+            add(&mut pixel, p.l1, w);
+            let cams = host_values(p.l1_by_camera);
+            let sum = by_camera.get_or_insert_with(|| vec![0.0; cams.len()]);
+            for (s, c) in sum.iter_mut().zip(cams) {
+                *s += c * w;
+            }
         }
         n += b.size;
     }
@@ -613,7 +626,16 @@ fn validate(
         action: Some(action / n),
         aux: aux.map(|a| a / n),
         pixel: pixel.map(|p| p / n),
+        pixel_by_camera: by_camera.map(|v| v.into_iter().map(|p| p / n).collect()),
     })
+}
+
+/// A small tensor's values on the host (for the logs: empty if they cannot be read).
+fn host_values(t: Tensor<1>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
 }
 
 /// Train into `run` (created if needed). With `resume`, continue the run's last checkpoint
@@ -895,14 +917,24 @@ pub fn train(
             let losses = batcher.losses(&model, &host, device)?;
             let action_loss = losses.action.clone();
             let aux_loss = losses.aux.clone();
-            let pixel_err = losses.pixel.as_ref().map(|(_, l1)| l1.clone());
+            let pixel_err = losses
+                .pixel
+                .as_ref()
+                .map(|p| (p.l1.clone(), p.l1_by_camera.clone()));
             let total = batcher.total(losses);
             let grads = GradientsParams::from_grads(total.backward(), &model);
             let loss = action_loss.into_scalar::<f32>();
             let aux_loss = aux_loss.map(|a| a.into_scalar::<f32>());
             // Mean |error| of a labelled keypoint in the model's input pixels.
             let half = spec.model.image_size as f32 / 2.0;
-            let pixel_err_px = pixel_err.map(|e| e.into_scalar::<f32>() * half);
+            let px = |v: Vec<f32>| v.into_iter().map(|e| e * half).collect::<Vec<f32>>();
+            let (pixel_err_px, pixel_err_px_by_camera) = match pixel_err {
+                Some((all, cams)) => (
+                    Some(all.into_scalar::<f32>() * half),
+                    Some(px(host_values(cams))),
+                ),
+                None => (None, None),
+            };
             if !loss.is_finite() {
                 return Err(PolicyError::Diverged { step, loss });
             }
@@ -930,8 +962,13 @@ pub fn train(
                     val_loss: if validate_now { last_val } else { None },
                     aux_loss,
                     pixel_err_px,
-                    val_aux_loss: val_extra.and_then(|v| v.aux),
-                    val_pixel_err_px: val_extra.and_then(|v| v.pixel).map(|e| e * half),
+                    pixel_err_px_by_camera,
+                    val_aux_loss: val_extra.as_ref().and_then(|v| v.aux),
+                    val_pixel_err_px: val_extra.as_ref().and_then(|v| v.pixel).map(|e| e * half),
+                    val_pixel_err_px_by_camera: val_extra
+                        .as_ref()
+                        .and_then(|v| v.pixel_by_camera.clone())
+                        .map(px),
                 };
                 val_extra = None;
                 window = (Instant::now(), 0);

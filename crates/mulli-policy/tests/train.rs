@@ -541,6 +541,17 @@ fn labels_in_two_cameras_train_keypoints_in_both() {
         last < 0.4 * blind,
         "pixel error {err:?} px, against {blind} px for blind keypoints"
     );
+    // Both cameras' errors are logged, and the overall error lies between them.
+    let m = metrics(&run).pop().unwrap();
+    for cams in [&m.pixel_err_px_by_camera, &m.val_pixel_err_px_by_camera] {
+        let cams = cams.as_ref().expect("per-camera errors logged");
+        assert_eq!(cams.len(), 2);
+        assert!(cams.iter().all(|e| e.is_finite() && *e < blind), "{cams:?}");
+    }
+    let cams = m.pixel_err_px_by_camera.unwrap();
+    let all = m.pixel_err_px.unwrap();
+    let (lo, hi) = (cams[0].min(cams[1]), cams[0].max(cams[1]));
+    assert!(lo - 1e-4 <= all && all <= hi + 1e-4, "{all} vs {cams:?}");
     let mut policy = VlaPolicy::load(&run, &Device::flex()).unwrap();
     let spec = policy.spec().clone();
     assert_eq!(spec.model.pixel_cameras, [0, 1]);
