@@ -81,6 +81,11 @@ pub enum BenchCmd {
         /// A baseline in samples/s (the PyTorch twin's) for the ratio.
         #[arg(long)]
         baseline: Option<f64>,
+        /// Split each batch into this many micro-batches on threads of their own, as
+        /// `mulli train` does (`micro_batches` in its config); 1 times forward and backward
+        /// apart.
+        #[arg(long, default_value_t = 1)]
+        micro_batches: usize,
     },
     /// Batch-1 inference latency (p50/p99) of the default VLA.
     Infer {
@@ -149,9 +154,10 @@ pub fn run(cmd: BenchCmd) -> Result<ExitCode> {
             device,
             model,
             baseline,
+            micro_batches,
         } => {
             let config = crate::bench_policy::config_for(head.into(), model.as_deref())?;
-            crate::bench_policy::train(batch_size, steps, &config, &device, baseline)
+            crate::bench_policy::train(batch_size, steps, micro_batches, &config, &device, baseline)
         }
         BenchCmd::Infer {
             calls,

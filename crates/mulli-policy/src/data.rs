@@ -216,6 +216,59 @@ pub struct HostBatch {
     pub t: Vec<f32>,
 }
 
+impl HostBatch {
+    /// Splits the batch into `parts` consecutive micro-batches of near-equal size (the
+    /// first ones get the remainder), each with only the instructions its rows use. Rows
+    /// keep their order, so the split is deterministic.
+    pub fn split(&self, parts: usize) -> Vec<HostBatch> {
+        let parts = parts.clamp(1, self.size.max(1));
+        let (base, extra) = (self.size / parts, self.size % parts);
+        let mut out = Vec::with_capacity(parts);
+        let mut start = 0;
+        for i in 0..parts {
+            let n = base + usize::from(i < extra);
+            out.push(self.rows(start, n));
+            start += n;
+        }
+        out
+    }
+
+    /// Rows `start..start + n` as a batch of their own.
+    fn rows(&self, start: usize, n: usize) -> HostBatch {
+        let b = self.size.max(1);
+        let slice = |v: &[f32]| -> Vec<f32> {
+            let w = v.len() / b;
+            v[start * w..(start + n) * w].to_vec()
+        };
+        let mut texts = Vec::new();
+        let mut text_index = Vec::with_capacity(n);
+        for &ix in &self.text_index[start..start + n] {
+            let text = &self.texts[ix as usize];
+            let local = match texts.iter().position(|t| t == text) {
+                Some(p) => p,
+                None => {
+                    texts.push(text.clone());
+                    texts.len() - 1
+                }
+            };
+            text_index.push(local as i64);
+        }
+        HostBatch {
+            size: n,
+            images: slice(&self.images),
+            texts,
+            text_index,
+            state: slice(&self.state),
+            aux: slice(&self.aux),
+            pixels: slice(&self.pixels),
+            action: slice(&self.action),
+            valid: slice(&self.valid),
+            noise: slice(&self.noise),
+            t: slice(&self.t),
+        }
+    }
+}
+
 fn f32_column(ds: &Dataset, path: &Path, key: &str) -> Result<(Vec<f32>, usize), PolicyError> {
     let err = |what: String| PolicyError::Data(format!("{}: {what}", path.display()));
     match ds.table.column(key) {
@@ -1022,6 +1075,66 @@ mod tests {
                 prop_assert!(rest.any(|x| x == w), "{} is not in order in {}", w, text);
             }
             prop_assert_eq!(drop_words(&text, 0.0, &mut rng::seeded(seed)), text);
+        }
+    }
+
+    proptest! {
+        /// Splitting a batch partitions its rows in order into near-equal parts, and every
+        /// row keeps its own instruction; each part lists only the instructions it uses.
+        #[test]
+        fn split_partitions_the_rows_in_order(
+            size in 1usize..20,
+            parts in 1usize..24,
+            widths in proptest::collection::vec(0usize..5, 8),
+            texts in proptest::collection::vec("[a-z가-힣 ]{0,8}", 1..5),
+            seed in any::<u64>(),
+        ) {
+            let mut r = rng::seeded(seed);
+            let mut col = |w: usize| -> Vec<f32> {
+                (0..size * w).map(|_| normal(&mut r)).collect()
+            };
+            let text_index: Vec<i64> =
+                (0..size).map(|i| ((i as u64 ^ seed) % texts.len() as u64) as i64).collect();
+            let b = HostBatch {
+                size,
+                images: col(widths[0]),
+                texts: texts.clone(),
+                text_index,
+                state: col(widths[1]),
+                aux: col(widths[2]),
+                pixels: col(widths[3]),
+                action: col(widths[4]),
+                valid: col(widths[5]),
+                noise: col(widths[6]),
+                t: col(widths[7]),
+            };
+            let split = b.split(parts);
+            prop_assert_eq!(split.len(), parts.min(size));
+            let sizes: Vec<usize> = split.iter().map(|p| p.size).collect();
+            prop_assert_eq!(sizes.iter().sum::<usize>(), size);
+            prop_assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
+            prop_assert!(sizes.windows(2).all(|w| w[0] >= w[1]));
+            let joined = |f: fn(&HostBatch) -> &Vec<f32>| -> Vec<f32> {
+                split.iter().flat_map(|p| f(p).iter().copied()).collect()
+            };
+            prop_assert_eq!(joined(|p| &p.images), b.images.clone());
+            prop_assert_eq!(joined(|p| &p.state), b.state.clone());
+            prop_assert_eq!(joined(|p| &p.aux), b.aux.clone());
+            prop_assert_eq!(joined(|p| &p.pixels), b.pixels.clone());
+            prop_assert_eq!(joined(|p| &p.action), b.action.clone());
+            prop_assert_eq!(joined(|p| &p.valid), b.valid.clone());
+            prop_assert_eq!(joined(|p| &p.noise), b.noise.clone());
+            prop_assert_eq!(joined(|p| &p.t), b.t.clone());
+            let row_texts: Vec<&String> = split
+                .iter()
+                .flat_map(|p| p.text_index.iter().map(|&i| &p.texts[i as usize]))
+                .collect();
+            let want: Vec<&String> = b.text_index.iter().map(|&i| &b.texts[i as usize]).collect();
+            prop_assert_eq!(row_texts, want);
+            for p in &split {
+                let used: std::collections::BTreeSet<i64> = p.text_index.iter().copied().collect();
+                prop_assert_eq!(used.len(), p.texts.len());
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::store::{ModuleSnapshot, bridge};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -55,6 +55,11 @@ pub struct TrainConfig {
     pub seed: u64,
     pub steps: u64,
     pub batch_size: usize,
+    /// Each step's batch is split into this many micro-batches, whose forward and backward
+    /// passes run on threads of their own and whose gradients are summed. The model learns
+    /// the same thing whatever the machine's core count; it is a config value, not the
+    /// number of cores, so that the same config gives the same weights everywhere.
+    pub micro_batches: usize,
     pub lr: f64,
     /// The cosine schedule ends at `lr * min_lr_ratio`.
     pub min_lr_ratio: f64,
@@ -127,6 +132,7 @@ impl Default for TrainConfig {
             seed: 0,
             steps: 2000,
             batch_size: 64,
+            micro_batches: 2,
             lr: 5e-4,
             min_lr_ratio: 0.1,
             warmup_steps: 100,
@@ -169,6 +175,12 @@ impl TrainConfig {
             if v == 0 {
                 return Err(PolicyError::Config(format!("{name} = 0: must be positive")));
             }
+        }
+        if self.micro_batches == 0 || self.micro_batches > self.batch_size {
+            return Err(PolicyError::Config(format!(
+                "micro_batches = {}: must be between 1 and batch_size ({})",
+                self.micro_batches, self.batch_size
+            )));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(PolicyError::Config(format!(
@@ -638,6 +650,97 @@ fn host_values(t: Tensor<1>) -> Vec<f32> {
         .unwrap_or_default()
 }
 
+/// One step's losses on the host: the action loss, the auxiliary loss and the keypoint
+/// errors (over all labelled cameras, and per camera), averaged over the micro-batches.
+pub struct StepLosses {
+    pub action: f32,
+    pub aux: Option<f32>,
+    pub pixel: Option<(f32, Vec<f32>)>,
+}
+
+/// The gradients of one training step. The batch is split into `micro_batches` parts whose
+/// forward and backward passes run on threads of their own and whose gradients are summed,
+/// each loss scaled by its part's share of the batch. burn-flex runs most ops of a model
+/// this small on one thread (a training step kept 1.2 of 2 cores busy); independent
+/// micro-batches fill the other core. The parts are fixed by the batch, and their
+/// gradients are summed in part order, so the result does not depend on the thread count
+/// or the scheduling.
+pub fn gradients(
+    batcher: &Batcher,
+    model: &Vla,
+    host: &HostBatch,
+    micro_batches: usize,
+    device: &Device,
+) -> Result<(GradientsParams, StepLosses), PolicyError> {
+    let parts = host.split(micro_batches);
+    let one = |part: &HostBatch| -> Result<(GradientsParams, StepLosses), PolicyError> {
+        let share = part.size as f32 / host.size.max(1) as f32;
+        // With several parts, each works on a fork of the model: the same parameter ids
+        // but leaves of its own, so that the parts' autodiff graphs share no node (burn
+        // merges graphs that share nodes under one lock, and the merge can deadlock).
+        let forked;
+        let model = if parts.len() > 1 {
+            forked = model.clone().fork(device);
+            &forked
+        } else {
+            model
+        };
+        let losses = batcher.losses(model, part, device)?;
+        let action = losses.action.clone();
+        let aux = losses.aux.clone();
+        let pixel = losses
+            .pixel
+            .as_ref()
+            .map(|p| (p.l1.clone(), p.l1_by_camera.clone()));
+        let total = batcher.total(losses) * share;
+        let grads = GradientsParams::from_grads(total.backward(), model);
+        let scalars = StepLosses {
+            action: action.into_scalar::<f32>() * share,
+            aux: aux.map(|a| a.into_scalar::<f32>() * share),
+            pixel: pixel.map(|(all, cams)| {
+                let cams = host_values(cams).into_iter().map(|e| e * share).collect();
+                (all.into_scalar::<f32>() * share, cams)
+            }),
+        };
+        Ok((grads, scalars))
+    };
+    if parts.len() == 1 {
+        return one(&parts[0]);
+    }
+    let results: Vec<Result<(GradientsParams, StepLosses), PolicyError>> =
+        std::thread::scope(|scope| {
+            let (first, rest) = parts.split_first().expect("at least one part");
+            let handles: Vec<_> = rest.iter().map(|p| scope.spawn(move || one(p))).collect();
+            let mut out = vec![one(first)];
+            for h in handles {
+                out.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+            }
+            out
+        });
+    let mut acc = GradientsAccumulator::<Vla>::new();
+    let mut sum = StepLosses {
+        action: 0.0,
+        aux: None,
+        pixel: None,
+    };
+    for r in results {
+        let (grads, l) = r?;
+        acc.accumulate(model, grads);
+        sum.action += l.action;
+        sum.aux = match (sum.aux, l.aux) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        sum.pixel = match (sum.pixel, l.pixel) {
+            (Some((a, ca)), Some((b, cb))) => {
+                Some((a + b, ca.iter().zip(&cb).map(|(x, y)| x + y).collect()))
+            }
+            (a, b) => a.or(b),
+        };
+    }
+    Ok((acc.grads(), sum))
+}
+
 /// Train into `run` (created if needed). With `resume`, continue the run's last checkpoint
 /// with its saved config and data; otherwise `run` must not already hold a run.
 pub fn train(
@@ -914,25 +1017,18 @@ pub fn train(
         });
         for (step, host) in rx.iter() {
             let lr = config.lr_at(step);
-            let losses = batcher.losses(&model, &host, device)?;
-            let action_loss = losses.action.clone();
-            let aux_loss = losses.aux.clone();
-            let pixel_err = losses
-                .pixel
-                .as_ref()
-                .map(|p| (p.l1.clone(), p.l1_by_camera.clone()));
-            let total = batcher.total(losses);
-            let grads = GradientsParams::from_grads(total.backward(), &model);
-            let loss = action_loss.into_scalar::<f32>();
-            let aux_loss = aux_loss.map(|a| a.into_scalar::<f32>());
+            let (grads, step_losses) =
+                gradients(&batcher, &model, &host, config.micro_batches, device)?;
+            let StepLosses {
+                action: loss,
+                aux: aux_loss,
+                pixel: pixel_err,
+            } = step_losses;
             // Mean |error| of a labelled keypoint in the model's input pixels.
             let half = spec.model.image_size as f32 / 2.0;
             let px = |v: Vec<f32>| v.into_iter().map(|e| e * half).collect::<Vec<f32>>();
             let (pixel_err_px, pixel_err_px_by_camera) = match pixel_err {
-                Some((all, cams)) => (
-                    Some(all.into_scalar::<f32>() * half),
-                    Some(px(host_values(cams))),
-                ),
+                Some((all, cams)) => (Some(all * half), Some(px(cams))),
                 None => (None, None),
             };
             if !loss.is_finite() {
@@ -1104,4 +1200,129 @@ fn trim_metrics(path: &Path, step: u64) -> Result<(), PolicyError> {
             .map_err(|e| PolicyError::Io(format!("{}: {e}", path.display())))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::{ModuleVisitor, Param};
+
+    /// A seeded host batch for `config`: `b` rows, 3 distinct instructions, every step
+    /// valid.
+    fn host_batch(config: &VlaConfig, b: usize) -> HostBatch {
+        let mut r = mulli_core::rng::seeded(11);
+        let mut draw = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| mulli_core::rng::RngExt::random::<f32>(&mut r))
+                .collect()
+        };
+        let s = config.image_size;
+        let (h, a) = (config.chunk, config.action_dim);
+        HostBatch {
+            size: b,
+            images: draw(b * config.cameras * 3 * s * s),
+            texts: vec![
+                "open the drawer".into(),
+                "서랍을 닫아줘".into(),
+                "pick".into(),
+            ],
+            text_index: (0..b as i64).map(|i| (i * 7) % 3).collect(),
+            state: draw(b * config.state_dim),
+            aux: Vec::new(),
+            pixels: Vec::new(),
+            action: draw(b * h * a),
+            valid: vec![1.0; b * h],
+            noise: draw(b * h * a),
+            t: draw(b),
+        }
+    }
+
+    /// Every parameter's gradient, flattened, in the model's parameter order.
+    struct Flat<'a>(&'a GradientsParams, Vec<Vec<f32>>);
+
+    impl ModuleVisitor for Flat<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let g = self
+                .0
+                .get::<D>(param.id)
+                .expect("every parameter has a gradient");
+            self.1.push(host_values(g.flatten::<1>(0, D - 1)));
+        }
+    }
+
+    fn flat(model: &Vla, grads: &GradientsParams) -> Vec<Vec<f32>> {
+        let mut v = Flat(grads, Vec::new());
+        model.visit(&mut v);
+        v.1
+    }
+
+    /// Splitting a batch into micro-batches computes the gradient of the same loss: each
+    /// part's loss is weighted by its share, so with every step valid the sum is the whole
+    /// batch's up to float rounding, even for parts of unequal size. The split is
+    /// deterministic.
+    #[test]
+    fn micro_batches_sum_to_the_whole_batch_gradient() {
+        let config = VlaConfig {
+            cameras: 1,
+            image_size: 16,
+            state_dim: 4,
+            action_dim: 3,
+            chunk: 3,
+            text_len: 24,
+            d_model: 16,
+            n_heads: 2,
+            d_ff: 32,
+            n_layers: 1,
+            conv_channels: vec![8, 8],
+            ..VlaConfig::default()
+        };
+        let device = Device::flex().autodiff();
+        let model = Vla::new(&config, 3, &device).unwrap();
+        let batcher = Batcher::new(&config, None).unwrap();
+        let host = host_batch(&config, 12);
+        let (whole, l1) = gradients(&batcher, &model, &host, 1, &device).unwrap();
+        let whole = flat(&model, &whole);
+        for parts in [2, 3, 5] {
+            let (split, l) = gradients(&batcher, &model, &host, parts, &device).unwrap();
+            let split = flat(&model, &split);
+            assert_eq!(split.len(), whole.len());
+            let (mut num, mut den) = (0.0f64, 0.0f64);
+            for (a, b) in whole.iter().zip(&split) {
+                for (x, y) in a.iter().zip(b) {
+                    num += f64::from(x - y).powi(2);
+                    den += f64::from(*x).powi(2);
+                }
+            }
+            let rel = (num / den).sqrt();
+            assert!(
+                rel < 1e-4,
+                "{parts} parts: relative gradient difference {rel}"
+            );
+            assert!((l.action - l1.action).abs() < 1e-5, "{parts} parts");
+            let (again, _) = gradients(&batcher, &model, &host, parts, &device).unwrap();
+            assert!(
+                flat(&model, &again) == split,
+                "{parts} parts: not deterministic"
+            );
+        }
+    }
+
+    #[test]
+    fn micro_batches_must_fit_the_batch() {
+        for (micro_batches, ok) in [(0, false), (1, true), (32, true), (33, false)] {
+            let c = TrainConfig {
+                batch_size: 32,
+                micro_batches,
+                ..TrainConfig::default()
+            };
+            match c.validate() {
+                Ok(()) => assert!(ok, "{micro_batches} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{micro_batches}: {e}");
+                    let e = e.to_string();
+                    assert!(e.contains("micro_batches") && e.contains("32"), "{e}");
+                }
+            }
+        }
+    }
 }
