@@ -302,9 +302,10 @@ pub struct FlywheelRecord {
 /// and drawers resume where the live part stands (session 9). Capture 2: the fridge is
 /// closed by a push, not a hooked swing (session 10). Capture 3 and 4: the objects' image
 /// positions in the agent view, then in the wrist view too (sessions 11, 12). Train 2: the
-/// pixel-labelled perception of session 12 (wrist labels, "not in view", near lift). Later stages hash the earlier ones'
-/// hashes, so a bump reruns everything downstream.
-const RECIPES: [(&str, u32); 4] = [("capture", 4), ("multiply", 2), ("train", 2), ("eval", 1)];
+/// pixel-labelled perception of session 12 (wrist labels, "not in view", near lift). Eval 2:
+/// episodes record where a placing task let go of its object (session 13). Later stages
+/// hash the earlier ones' hashes, so a bump reruns everything downstream.
+const RECIPES: [(&str, u32); 4] = [("capture", 4), ("multiply", 2), ("train", 2), ("eval", 2)];
 
 fn recipe(stage: &str) -> u32 {
     RECIPES

@@ -513,6 +513,9 @@ pub fn print_scores(report: &mulli_eval::EvalReport) {
         if let Some(e) = sc.median_perceived_err_m {
             reach.push_str(&format!(" (seen {:.1} cm off)", 100.0 * e));
         }
+        if let Some(r) = sc.median_released_m {
+            reach.push_str(&format!("; let go {:.1} cm from the target", 100.0 * r));
+        }
         println!(
             "| {} | {} | {}/{} ({:.0}%) | {:.0}–{:.0}% | {} | {reach} |",
             sc.split,

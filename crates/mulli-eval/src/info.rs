@@ -71,6 +71,10 @@ pub struct EpisodeInfo {
     pub closest_m: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at_close_m: Option<f64>,
+    /// mulli, placing tasks: how far the object was, horizontally, from where it had to go
+    /// when the hand let go of it (m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_m: Option<f64>,
     /// A perceiving policy's median error on the target object's position (m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub perceived_err_m: Option<f64>,
@@ -183,6 +187,7 @@ impl EvalInfo {
                 policy_queries: e.policy_queries,
                 closest_m: e.closest_m,
                 at_close_m: e.at_close_m,
+                released_m: e.released_m,
                 perceived_err_m: e.perceived_err_m,
                 video: videos.get(&i).cloned(),
             })

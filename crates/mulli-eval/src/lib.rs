@@ -90,6 +90,10 @@ pub struct EpisodeResult {
     pub closest_m: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at_close_m: Option<f64>,
+    /// Placing tasks: how far, horizontally, the object was from where it had to go when
+    /// the hand let go of it (m; see [`mulli_sim::Reach::released_m`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released_m: Option<f64>,
     /// Policies that perceive object positions from their cameras: the median distance
     /// (m) between where the policy saw the target object and where it was, over the
     /// episode's queries.
@@ -116,6 +120,9 @@ pub struct TaskScore {
     pub median_closest_m: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub median_at_close_m: Option<f64>,
+    /// Median of [`EpisodeResult::released_m`] over the episodes that let go of the object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub median_released_m: Option<f64>,
     /// Median over the episodes of [`EpisodeResult::perceived_err_m`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub median_perceived_err_m: Option<f64>,
@@ -473,6 +480,7 @@ fn run_episode<P: Policy>(
             max_reward,
             closest_m: env.reach().map(|r| r.closest_m),
             at_close_m: env.reach().and_then(|r| r.at_close_m),
+            released_m: env.reach().and_then(|r| r.released_m),
             perceived_err_m: median(perception_errors),
         },
         video: video.map(|v| (v.writer, v.last)),
@@ -612,6 +620,7 @@ fn score(rollouts: Vec<Rollout>, per_outcome: usize) -> EvalReport {
             failures,
             median_closest_m: median(eps.iter().filter_map(|e| e.closest_m)),
             median_at_close_m: median(eps.iter().filter_map(|e| e.at_close_m)),
+            median_released_m: median(eps.iter().filter_map(|e| e.released_m)),
             median_perceived_err_m: median(eps.iter().filter_map(|e| e.perceived_err_m)),
         });
     }

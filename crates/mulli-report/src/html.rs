@@ -252,13 +252,14 @@ fn failures(h: &mut String, info: &Value) {
     reasons.sort();
     // Grasping tasks: where the hand was in the failed episodes and, for a policy that
     // perceives, how far off it saw the target (medians, cm).
-    let mut reach: BTreeMap<String, [Vec<f64>; 3]> = BTreeMap::new();
+    let mut reach: BTreeMap<String, [Vec<f64>; 4]> = BTreeMap::new();
     for e in info["per_episode"].as_array().into_iter().flatten() {
         if e["success"].as_bool() == Some(false) {
             let r = reach.entry(s(&e["task"])).or_default();
             r[0].extend(e["closest_m"].as_f64());
             r[1].extend(e["at_close_m"].as_f64());
             r[2].extend(e["perceived_err_m"].as_f64());
+            r[3].extend(e["released_m"].as_f64());
         }
     }
     let cm = |v: &[f64]| match median(v) {
@@ -267,6 +268,7 @@ fn failures(h: &mut String, info: &Value) {
     };
     let with_reach = reach.values().any(|r| !r[0].is_empty());
     let with_seen = reach.values().any(|r| !r[2].is_empty());
+    let with_release = reach.values().any(|r| !r[3].is_empty());
     h.push_str("<table><tr><th>task</th>");
     for r in &reasons {
         let _ = write!(h, "<th>{}</th>", escape(r));
@@ -276,6 +278,9 @@ fn failures(h: &mut String, info: &Value) {
     }
     if with_seen {
         h.push_str("<th>target seen off by (cm)</th>");
+    }
+    if with_release {
+        h.push_str("<th>let go from the target (cm)</th>");
     }
     h.push_str("</tr>");
     for (task, counts) in &by_task {
@@ -299,6 +304,9 @@ fn failures(h: &mut String, info: &Value) {
         if with_seen {
             let _ = write!(h, "<td class=\"num\">{}</td>", cm(&r[2]));
         }
+        if with_release {
+            let _ = write!(h, "<td class=\"num\">{}</td>", cm(&r[3]));
+        }
         h.push_str("</tr>");
     }
     h.push_str("</table><p class=\"note\">timeout: ran out of steps; dropped_object: lifted, then lost; wrong_target: the wrong object or receptacle; physics_fault: the simulation became invalid.");
@@ -307,6 +315,9 @@ fn failures(h: &mut String, info: &Value) {
     }
     if with_seen {
         h.push_str(" Target seen off by: median over those episodes of the distance between where the policy perceived the target object and where it was, over the episode's queries.");
+    }
+    if with_release {
+        h.push_str(" Let go from the target: placing tasks, median over the failed episodes that opened the hand while holding the object of how far it was, horizontally, from the receptacle's centre at that moment; far means it was carried to the wrong place or let go on the way, near means it was let go there and did not stay.");
     }
     h.push_str("</p>");
 }

@@ -131,6 +131,26 @@ fn reach_medians_and_the_auxiliary_loss_are_shown_when_present() {
     );
     // open_drawer has no target object: a dash.
     assert!(html.contains(">—<"));
+    assert!(
+        !html.contains("let go from the target"),
+        "no release, no column"
+    );
+    // A placing task that let go of its object 12.3 cm from the receptacle's centre.
+    let mut placed = fail(5, 0.03, Some(0.02), 0.04);
+    placed["task"] = json!("put_cube_on_plate");
+    placed["failure"] = json!("dropped_object");
+    placed["released_m"] = json!(0.123);
+    info["per_episode"].as_array_mut().unwrap().push(placed);
+    info["aggregated"]["pc_success"] = json!(100.0 / 6.0);
+    info["scores"].as_array_mut().unwrap().push(json!(
+        {"task": "put_cube_on_plate", "split": "korean", "episodes": 1, "successes": 0,
+         "rate": 0.0, "ci": [0.0, 0.8], "failures": {"dropped_object": 1}}));
+    eval_dir(tmp.path(), &info);
+    let html = render(&i).unwrap();
+    assert!(
+        html.contains("let go from the target (cm)") && html.contains(">12.3<"),
+        "{html}"
+    );
 
     // The policy's inputs: whether success needed privileged object positions.
     std::fs::create_dir_all(run.join("checkpoint")).unwrap();

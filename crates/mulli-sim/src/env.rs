@@ -173,6 +173,11 @@ pub struct Reach {
     /// `None`: it never closed). Far from the object: it never found it; near: it found
     /// it and the grasp failed.
     pub at_close_m: Option<f64>,
+    /// Tasks that place the object: the nearest, horizontally, the target object was to
+    /// where it must go (the receptacle's centre) when the hand opened while holding it
+    /// (m; `None`: it never let go of it). Far: carried to the wrong place or dropped on
+    /// the way; within the receptacle: let go there, and it did not stay.
+    pub released_m: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -457,15 +462,26 @@ impl KitchenEnv {
     /// Update [`Reach`] with the hand where it is as this step's command arrives.
     fn track_reach(&mut self, closing: bool) {
         let target = self.task.target_object();
-        if let Some(pose) = target.and_then(|o| self.scene.object_pose(o)) {
+        if let (Some(object), Some(pose)) = (target, target.and_then(|o| self.scene.object_pose(o)))
+        {
             let d = (self.scene.tcp().translation - pose.translation.as_dvec3()).length();
+            // Called before the new gripper command acts: at an opening edge the object
+            // is still in the hand if it was held.
+            let released = (!closing && self.closing && self.scene.is_grasped(object))
+                .then(|| self.task.place_target(&self.scene))
+                .flatten()
+                .map(|at| f64::from((pose.translation - at).truncate().length()));
             let r = self.reach.get_or_insert(Reach {
                 closest_m: d,
                 at_close_m: None,
+                released_m: None,
             });
             r.closest_m = r.closest_m.min(d);
             if closing && !self.closing {
                 r.at_close_m = Some(r.at_close_m.map_or(d, |c| c.min(d)));
+            }
+            if let Some(x) = released {
+                r.released_m = Some(r.released_m.map_or(x, |c| c.min(x)));
             }
         }
         self.closing = closing;

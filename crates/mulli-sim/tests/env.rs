@@ -380,3 +380,44 @@ fn wrist_image_positions_follow_the_grasp() {
         .fold(0.0f32, f32::max);
     assert!(spread < 0.2, "grasp positions {at_grasp:?} spread {spread}");
 }
+
+/// The release diagnostic: the scripted expert lets go of the object over the receptacle's
+/// centre (well inside it) in every layout it solves; a task that only picks has no
+/// release to measure.
+#[test]
+fn the_release_is_measured_from_the_receptacle_centre() {
+    use mulli_sim::objects::Receptacle;
+    let config = EnvConfig {
+        render: false,
+        ..EnvConfig::default()
+    };
+    for (id, receptacle) in [
+        ("put_apple_in_bowl", Some(Receptacle::Bowl)),
+        ("put_cube_on_plate", Some(Receptacle::Plate)),
+        ("pick_up_cube", None),
+    ] {
+        for seed in 0..3 {
+            let t = task(id).unwrap();
+            let mut env = KitchenEnv::new(config.clone(), t.clone(), seed, "x").unwrap();
+            let mut expert = t.expert();
+            let success = loop {
+                let r = env.step(&expert.act(env.scene())).unwrap();
+                if r.terminated || r.truncated {
+                    break r.info.success;
+                }
+            };
+            assert!(success, "{id} seed {seed}: the expert failed");
+            let released = env.reach().unwrap().released_m;
+            match receptacle {
+                Some(r) => {
+                    let d = released.unwrap_or_else(|| panic!("{id} seed {seed}: no release"));
+                    assert!(
+                        d < 0.5 * f64::from(r.inner_radius()),
+                        "{id} seed {seed}: released {d} m from the centre"
+                    );
+                }
+                None => assert_eq!(released, None, "{id} seed {seed}"),
+            }
+        }
+    }
+}

@@ -106,6 +106,12 @@ pub trait Task: Send + Sync {
     fn target_object(&self) -> Option<ObjectKind> {
         None
     }
+    /// Where the target object must be let go, for tasks that place it (the release
+    /// diagnostic, [`crate::env::Reach::released_m`]): a world point whose horizontal
+    /// distance to the object at a release is measured.
+    fn place_target(&self, _scene: &Scene) -> Option<glam::Vec3> {
+        None
+    }
     /// Step budget at 20 Hz.
     fn max_steps(&self) -> usize;
     /// A fresh scripted expert for one episode.

@@ -119,6 +119,9 @@ impl Task for Place {
     fn target_object(&self) -> Option<ObjectKind> {
         Some(self.object)
     }
+    fn place_target(&self, scene: &Scene) -> Option<glam::Vec3> {
+        scene.receptacle_pose(self.target).map(|p| p.translation)
+    }
     fn max_steps(&self) -> usize {
         240
     }
