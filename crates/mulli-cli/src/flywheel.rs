@@ -68,6 +68,10 @@ pub struct CaptureConfig {
     pub episodes_per_task: usize,
     /// Expert action noise (m per step): demos that recover from small errors.
     pub noise: f64,
+    /// Steps recorded after each demo first succeeds: the expert letting go and moving
+    /// away, which a policy must learn too (a placed object counts only once the fingers
+    /// leave it). Evaluation still ends an episode at its first success.
+    pub success_tail: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -101,6 +105,7 @@ impl Default for CaptureConfig {
         CaptureConfig {
             episodes_per_task: 30,
             noise: 0.002,
+            success_tail: 10,
         }
     }
 }
@@ -514,7 +519,10 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
                 noise: config.capture.noise,
                 keep_failures: false,
                 split: Split::Train,
-                env: config.env(),
+                env: EnvConfig {
+                    success_tail: config.capture.success_tail,
+                    ..config.env()
+                },
             };
             let pb = crate::progress::bar(episodes, "capture");
             let report = mulli_sim::record::record(

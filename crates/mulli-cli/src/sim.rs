@@ -105,6 +105,10 @@ pub enum SimCmd {
         /// Add episodes to the dataset in --out.
         #[arg(long)]
         append: bool,
+        /// Keep recording this many steps after the task first succeeds (the expert
+        /// moving away from a placed object); 0 ends each demo at its first success.
+        #[arg(long, default_value_t = 0)]
+        success_tail: usize,
         #[command(flatten)]
         camera: CameraArgs,
     },
@@ -140,6 +144,7 @@ pub fn run(cmd: SimCmd) -> Result<ExitCode> {
             split,
             force,
             append,
+            success_tail,
             camera,
         } => {
             let mode = crate::files::write_mode(force, append);
@@ -151,7 +156,10 @@ pub fn run(cmd: SimCmd) -> Result<ExitCode> {
                 noise,
                 keep_failures,
                 split: Split::from_id(&split)?,
-                env: camera.config(),
+                env: EnvConfig {
+                    success_tail,
+                    ..camera.config()
+                },
             };
             record(&out, &opts, mode)
         }

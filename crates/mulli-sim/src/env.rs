@@ -94,6 +94,12 @@ pub struct EnvConfig {
     pub layout: LayoutOptions,
     /// Override of the task's step budget.
     pub max_steps: Option<usize>,
+    /// Steps an episode keeps running after the task first succeeds, so that recorded
+    /// demos show what comes after it (the hand moving away from a placed object, which
+    /// a policy must learn too); the episode then ends, a success if the task still
+    /// holds. 0 (the default, and what evaluation uses): it ends at the first success.
+    #[serde(default)]
+    pub success_tail: usize,
 }
 
 impl Default for EnvConfig {
@@ -105,6 +111,7 @@ impl Default for EnvConfig {
             render: true,
             layout: LayoutOptions::default(),
             max_steps: None,
+            success_tail: 0,
         }
     }
 }
@@ -302,6 +309,8 @@ pub struct KitchenEnv {
     images: [Image; 2],
     steps: usize,
     max_steps: usize,
+    /// The step at which the task first succeeded (for [`EnvConfig::success_tail`]).
+    succeeded_at: Option<usize>,
     done: bool,
     ever_lifted: Vec<ObjectKind>,
     reach: Option<Reach>,
@@ -335,6 +344,7 @@ impl KitchenEnv {
             images: [Image::new(0, 0), Image::new(0, 0)],
             steps: 0,
             max_steps,
+            succeeded_at: None,
             done: false,
             ever_lifted: Vec::new(),
             reach: None,
@@ -431,11 +441,17 @@ impl KitchenEnv {
 
         let finite = self.scene.is_finite();
         let success = finite && self.task.success(&self.scene);
-        let truncated = !success && self.steps >= self.max_steps;
-        let terminated = success || !finite;
+        if success && self.succeeded_at.is_none() {
+            self.succeeded_at = Some(self.steps);
+        }
+        let tail_over = self
+            .succeeded_at
+            .is_some_and(|at| self.steps >= at + self.config.success_tail);
+        let terminated = !finite || (success && tail_over);
+        let truncated = !terminated && self.steps >= self.max_steps;
         let failure = if !finite {
             Some(FailureReason::PhysicsFault)
-        } else if truncated {
+        } else if truncated && !success {
             Some(self.task.diagnose(&self.scene, &self.ever_lifted))
         } else {
             None

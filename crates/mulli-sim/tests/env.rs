@@ -421,3 +421,42 @@ fn the_release_is_measured_from_the_receptacle_centre() {
         }
     }
 }
+
+/// With a success tail, an episode keeps running that many steps after its first success
+/// and then ends as a success (the expert has let go and moved away); without one it ends
+/// at the first success. The steps up to the first success are the same either way.
+#[test]
+fn a_success_tail_keeps_the_episode_running_past_the_first_success() {
+    let run = |tail: usize| {
+        let config = EnvConfig {
+            render: false,
+            success_tail: tail,
+            ..EnvConfig::default()
+        };
+        let t = task("put_cube_on_plate").unwrap();
+        let mut env = KitchenEnv::new(config, t.clone(), 4, "x").unwrap();
+        let mut expert = t.expert();
+        let mut trace = Vec::new();
+        loop {
+            let r = env.step(&expert.act(env.scene())).unwrap();
+            trace.push((r.info.success, env.state()));
+            if r.terminated || r.truncated {
+                assert!(r.terminated && r.info.success && r.info.failure.is_none());
+                assert!(env.step(&[0.0; 7]).is_err(), "the episode is over");
+                return trace;
+            }
+        }
+    };
+    let plain = run(0);
+    let tailed = run(10);
+    assert!(plain.last().unwrap().0 && plain[..plain.len() - 1].iter().all(|s| !s.0));
+    assert_eq!(tailed.len(), plain.len() + 10);
+    assert_eq!(&tailed[..plain.len()], &plain[..]);
+    assert!(
+        tailed[plain.len()..].iter().all(|s| s.0),
+        "the task holds in the tail"
+    );
+    // The hand moves away from the placed cube during the tail.
+    let z = |s: &[f32]| s[9];
+    assert!(z(&tailed.last().unwrap().1) > z(&plain.last().unwrap().1) + 0.01);
+}
