@@ -308,9 +308,10 @@ pub struct FlywheelRecord {
 /// closed by a push, not a hooked swing (session 10). Capture 3 and 4: the objects' image
 /// positions in the agent view, then in the wrist view too (sessions 11, 12). Train 2: the
 /// pixel-labelled perception of session 12 (wrist labels, "not in view", near lift). Eval 2:
-/// episodes record where a placing task let go of its object (session 13). Later stages
-/// hash the earlier ones' hashes, so a bump reruns everything downstream.
-const RECIPES: [(&str, u32); 4] = [("capture", 4), ("multiply", 2), ("train", 2), ("eval", 2)];
+/// episodes record where a placing task let go of its object (session 13). Multiply 3:
+/// generated demos go on past success like the captured ones (`success_tail`, session
+/// 13). Later stages hash the earlier ones' hashes, so a bump reruns everything downstream.
+const RECIPES: [(&str, u32); 4] = [("capture", 4), ("multiply", 3), ("train", 2), ("eval", 2)];
 
 fn recipe(stage: &str) -> u32 {
     RECIPES
@@ -580,6 +581,7 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
                     per_task: config.multiply.per_task,
                     seed: config.seed,
                     tasks: config.tasks.clone(),
+                    success_tail: config.capture.success_tail,
                     ..Default::default()
                 };
                 let pb = crate::progress::bar(config.multiply.per_task * n_tasks, "multiply");

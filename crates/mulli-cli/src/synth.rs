@@ -42,6 +42,10 @@ pub struct SynthArgs {
     /// lighting); the rest get the standard jitter.
     #[arg(long, default_value_t = 0.25)]
     strong_visuals: f64,
+    /// Keep recording this many steps after each generated demo first succeeds (as
+    /// `mulli sim record --success-tail`); 0 ends each at its first success.
+    #[arg(long, default_value_t = 0)]
+    success_tail: usize,
 }
 
 pub fn run(args: SynthArgs) -> Result<ExitCode> {
@@ -58,6 +62,7 @@ pub fn run(args: SynthArgs) -> Result<ExitCode> {
         },
         action_noise: args.action_noise,
         strong_visual_fraction: args.strong_visuals,
+        success_tail: args.success_tail,
         ..SynthOptions::default()
     };
     options.validate()?;

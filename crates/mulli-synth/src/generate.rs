@@ -68,6 +68,11 @@ pub struct SynthOptions {
     pub settle_steps: usize,
     /// Camera `(width, height)`; default: the source dataset's.
     pub camera: Option<(usize, usize)>,
+    /// Keep recording this many steps after the task first succeeds, as the source demos
+    /// may (see `mulli_sim::EnvConfig::success_tail`): the rest of the source's segment,
+    /// its retreat, is replayed; an attempt is kept only if the task still holds after
+    /// them. 0: an attempt ends at its first success.
+    pub success_tail: usize,
 }
 
 impl Default for SynthOptions {
@@ -85,6 +90,7 @@ impl Default for SynthOptions {
             strong_visual_fraction: 0.25,
             settle_steps: 15,
             camera: None,
+            success_tail: 0,
         }
     }
 }
@@ -350,6 +356,7 @@ pub fn synthesize(
     let mut env = EnvConfig {
         control_hz: source.fps,
         render: true,
+        success_tail: opts.success_tail,
         ..EnvConfig::default()
     };
     if let Some((w, h)) = opts.camera.or(source.camera) {
@@ -537,13 +544,14 @@ impl Rollout {
         let info = result.info.clone();
         let over = result.terminated || result.truncated;
         self.obs = result.observation;
-        Ok(if info.success {
-            Some(Outcome::Success)
-        } else if over {
-            Some(Outcome::from_failure(info.failure))
-        } else {
-            None
-        })
+        // The episode is over at the first success, or after the success tail.
+        Ok(over.then(|| {
+            if info.success {
+                Outcome::Success
+            } else {
+                Outcome::from_failure(info.failure)
+            }
+        }))
     }
 }
 

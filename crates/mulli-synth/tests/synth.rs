@@ -10,7 +10,15 @@ const TASKS: [&str; 3] = ["pick_up_cube", "open_drawer", "put_apple_in_bowl"];
 
 /// Three clean-ish scripted demos per task at 32×32.
 fn record_source(dir: &Path) {
-    let mut env = EnvConfig::default();
+    record_source_with_tail(dir, 0);
+}
+
+/// [`record_source`] with demos that go on `tail` steps past their first success.
+fn record_source_with_tail(dir: &Path, tail: usize) {
+    let mut env = EnvConfig {
+        success_tail: tail,
+        ..EnvConfig::default()
+    };
     env.cameras.width = 32;
     env.cameras.height = 32;
     let opts = RecordOptions {
@@ -132,4 +140,48 @@ fn bad_sources_are_clear_errors() {
         msg.contains("info.json") && msg.contains("observation.environment_state"),
         "{msg}"
     );
+}
+
+/// Generated demos go on past their first success when asked, like the source's: in every
+/// generated episode the frames from the first success on number `tail` + 1 or more (the
+/// episode ends only once the task holds `tail` steps later), and the last one succeeds;
+/// without a tail the first success is the last frame.
+#[test]
+fn a_success_tail_carries_over_to_generated_demos() {
+    let tail = 5;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("source");
+    record_source_with_tail(&src, tail);
+    let source = load(&src).unwrap();
+    assert_eq!(source.demos.len(), 9, "skipped: {:?}", source.skipped);
+    // Per episode: frames from the first success to the end, and whether the last succeeds.
+    let trailing = |dir: &Path| -> Vec<(usize, bool)> {
+        let ds = Dataset::open(dir).unwrap();
+        let success = ds.table.column("next.success").unwrap();
+        let ok = |r: usize| success.value(r).to_f64() == vec![1.0];
+        (0..ds.episodes.len())
+            .map(|pos| {
+                let (start, end) = ds.episode_rows(pos).unwrap();
+                let first = (start..end).find(|&r| ok(r)).unwrap_or(end);
+                (end - first, end > start && ok(end - 1))
+            })
+            .collect()
+    };
+    let n = trailing(&src);
+    assert!(n.iter().all(|&(k, last)| k > tail && last), "{n:?}");
+    for (name, t) in [("tailed", tail), ("plain", 0)] {
+        let opts = SynthOptions {
+            per_task: 1,
+            seed: 3,
+            max_attempts_factor: 6.0,
+            success_tail: t,
+            ..SynthOptions::default()
+        };
+        let out = tmp.path().join(name);
+        let report = synthesize(&source, None, &out, &opts, |_, _| {}).unwrap();
+        assert!(report.accepted > 0, "{name}: {report:?}");
+        let n = trailing(&out);
+        let fits = |k: usize| if t == 0 { k == 1 } else { k > t };
+        assert!(n.iter().all(|&(k, last)| fits(k) && last), "{name}: {n:?}");
+    }
 }
