@@ -10,39 +10,9 @@ use anyhow::{Context, Result};
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
-use mulli_core::rng::{self, RngExt};
 use mulli_policy::data::HostBatch;
 use mulli_policy::train::{Batcher, gradients};
 use mulli_policy::{Head, Vla, VlaConfig};
-
-/// A batch of random inputs; sample `i` uses instruction `i % texts` (the kitchen has 12 tasks).
-fn synthetic(config: &VlaConfig, b: usize, texts: usize, seed: u64) -> HostBatch {
-    let mut r = rng::seeded(seed);
-    let s = config.image_size;
-    let (h, a) = (config.chunk, config.action_dim);
-    let distinct = texts.min(b).max(1);
-    HostBatch {
-        size: b,
-        images: (0..b * config.cameras * 3 * s * s)
-            .map(|_| r.random::<f32>())
-            .collect(),
-        texts: (0..distinct)
-            .map(|i| format!("put the object {i} in the basket"))
-            .collect(),
-        text_index: (0..b).map(|i| (i % distinct) as i64).collect(),
-        state: (0..b * config.state_dim)
-            .map(|_| r.random::<f32>())
-            .collect(),
-        aux: (0..b * config.aux_dim).map(|_| r.random::<f32>()).collect(),
-        pixels: (0..b * config.pixel_targets * config.pixel_cameras.len() * 2)
-            .map(|_| r.random::<f32>() * 2.0 - 1.0)
-            .collect(),
-        action: (0..b * h * a).map(|_| r.random::<f32>()).collect(),
-        valid: vec![1.0; b * h],
-        noise: (0..b * h * a).map(|_| r.random::<f32>()).collect(),
-        t: (0..b).map(|_| r.random::<f32>()).collect(),
-    }
-}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -96,7 +66,7 @@ pub fn train(
     let head = config.head;
     let mut model = Vla::new(config, 0, &device)?;
     let batcher = Batcher::new(config, None)?;
-    let host = synthetic(config, batch, 12, 1);
+    let host = HostBatch::synthetic(config, batch, 12, 1);
     let mut opt = AdamWConfig::new()
         .with_weight_decay(1e-4)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
@@ -173,7 +143,7 @@ pub fn infer(
     let head = config.head;
     let model = Vla::new(config, 0, &device)?;
     let batcher = Batcher::new(config, None)?;
-    let host = synthetic(config, 1, 1, 2);
+    let host = HostBatch::synthetic(config, 1, 1, 2);
     let noise = || burn::tensor::Tensor::<3>::zeros([1, config.chunk, config.action_dim], &device);
     println!(
         "VLA ({head:?} head, {} parameters), batch 1, {} rayon threads",

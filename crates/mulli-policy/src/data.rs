@@ -217,6 +217,35 @@ pub struct HostBatch {
 }
 
 impl HostBatch {
+    /// A batch of seeded random inputs of `config`'s shapes (benchmarks and tests): `b`
+    /// samples, sample `i` with instruction `i % texts` (the kitchen has 12 tasks), every
+    /// step valid.
+    pub fn synthetic(config: &crate::VlaConfig, b: usize, texts: usize, seed: u64) -> HostBatch {
+        let mut r = rng::seeded(seed);
+        let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| r.random::<f32>()).collect() };
+        let s = config.image_size;
+        let (h, a) = (config.chunk, config.action_dim);
+        let distinct = texts.min(b).max(1);
+        HostBatch {
+            size: b,
+            images: draw(b * config.cameras * 3 * s * s),
+            texts: (0..distinct)
+                .map(|i| format!("put the object {i} in the basket"))
+                .collect(),
+            text_index: (0..b).map(|i| (i % distinct) as i64).collect(),
+            state: draw(b * config.state_dim),
+            aux: draw(b * config.aux_dim),
+            pixels: draw(b * config.pixel_targets * config.pixel_cameras.len() * 2)
+                .into_iter()
+                .map(|u| u * 2.0 - 1.0)
+                .collect(),
+            action: draw(b * h * a),
+            valid: vec![1.0; b * h],
+            noise: draw(b * h * a),
+            t: draw(b),
+        }
+    }
+
     /// Splits the batch into `parts` consecutive micro-batches of near-equal size (the
     /// first ones get the remainder), each with only the instructions its rows use. Rows
     /// keep their order, so the split is deterministic.

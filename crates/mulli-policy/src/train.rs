@@ -1207,36 +1207,6 @@ mod tests {
     use super::*;
     use burn::module::{ModuleVisitor, Param};
 
-    /// A seeded host batch for `config`: `b` rows, 3 distinct instructions, every step
-    /// valid.
-    fn host_batch(config: &VlaConfig, b: usize) -> HostBatch {
-        let mut r = mulli_core::rng::seeded(11);
-        let mut draw = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| mulli_core::rng::RngExt::random::<f32>(&mut r))
-                .collect()
-        };
-        let s = config.image_size;
-        let (h, a) = (config.chunk, config.action_dim);
-        HostBatch {
-            size: b,
-            images: draw(b * config.cameras * 3 * s * s),
-            texts: vec![
-                "open the drawer".into(),
-                "서랍을 닫아줘".into(),
-                "pick".into(),
-            ],
-            text_index: (0..b as i64).map(|i| (i * 7) % 3).collect(),
-            state: draw(b * config.state_dim),
-            aux: Vec::new(),
-            pixels: Vec::new(),
-            action: draw(b * h * a),
-            valid: vec![1.0; b * h],
-            noise: draw(b * h * a),
-            t: draw(b),
-        }
-    }
-
     /// Every parameter's gradient, flattened, in the model's parameter order.
     struct Flat<'a>(&'a GradientsParams, Vec<Vec<f32>>);
 
@@ -1279,7 +1249,7 @@ mod tests {
         let device = Device::flex().autodiff();
         let model = Vla::new(&config, 3, &device).unwrap();
         let batcher = Batcher::new(&config, None).unwrap();
-        let host = host_batch(&config, 12);
+        let host = HostBatch::synthetic(&config, 12, 3, 11);
         let (whole, l1) = gradients(&batcher, &model, &host, 1, &device).unwrap();
         let whole = flat(&model, &whole);
         for parts in [2, 3, 5] {
