@@ -11,6 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod bench_policy;
+mod correct;
 mod dataset;
 mod files;
 mod flywheel;
@@ -56,6 +57,9 @@ enum Command {
     Train(policy::TrainArgs),
     /// Evaluate a trained policy closed-loop in the kitchen.
     Eval(policy::EvalArgs),
+    /// Record corrections: the policy drives, the scripted expert takes over, and the
+    /// expert's steps are written as new demos (DAgger-style) for the next training.
+    Correct(correct::CorrectArgs),
     /// Serve a trained policy over openpi's websocket protocol (robots, other simulators,
     /// `mulli eval --server`).
     Serve(serve::ServeArgs),
@@ -90,6 +94,7 @@ fn main() -> std::process::ExitCode {
         Command::Synth(a) => synth::run(a),
         Command::Train(a) => policy::train(a),
         Command::Eval(a) => policy::eval(a),
+        Command::Correct(a) => correct::run(a),
         Command::Policy(c) => policy::run(c),
         Command::Report(a) => report::run(a),
         Command::Serve(a) => serve::serve(a),

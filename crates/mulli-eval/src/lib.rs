@@ -11,6 +11,7 @@
 //! on the number of workers: every episode reseeds the policy ([`Policy::reseed`]) from its own
 //! seed and results are ordered by episode, not by completion.
 
+pub mod correct;
 pub mod info;
 pub mod instructions;
 
@@ -25,6 +26,7 @@ use mulli_data::video::{EncodedPacket, Mp4H264Writer};
 use mulli_sim::{EnvConfig, KitchenEnv, SimError, Split, Suite, Task};
 use serde::Serialize;
 
+pub use correct::{CorrectOptions, CorrectReport, correct};
 pub use info::{EvalInfo, write_eval_dir};
 pub use instructions::{CustomInstruction, load_instructions};
 
@@ -314,24 +316,67 @@ where
         ..opts.env.clone()
     };
     env_config.validate()?;
-    let workers = match opts.workers {
+    let total = jobs.len();
+    let mut slots: Vec<Option<Rollout>> = (0..total).map(|_| None).collect();
+    let record_video = opts.videos_per_outcome > 0;
+    let mut done = 0;
+    let workers = run_pool(
+        make_policy,
+        opts.execution,
+        opts.workers,
+        &jobs,
+        |exec, job| run_episode(exec, job, opts, &env_config, record_video),
+        |j, rollout: Rollout| {
+            done += 1;
+            progress(done, total, &rollout.result);
+            slots[j] = Some(rollout);
+            Ok(())
+        },
+    )?;
+    let rollouts: Vec<Rollout> = slots
+        .into_iter()
+        .map(|s| s.expect("every job ran: workers stop early only on an error"))
+        .collect();
+    let mut report = score(rollouts, opts.videos_per_outcome);
+    report.eval_s = start.elapsed().as_secs_f64();
+    report.workers = workers;
+    Ok(report)
+}
+
+/// Runs `run` on every job on worker threads (`workers`, 0 = one per core), each with its
+/// own policy from `make_policy(worker)` behind a [`ChunkExecutor`]; `done(job index,
+/// result)` is called on this thread in completion order. The first error (from a job,
+/// a policy's creation or `done`) stops every worker and is returned. Returns the number
+/// of workers used.
+pub(crate) fn run_pool<P, E, F, J, R>(
+    make_policy: F,
+    execution: Execution,
+    workers: usize,
+    jobs: &[J],
+    run: impl Fn(&mut ChunkExecutor<P>, &J) -> Result<R, EvalError> + Sync,
+    mut done: impl FnMut(usize, R) -> Result<(), EvalError>,
+) -> Result<usize, EvalError>
+where
+    P: Policy,
+    E: std::error::Error + Send + Sync + 'static,
+    F: Fn(usize) -> Result<P, E> + Sync,
+    J: Sync,
+    R: Send,
+{
+    let workers = match workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     }
     .min(jobs.len())
     .max(1);
-    let total = jobs.len();
     let next = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
-    let mut slots: Vec<Option<Rollout>> = (0..total).map(|_| None).collect();
     let mut first_error: Option<EvalError> = None;
-    let record_video = opts.videos_per_outcome > 0;
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Rollout, EvalError>)>();
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<R, EvalError>)>();
         for worker in 0..workers {
             let tx = tx.clone();
-            let (jobs, next, abort, env_config, make_policy) =
-                (&jobs, &next, &abort, &env_config, &make_policy);
+            let (next, abort, make_policy, run) = (&next, &abort, &make_policy, &run);
             scope.spawn(move || {
                 let policy = match make_policy(worker) {
                     Ok(p) => p,
@@ -346,11 +391,11 @@ where
                         return;
                     }
                 };
-                let mut exec = ChunkExecutor::new(policy, opts.execution);
+                let mut exec = ChunkExecutor::new(policy, execution);
                 while !abort.load(Ordering::Relaxed) {
                     let j = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = jobs.get(j) else { break };
-                    let r = run_episode(&mut exec, job, opts, env_config, record_video);
+                    let r = run(&mut exec, job);
                     let failed = r.is_err();
                     if tx.send((j, r)).is_err() || failed {
                         break;
@@ -359,32 +404,20 @@ where
             });
         }
         drop(tx);
-        let mut done = 0;
         for (j, r) in rx {
-            match r {
-                Ok(rollout) => {
-                    done += 1;
-                    progress(done, total, &rollout.result);
-                    slots[j] = Some(rollout);
-                }
-                Err(e) => {
-                    abort.store(true, Ordering::Relaxed);
-                    first_error.get_or_insert(e);
-                }
+            if first_error.is_some() {
+                continue;
+            }
+            if let Err(e) = r.and_then(|r| done(j, r)) {
+                abort.store(true, Ordering::Relaxed);
+                first_error = Some(e);
             }
         }
     });
-    if let Some(e) = first_error {
-        return Err(e);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(workers),
     }
-    let rollouts: Vec<Rollout> = slots
-        .into_iter()
-        .map(|s| s.expect("every job ran: workers stop early only on an error"))
-        .collect();
-    let mut report = score(rollouts, opts.videos_per_outcome);
-    report.eval_s = start.elapsed().as_secs_f64();
-    report.workers = workers;
-    Ok(report)
 }
 
 /// A finished episode with its frames, before videos are selected.

@@ -1,0 +1,319 @@
+//! Corrections: the policy drives, the scripted expert takes over, and what the expert then
+//! does is recorded as new demonstrations (human-gated DAgger, with the expert as the human).
+//!
+//! Why: a policy trained on demos alone drifts into states no demo visits (a hand that
+//! closed beside the object, an arm over the wrong drawer) and has never seen a way back
+//! from them; the scripted demos never miss a grasp. Here each attempt runs the policy on
+//! a training layout for a random part of the task's step budget, then hands the arm, as it
+//! is, to a fresh (noisy) expert. The expert's steps from that state to success are written
+//! as an episode in the capture's dataset format, so `mulli train` takes them as one more
+//! `--data` directory. Attempts where the policy already succeeded, or holds an object at
+//! the takeover (a fresh expert would let go of it and start over: a label that contradicts
+//! every demo), or where the expert then fails, write nothing; the report counts each.
+//!
+//! Deterministic like evaluation: attempt `i` of a task has its own layout, takeover step,
+//! policy seed and expert noise, and episodes are written in attempt order whatever the
+//! number of workers.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mulli_core::rng::RngExt as _;
+use mulli_core::{ChunkExecutor, Execution, Frame, Policy, rng};
+use mulli_data::{DatasetWriter, WriteMode, WriterOptions};
+use mulli_sim::expert::{Expert, NoisyExpert};
+use mulli_sim::record::{MAX_NOISE, features, frame};
+use mulli_sim::{EnvConfig, KitchenEnv, ObjectKind, Split, Suite, Task};
+use serde::Serialize;
+
+use crate::{EvalError, run_pool};
+
+#[derive(Clone, Debug)]
+pub struct CorrectOptions {
+    pub suite: String,
+    /// Task ids (empty = the whole suite).
+    pub tasks: Vec<String>,
+    /// Attempts per task; each writes at most one episode.
+    pub attempts_per_task: usize,
+    pub seed: u64,
+    /// Cameras, step rate and `success_tail` of the recorded episodes: the same as the
+    /// demos they are trained with.
+    pub env: EnvConfig,
+    pub execution: Execution,
+    /// Worker threads, each with its own policy instance (0 = one per core).
+    pub workers: usize,
+    /// The expert's action noise (m per step; see [`NoisyExpert`]).
+    pub noise: f64,
+    /// The expert takes over after a uniformly drawn share of the task's step budget in
+    /// `[takeover.0, takeover.1]`.
+    pub takeover: (f64, f64),
+}
+
+impl Default for CorrectOptions {
+    fn default() -> Self {
+        CorrectOptions {
+            suite: "kitchen-v1-single".into(),
+            tasks: Vec::new(),
+            attempts_per_task: 10,
+            seed: 0,
+            env: EnvConfig::default(),
+            execution: Execution::default(),
+            workers: 0,
+            noise: 0.002,
+            takeover: (0.1, 0.8),
+        }
+    }
+}
+
+impl CorrectOptions {
+    fn check(&self) -> Result<(), EvalError> {
+        let bad = |m: String| Err(EvalError::Options(m));
+        if self.attempts_per_task == 0 {
+            return bad("attempts_per_task = 0: make at least one attempt per task".into());
+        }
+        let (lo, hi) = self.takeover;
+        if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo > hi {
+            return bad(format!(
+                "takeover = ({lo}, {hi}): need 0 <= min <= max <= 1 (shares of the task's step budget)"
+            ));
+        }
+        if !(0.0..=MAX_NOISE).contains(&self.noise) {
+            return bad(format!(
+                "noise = {}: must be between 0 and {MAX_NOISE} m per step",
+                self.noise
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the attempts of one task came to.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CorrectTally {
+    pub attempts: usize,
+    /// Episodes written: the expert took over and succeeded.
+    pub written: usize,
+    pub frames: usize,
+    /// The policy succeeded before the takeover: nothing to correct.
+    pub policy_succeeded: usize,
+    /// The hand held an object at the takeover.
+    pub holding: usize,
+    /// The expert took over and did not succeed (by failure reason).
+    pub expert_failed: BTreeMap<String, usize>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CorrectReport {
+    pub attempts: usize,
+    pub episodes: usize,
+    pub frames: usize,
+    pub per_task: BTreeMap<String, CorrectTally>,
+    pub seconds: f64,
+    pub workers: usize,
+}
+
+struct Attempt {
+    task: Arc<dyn Task>,
+    index: u64,
+}
+
+enum Outcome {
+    PolicySucceeded,
+    Holding,
+    ExpertFailed(String),
+    Corrected(Vec<Frame>),
+}
+
+/// Run the attempts with one policy per worker (`make_policy(worker)`) and write the
+/// corrected episodes to a new dataset at `out`. `progress(done, total)` is called on
+/// this thread after every attempt. Errors if no attempt yields an episode (an empty
+/// dataset is not one `mulli train` could read); then nothing is left at `out` (or, when
+/// appending, the dataset there is unchanged).
+pub fn correct<P, E, F>(
+    make_policy: F,
+    opts: &CorrectOptions,
+    out: &Path,
+    mode: WriteMode,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<CorrectReport, EvalError>
+where
+    P: Policy,
+    E: std::error::Error + Send + Sync + 'static,
+    F: Fn(usize) -> Result<P, E> + Sync,
+{
+    let start = Instant::now();
+    opts.check()?;
+    let suite = Suite::named(&opts.suite)?.with_tasks(&opts.tasks)?;
+    let mut attempts = Vec::new();
+    for task in &suite.tasks {
+        for index in 0..opts.attempts_per_task as u64 {
+            attempts.push(Attempt {
+                task: task.clone(),
+                index,
+            });
+        }
+    }
+    let env = EnvConfig {
+        render: true,
+        ..opts.env.clone()
+    };
+    env.validate()?;
+    let wopts = WriterOptions {
+        fps: env.control_hz,
+        robot_type: Some(mulli_sim::env::ROBOT_TYPE.into()),
+        mode,
+        ..WriterOptions::default()
+    };
+    let mut writer = DatasetWriter::create(out, &features(&env), wopts).map_err(sim)?;
+    let mut report = CorrectReport::default();
+    // Episodes are written in attempt order: finished attempts wait here for the ones
+    // before them.
+    let mut pending: BTreeMap<usize, Outcome> = BTreeMap::new();
+    let mut next_write = 0;
+    let total = attempts.len();
+    let mut done = 0;
+    report.workers = run_pool(
+        make_policy,
+        opts.execution,
+        opts.workers,
+        &attempts,
+        |exec, attempt| run_attempt(exec, attempt, opts, &env),
+        |j, outcome| {
+            done += 1;
+            progress(done, total);
+            pending.insert(j, outcome);
+            while let Some(outcome) = pending.remove(&next_write) {
+                let tally = report
+                    .per_task
+                    .entry(attempts[next_write].task.id().to_string())
+                    .or_default();
+                next_write += 1;
+                tally.attempts += 1;
+                report.attempts += 1;
+                match outcome {
+                    Outcome::PolicySucceeded => tally.policy_succeeded += 1,
+                    Outcome::Holding => tally.holding += 1,
+                    Outcome::ExpertFailed(why) => *tally.expert_failed.entry(why).or_default() += 1,
+                    Outcome::Corrected(frames) => {
+                        for f in &frames {
+                            writer.add_frame(f).map_err(sim)?;
+                        }
+                        writer.save_episode().map_err(sim)?;
+                        tally.written += 1;
+                        tally.frames += frames.len();
+                        report.episodes += 1;
+                        report.frames += frames.len();
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    if report.episodes == 0 {
+        // Leave no half-made dataset behind; an appended-to one stays as it was.
+        if matches!(mode, WriteMode::Append) {
+            writer.finalize().map_err(sim)?;
+        } else {
+            drop(writer);
+            let _ = std::fs::remove_dir_all(out);
+        }
+        return Err(EvalError::Options(format!(
+            "none of the {} attempts gave a corrected episode (per task: {}); nothing written to {}",
+            report.attempts,
+            serde_json::to_string(&report.per_task).unwrap_or_default(),
+            out.display()
+        )));
+    }
+    writer.finalize().map_err(sim)?;
+    report.seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn sim(e: mulli_data::DataError) -> EvalError {
+    EvalError::Sim(e.into())
+}
+
+/// The step (of the task's budget) at which the expert takes attempt `index` over.
+pub fn takeover_step(opts: &CorrectOptions, task: &dyn Task, index: u64) -> usize {
+    let budget = task.max_steps() as f64;
+    let mut rng = rng::substream(opts.seed, &format!("correct/takeover/{}", task.id()), index);
+    let (lo, hi) = opts.takeover;
+    let share = if hi > lo {
+        rng.random_range(lo..=hi)
+    } else {
+        lo
+    };
+    (share * budget).round() as usize
+}
+
+fn run_attempt<P: Policy>(
+    exec: &mut ChunkExecutor<P>,
+    attempt: &Attempt,
+    opts: &CorrectOptions,
+    env_config: &EnvConfig,
+) -> Result<Outcome, EvalError> {
+    let task = &attempt.task;
+    // A one-task suite: attempt i of a task has the same layout whatever tasks run with it.
+    let one = Suite {
+        tasks: vec![task.clone()],
+        ..Suite::named(&opts.suite)?
+    };
+    let spec = one.episode(Split::Train, attempt.index, opts.seed);
+    let takeover = takeover_step(opts, task.as_ref(), attempt.index);
+    // The expert gets the task's whole budget after the takeover.
+    let config = EnvConfig {
+        max_steps: Some(takeover + task.max_steps()),
+        ..spec.env_config(env_config)
+    };
+    let mut env = KitchenEnv::new(config, task.clone(), spec.seed, &spec.instruction)?;
+    let label = format!("correct/{}", task.id());
+    exec.policy_mut()
+        .reseed(rng::derive_seed(opts.seed, &label, attempt.index));
+    exec.reset();
+    let policy_err = |source: Box<dyn std::error::Error + Send + Sync>| EvalError::Policy {
+        task: task.id().to_string(),
+        split: "correct".into(),
+        index: attempt.index,
+        source,
+    };
+    let mut obs = env.observe();
+    for _ in 0..takeover {
+        let action = exec
+            .next_action(&obs)
+            .map_err(|e| policy_err(Box::new(e)))?;
+        let r = env.step(&action).map_err(|e| policy_err(Box::new(e)))?;
+        if r.info.success {
+            return Ok(Outcome::PolicySucceeded);
+        }
+        if r.terminated || r.truncated {
+            let why = r.info.failure.map_or("ended", |f| f.as_str());
+            return Ok(Outcome::ExpertFailed(format!("{why} before the takeover")));
+        }
+        obs = r.observation;
+    }
+    if ObjectKind::ALL.iter().any(|&k| env.scene().is_grasped(k)) {
+        return Ok(Outcome::Holding);
+    }
+    let mut expert: Box<dyn Expert> = task.expert();
+    if opts.noise > 0.0 {
+        let seed = rng::derive_seed(opts.seed, &format!("{label}/expert"), attempt.index);
+        expert = Box::new(NoisyExpert::new(expert, opts.noise, seed));
+    }
+    let mut frames = Vec::new();
+    loop {
+        let action = expert.act(env.scene());
+        let env_state = env.environment_state();
+        let r = env.step(&action)?;
+        frames.push(frame(&spec.instruction, &mut obs, env_state, &action, &r));
+        if r.terminated || r.truncated {
+            return Ok(if r.info.success {
+                Outcome::Corrected(frames)
+            } else {
+                Outcome::ExpertFailed(r.info.failure.map_or("failed", |f| f.as_str()).into())
+            });
+        }
+        obs = r.observation;
+    }
+}

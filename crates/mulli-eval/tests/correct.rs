@@ -1,0 +1,292 @@
+//! Corrections in the real kitchen: the expert takes over from where the policy left the
+//! arm and its steps become a dataset `mulli train` reads; attempts the policy already
+//! solved, or where it holds an object, write nothing; workers do not change the bytes.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::Arc;
+
+use mulli_core::{ActionChunk, Execution, Observation, Policy, Value};
+use mulli_data::{Dataset, WriteMode};
+use mulli_eval::{CorrectOptions, CorrectReport, EvalError, correct};
+use mulli_sim::expert::CLOSE;
+use mulli_sim::{EnvConfig, Split, Suite, Task, record};
+
+fn options(
+    tasks: &[&str],
+    attempts: usize,
+    takeover: (f64, f64),
+    workers: usize,
+) -> CorrectOptions {
+    let mut env = EnvConfig::default();
+    env.cameras.width = 32;
+    env.cameras.height = 32;
+    CorrectOptions {
+        suite: "kitchen-v1-single".into(),
+        tasks: tasks.iter().map(|s| s.to_string()).collect(),
+        attempts_per_task: attempts,
+        seed: 3,
+        env,
+        execution: Execution::RecedingHorizon { execute: 4 },
+        workers,
+        noise: 0.002,
+        takeover,
+    }
+}
+
+/// Actions per attempt, by (instruction, first agent-view image).
+type Plans = HashMap<(String, Vec<u8>), Vec<Vec<f32>>>;
+
+struct Still;
+
+impl Policy for Still {
+    type Error = Infallible;
+    fn reset(&mut self) {}
+    fn act(&mut self, _: &Observation) -> Result<ActionChunk, Infallible> {
+        Ok(ActionChunk {
+            actions: vec![vec![0.0; 7]; 4],
+        })
+    }
+}
+
+/// Plays back a plan per episode, recognized by its instruction and first camera image.
+#[derive(Clone)]
+struct Replay {
+    plans: Arc<Plans>,
+    plan: Option<Vec<Vec<f32>>>,
+    step: usize,
+}
+
+impl Policy for Replay {
+    type Error = Infallible;
+    fn reset(&mut self) {
+        self.plan = None;
+        self.step = 0;
+    }
+    fn act(&mut self, obs: &Observation) -> Result<ActionChunk, Infallible> {
+        if self.plan.is_none() {
+            let key = (obs.instruction.clone(), obs.images["agentview"].rgb.clone());
+            self.plan = Some(self.plans.get(&key).cloned().expect("a plan per attempt"));
+        }
+        let plan = self.plan.as_deref().unwrap_or(&[]);
+        let hold = plan.last().cloned().unwrap_or_else(|| vec![0.0; 7]);
+        let chunk = (self.step..self.step + 4)
+            .map(|i| {
+                plan.get(i).cloned().unwrap_or_else(|| {
+                    let mut a = vec![0.0; 7];
+                    a[6] = hold[6];
+                    a
+                })
+            })
+            .collect();
+        self.step += 4;
+        Ok(ActionChunk { actions: chunk })
+    }
+}
+
+/// The clean expert's actions on every attempt's layout, cut by `cut(actions)`.
+fn plans(opts: &CorrectOptions, cut: impl Fn(Vec<Vec<f32>>) -> Vec<Vec<f32>>) -> Arc<Plans> {
+    let config = EnvConfig {
+        render: true,
+        ..opts.env.clone()
+    };
+    let mut out = HashMap::new();
+    for id in &opts.tasks {
+        let task: Arc<dyn Task> = mulli_sim::tasks::task(id).unwrap();
+        let one = Suite {
+            tasks: vec![task],
+            ..Suite::named(&opts.suite).unwrap()
+        };
+        for i in 0..opts.attempts_per_task as u64 {
+            let spec = one.episode(Split::Train, i, opts.seed);
+            let r = record::rollout(&spec, i, &config, 0.0, true).unwrap();
+            assert!(r.success, "the expert solves {id} {i}");
+            let first = match r.frames[0].get("observation.images.agentview") {
+                Some(Value::U8(v)) => v.clone(),
+                _ => panic!("no image"),
+            };
+            let actions = r
+                .frames
+                .iter()
+                .map(|f| match f.get("action") {
+                    Some(Value::F32(a)) => a.clone(),
+                    _ => panic!("no action"),
+                })
+                .collect();
+            out.insert((spec.instruction.clone(), first), cut(actions));
+        }
+    }
+    Arc::new(out)
+}
+
+fn run_still(opts: &CorrectOptions, out: &Path) -> Result<CorrectReport, EvalError> {
+    correct(
+        |_| Ok::<_, Infallible>(Still),
+        opts,
+        out,
+        WriteMode::Create,
+        |_, _| {},
+    )
+}
+
+fn data_bytes(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![root.join("data")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                files.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn the_expert_takes_over_and_its_steps_become_a_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = options(&["open_drawer", "pick_up_cube"], 2, (0.1, 0.3), 1);
+    let mut calls = 0;
+    let report = correct(
+        |_| Ok::<_, Infallible>(Still),
+        &opts,
+        &tmp.path().join("one"),
+        WriteMode::Create,
+        |done, total| {
+            calls += 1;
+            assert!(done <= total && total == 4);
+        },
+    )
+    .unwrap();
+    assert_eq!(calls, 4);
+    assert_eq!(report.attempts, 4);
+    // A policy that stands still neither succeeds nor holds anything: every attempt is
+    // the expert's from a still arm, and the expert succeeds.
+    assert_eq!(report.episodes, 4, "{report:?}");
+    for t in report.per_task.values() {
+        assert_eq!(
+            (t.attempts, t.written, t.policy_succeeded, t.holding),
+            (2, 2, 0, 0)
+        );
+    }
+    let ds = Dataset::open(tmp.path().join("one")).unwrap();
+    assert_eq!(ds.episodes.len(), 4);
+    assert_eq!(ds.len(), report.frames);
+    for (e, ep) in ds.episodes.iter().enumerate() {
+        let (from, to) = ds.episode_rows(e).unwrap();
+        assert_eq!(to - from, ep.length);
+        // Each episode ends in success; the budget was the takeover plus the task's own.
+        let success = ds.table.column("next.success").unwrap().value(to - 1);
+        assert_eq!(
+            success,
+            Value::Bool(vec![true]),
+            "episode {e} ends in success"
+        );
+        assert!(ep.length < 200, "episode {e}: {} frames", ep.length);
+    }
+    // Two workers write the same bytes.
+    let two = run_still(
+        &options(&["open_drawer", "pick_up_cube"], 2, (0.1, 0.3), 2),
+        &tmp.path().join("two"),
+    )
+    .unwrap();
+    assert_eq!(two.per_task, report.per_task);
+    assert_eq!(
+        data_bytes(&tmp.path().join("one")),
+        data_bytes(&tmp.path().join("two"))
+    );
+}
+
+#[test]
+fn solved_and_holding_attempts_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The replayed expert has lifted the cube long before 90% of the budget.
+    let opts = options(&["pick_up_cube"], 2, (0.9, 0.9), 2);
+    let solved = plans(&opts, |a| a);
+    let out = tmp.path().join("solved");
+    let err = correct(
+        |_| {
+            Ok::<_, Infallible>(Replay {
+                plans: solved.clone(),
+                plan: None,
+                step: 0,
+            })
+        },
+        &opts,
+        &out,
+        WriteMode::Create,
+        |_, _| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("none of the 2 attempts"), "{err}");
+    assert!(!out.exists(), "no half-made dataset is left behind");
+
+    // Cut just after the hand closed on the cube: it holds it, not yet lifted.
+    let closed = plans(&opts, |a| {
+        let k = a
+            .iter()
+            .position(|a| a[6] == CLOSE)
+            .expect("the expert closes the hand");
+        a[..k + 8].to_vec()
+    });
+    let out = tmp.path().join("holding");
+    let err = correct(
+        |_| {
+            Ok::<_, Infallible>(Replay {
+                plans: closed.clone(),
+                plan: None,
+                step: 0,
+            })
+        },
+        &opts,
+        &out,
+        WriteMode::Create,
+        |_, _| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("\"holding\":2"), "{err}");
+}
+
+#[test]
+fn bad_options_and_existing_data_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("x");
+    for (opts, what) in [
+        (
+            options(&["open_drawer"], 0, (0.1, 0.3), 1),
+            "attempts_per_task = 0",
+        ),
+        (
+            options(&["open_drawer"], 1, (0.5, 0.3), 1),
+            "takeover = (0.5, 0.3)",
+        ),
+        (
+            options(&["open_drawer"], 1, (0.1, 1.5), 1),
+            "takeover = (0.1, 1.5)",
+        ),
+        (
+            CorrectOptions {
+                noise: 0.5,
+                ..options(&["open_drawer"], 1, (0.1, 0.3), 1)
+            },
+            "noise = 0.5",
+        ),
+        (options(&["no_such_task"], 1, (0.1, 0.3), 1), "no_such_task"),
+    ] {
+        let err = run_still(&opts, &out).unwrap_err().to_string();
+        assert!(err.contains(what), "{err} should name {what}");
+        assert!(!out.exists());
+    }
+    // A directory with something in it is not replaced.
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), b"mine").unwrap();
+    let err = run_still(&options(&["open_drawer"], 1, (0.1, 0.3), 1), &out).unwrap_err();
+    assert!(err.to_string().contains("non-empty directory"), "{err}");
+    assert_eq!(std::fs::read(out.join("keep.txt")).unwrap(), b"mine");
+}
