@@ -140,6 +140,12 @@ pub fn print_report(report: &mulli_eval::CorrectReport) {
             }
         );
     }
+    if !report.skipped_tasks.is_empty() {
+        println!(
+            "skipped (no expert that can take over midway): {}",
+            report.skipped_tasks.join(", ")
+        );
+    }
     println!(
         "{} episodes ({} frames) from {} attempts in {:.1} s on {} workers",
         report.episodes, report.frames, report.attempts, report.seconds, report.workers

@@ -5,7 +5,8 @@
 //! closed beside the object, an arm over the wrong drawer) and has never seen a way back
 //! from them; the scripted demos never miss a grasp. Here each attempt runs the policy on
 //! a training layout for a random part of the task's step budget, then hands the arm, as it
-//! is, to a fresh (noisy) expert. The expert's steps from that state to success are written
+//! is, to a (noisy) expert that resumes its script where the demos would be in that state
+//! ([`Task::expert_from`]; tasks without one are skipped). The expert's steps from that state to success are written
 //! as an episode in the capture's dataset format, so `mulli train` takes them as one more
 //! `--data` directory. Attempts where the policy already succeeded, or holds an object at
 //! the takeover (a fresh expert would let go of it and start over: a label that contradicts
@@ -110,6 +111,8 @@ pub struct CorrectReport {
     pub episodes: usize,
     pub frames: usize,
     pub per_task: BTreeMap<String, CorrectTally>,
+    /// Tasks whose expert cannot take over midway ([`Task::expert_resumes`]): no attempts.
+    pub skipped_tasks: Vec<String>,
     pub seconds: f64,
     pub workers: usize,
 }
@@ -147,7 +150,12 @@ where
     opts.check()?;
     let suite = Suite::named(&opts.suite)?.with_tasks(&opts.tasks)?;
     let mut attempts = Vec::new();
+    let mut report = CorrectReport::default();
     for task in &suite.tasks {
+        if !task.expert_resumes() {
+            report.skipped_tasks.push(task.id().to_string());
+            continue;
+        }
         for index in 0..opts.attempts_per_task as u64 {
             attempts.push(Attempt {
                 task: task.clone(),
@@ -166,8 +174,14 @@ where
         mode,
         ..WriterOptions::default()
     };
+    if attempts.is_empty() {
+        return Err(EvalError::Options(format!(
+            "no task of {} has an expert that can take over midway (tasks: {})",
+            suite.name,
+            report.skipped_tasks.join(", ")
+        )));
+    }
     let mut writer = DatasetWriter::create(out, &features(&env), wopts).map_err(sim)?;
-    let mut report = CorrectReport::default();
     // Episodes are written in attempt order: finished attempts wait here for the ones
     // before them.
     let mut pending: BTreeMap<usize, Outcome> = BTreeMap::new();
@@ -296,7 +310,7 @@ fn run_attempt<P: Policy>(
     if ObjectKind::ALL.iter().any(|&k| env.scene().is_grasped(k)) {
         return Ok(Outcome::Holding);
     }
-    let mut expert: Box<dyn Expert> = task.expert();
+    let mut expert: Box<dyn Expert> = task.expert_from(env.scene());
     if opts.noise > 0.0 {
         let seed = rng::derive_seed(opts.seed, &format!("{label}/expert"), attempt.index);
         expert = Box::new(NoisyExpert::new(expert, opts.noise, seed));

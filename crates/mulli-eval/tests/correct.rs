@@ -151,7 +151,13 @@ fn data_bytes(root: &Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn the_expert_takes_over_and_its_steps_become_a_dataset() {
     let tmp = tempfile::tempdir().unwrap();
-    let opts = options(&["open_drawer", "pick_up_cube"], 2, (0.1, 0.3), 1);
+    // open_drawer's expert cannot take over midway: skipped.
+    let opts = options(
+        &["open_drawer", "pick_up_apple", "pick_up_cube"],
+        2,
+        (0.1, 0.3),
+        1,
+    );
     let mut calls = 0;
     let report = correct(
         |_| Ok::<_, Infallible>(Still),
@@ -166,6 +172,7 @@ fn the_expert_takes_over_and_its_steps_become_a_dataset() {
     .unwrap();
     assert_eq!(calls, 4);
     assert_eq!(report.attempts, 4);
+    assert_eq!(report.skipped_tasks, ["open_drawer"]);
     // A policy that stands still neither succeeds nor holds anything: every attempt is
     // the expert's from a still arm, and the expert succeeds.
     assert_eq!(report.episodes, 4, "{report:?}");
@@ -192,7 +199,12 @@ fn the_expert_takes_over_and_its_steps_become_a_dataset() {
     }
     // Two workers write the same bytes.
     let two = run_still(
-        &options(&["open_drawer", "pick_up_cube"], 2, (0.1, 0.3), 2),
+        &options(
+            &["open_drawer", "pick_up_apple", "pick_up_cube"],
+            2,
+            (0.1, 0.3),
+            2,
+        ),
         &tmp.path().join("two"),
     )
     .unwrap();
@@ -259,23 +271,27 @@ fn bad_options_and_existing_data_are_errors() {
     let out = tmp.path().join("x");
     for (opts, what) in [
         (
-            options(&["open_drawer"], 0, (0.1, 0.3), 1),
+            options(&["pick_up_cube"], 0, (0.1, 0.3), 1),
             "attempts_per_task = 0",
         ),
         (
-            options(&["open_drawer"], 1, (0.5, 0.3), 1),
+            options(&["pick_up_cube"], 1, (0.5, 0.3), 1),
             "takeover = (0.5, 0.3)",
         ),
         (
-            options(&["open_drawer"], 1, (0.1, 1.5), 1),
+            options(&["pick_up_cube"], 1, (0.1, 1.5), 1),
             "takeover = (0.1, 1.5)",
         ),
         (
             CorrectOptions {
                 noise: 0.5,
-                ..options(&["open_drawer"], 1, (0.1, 0.3), 1)
+                ..options(&["pick_up_cube"], 1, (0.1, 0.3), 1)
             },
             "noise = 0.5",
+        ),
+        (
+            options(&["open_drawer", "close_fridge"], 1, (0.1, 0.3), 1),
+            "can take over midway (tasks: open_drawer, close_fridge)",
         ),
         (options(&["no_such_task"], 1, (0.1, 0.3), 1), "no_such_task"),
     ] {
@@ -286,7 +302,7 @@ fn bad_options_and_existing_data_are_errors() {
     // A directory with something in it is not replaced.
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("keep.txt"), b"mine").unwrap();
-    let err = run_still(&options(&["open_drawer"], 1, (0.1, 0.3), 1), &out).unwrap_err();
+    let err = run_still(&options(&["pick_up_cube"], 1, (0.1, 0.3), 1), &out).unwrap_err();
     assert!(err.to_string().contains("non-empty directory"), "{err}");
     assert_eq!(std::fs::read(out.join("keep.txt")).unwrap(), b"mine");
 }

@@ -1,7 +1,7 @@
 //! Scripted experts succeed on random layouts (a few seeds here; the 200-seed table is
 //! `mulli sim experts`, recorded in docs/benchmarks.md).
 
-use mulli_sim::tasks::registry;
+use mulli_sim::tasks::{registry, task};
 use mulli_sim::{EnvConfig, KitchenEnv};
 
 fn run(
@@ -182,5 +182,61 @@ fn trace_one_task() {
             );
             break;
         }
+    }
+}
+
+/// An expert taking over mid-episode acts as the demo's own expert does in that state: on
+/// the descent to the object, both go down with the hand open, where a fresh expert would
+/// first go back up to its approach point. Where a task's expert cannot take over, the task
+/// says so.
+#[test]
+fn a_taken_over_expert_continues_the_script_where_the_demo_is() {
+    let mut config = EnvConfig::default();
+    config.render = false;
+    for id in ["pick_up_cube", "put_apple_in_bowl"] {
+        let t = task(id).unwrap();
+        assert!(t.expert_resumes(), "{id}");
+        for seed in 0..3 {
+            let mut env = KitchenEnv::new(config.clone(), t.clone(), seed, id).unwrap();
+            let mut demo = t.expert();
+            // Step the demo to the middle of its descent: open hand, moving down, below
+            // the approach point.
+            let mut descending = 0;
+            let mut checked = false;
+            for _ in 0..200 {
+                let a = demo.act(env.scene());
+                let object = t.target_object().unwrap();
+                let above = env.scene().object_pose(object).unwrap().translation.z as f64 + 0.08;
+                let low = env.scene().tcp().translation.z < above;
+                if low && a[6] < 0.0 && a[2] < -0.003 && a[0].abs() < 0.003 && a[1].abs() < 0.003 {
+                    descending += 1;
+                } else {
+                    descending = 0;
+                }
+                if descending == 4 {
+                    let scene = env.scene();
+                    let resumed = t.expert_from(scene).act(scene);
+                    let expected = demo.act(scene);
+                    for k in 0..7 {
+                        assert!(
+                            (resumed[k] - expected[k]).abs() < 1e-4,
+                            "{id} seed {seed}: resumed {resumed:?}, demo {expected:?}"
+                        );
+                    }
+                    let fresh = t.expert().act(scene);
+                    assert!(
+                        fresh[2] > 0.0,
+                        "{id} seed {seed}: a fresh expert goes up first: {fresh:?}"
+                    );
+                    checked = true;
+                    break;
+                }
+                env.step(&a).unwrap();
+            }
+            assert!(checked, "{id} seed {seed}: the demo never descended");
+        }
+    }
+    for id in ["open_drawer", "close_fridge"] {
+        assert!(!task(id).unwrap().expert_resumes(), "{id}");
     }
 }

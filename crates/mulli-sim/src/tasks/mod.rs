@@ -116,6 +116,19 @@ pub trait Task: Send + Sync {
     fn max_steps(&self) -> usize;
     /// A fresh scripted expert for one episode.
     fn expert(&self) -> Box<dyn Expert>;
+    /// Whether [`Self::expert_from`] can take over an episode midway.
+    fn expert_resumes(&self) -> bool {
+        false
+    }
+    /// An expert taking over mid-episode, from the scene as it is (nothing held): it starts
+    /// at the step of its script that the scripted demos are at in such a state, so its
+    /// actions are the same function of the state as theirs. Why not a fresh expert: it
+    /// restarts its script, and from a hand halfway down to the object it would first go
+    /// back up, a label that contradicts every demo there. Only where
+    /// [`Self::expert_resumes`].
+    fn expert_from(&self, _scene: &Scene) -> Box<dyn Expert> {
+        self.expert()
+    }
 }
 
 /// Every task of the kitchen, in a fixed order.

@@ -82,7 +82,20 @@ impl Task for PickUp {
             done: false,
         })
     }
+    fn expert_resumes(&self) -> bool {
+        true
+    }
+    fn expert_from(&self, scene: &Scene) -> Box<dyn Expert> {
+        let mut grasp = TopDownGrasp::new(self.object);
+        grasp.resume(scene);
+        Box::new(PickExpert { grasp, done: false })
+    }
 }
+
+/// Height of the approach point above the grasp.
+const APPROACH_HEIGHT: f64 = 0.1;
+/// Horizontal distance from the grasp within which a taken-over hand descends.
+const RESUME_LATERAL: f64 = 0.012;
 
 /// Top-down grasp-and-lift, closed-loop on the object's pose, retrying when the object slips.
 pub struct TopDownGrasp {
@@ -131,6 +144,24 @@ impl TopDownGrasp {
         Some((DVec3::new(c.x, c.y, z), yaw))
     }
 
+    /// Take over from the scene as it is (nothing held): a hand over the object, between
+    /// the approach point and the grasp, is where the script descends (phase 1); anywhere
+    /// else it first goes to the approach point above the object (phase 0).
+    pub fn resume(&mut self, scene: &Scene) {
+        let Some((grasp, _)) = self.grasp_pose(scene) else {
+            return;
+        };
+        let (p, _) = tool(scene);
+        let lateral = (p.x - grasp.x).hypot(p.y - grasp.y);
+        // The tolerance of phase 0's `reached`: where the script hands over to the descent.
+        if lateral < RESUME_LATERAL
+            && p.z > grasp.z - 0.01
+            && p.z < grasp.z + APPROACH_HEIGHT + 0.012
+        {
+            self.phases.goto(1);
+        }
+    }
+
     /// Next action; returns `None` once the object is held at carrying height.
     pub fn act(&mut self, scene: &Scene) -> Option<[f32; 7]> {
         self.phases.tick();
@@ -139,7 +170,7 @@ impl TopDownGrasp {
         };
         let rot = top_down(yaw);
         let above = Target {
-            pos: grasp + DVec3::Z * 0.1,
+            pos: grasp + DVec3::Z * APPROACH_HEIGHT,
             rot,
             gripper: OPEN,
         };

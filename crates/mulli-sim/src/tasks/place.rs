@@ -128,6 +128,15 @@ impl Task for Place {
     fn expert(&self) -> Box<dyn Expert> {
         Box::new(PlaceExpert::new(self.object, self.target))
     }
+    fn expert_resumes(&self) -> bool {
+        true
+    }
+    /// Nothing held: the script is still picking the object up.
+    fn expert_from(&self, scene: &Scene) -> Box<dyn Expert> {
+        let mut e = PlaceExpert::new(self.object, self.target);
+        e.grasp.resume(scene);
+        Box::new(e)
+    }
 }
 
 /// Pick with [`TopDownGrasp`], carry above the receptacle, lower, release, retreat.
