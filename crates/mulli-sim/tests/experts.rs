@@ -191,8 +191,10 @@ fn trace_one_task() {
 /// says so.
 #[test]
 fn a_taken_over_expert_continues_the_script_where_the_demo_is() {
-    let mut config = EnvConfig::default();
-    config.render = false;
+    let config = EnvConfig {
+        render: false,
+        ..EnvConfig::default()
+    };
     for id in ["pick_up_cube", "put_apple_in_bowl"] {
         let t = task(id).unwrap();
         assert!(t.expert_resumes(), "{id}");
