@@ -3,7 +3,9 @@
 //! This crate owns: which episodes an evaluation runs (per task, per generalization split,
 //! plus a user's own instructions), running them in parallel on worker threads, scoring them
 //! (success with Wilson 95% intervals, failure reasons), rollout videos for a sample of
-//! successes and failures, and `eval_info.json` in LeRobot's field names ([`info`]).
+//! successes and failures, and `eval_info.json` in LeRobot's field names ([`info`]). It also
+//! records corrections ([`correct`]): the same closed-loop rollouts, with the scripted
+//! expert taking over midway and its steps written as new demos.
 //!
 //! Episodes are the same for every policy given the seed (task `t`'s episode `i` of split `s`
 //! is `Suite::episode` of a one-task suite), so two policies, or one policy in process and
