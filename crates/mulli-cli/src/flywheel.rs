@@ -519,6 +519,7 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
                 seed: config.seed,
                 noise: config.capture.noise,
                 keep_failures: false,
+                dart: false,
                 split: Split::Train,
                 env: EnvConfig {
                     success_tail: config.capture.success_tail,

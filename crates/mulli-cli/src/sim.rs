@@ -94,6 +94,11 @@ pub enum SimCmd {
         /// Keep episodes where the expert failed (marked by `next.success`).
         #[arg(long)]
         keep_failures: bool,
+        /// DART: execute the noisy action but record the expert's own, so the demos show
+        /// the way back from where the noise pushed the arm (use a larger --noise, e.g.
+        /// 0.006).
+        #[arg(long)]
+        dart: bool,
         /// Which layouts, phrasings and scene variations: train (default; EN + KO training
         /// phrasings), or an evaluation split (seen_layouts, held_out_layouts,
         /// held_out_phrasings, korean, distractors, visual_changes).
@@ -141,6 +146,7 @@ pub fn run(cmd: SimCmd) -> Result<ExitCode> {
             seed,
             noise,
             keep_failures,
+            dart,
             split,
             force,
             append,
@@ -155,6 +161,7 @@ pub fn run(cmd: SimCmd) -> Result<ExitCode> {
                 seed,
                 noise,
                 keep_failures,
+                dart,
                 split: Split::from_id(&split)?,
                 env: EnvConfig {
                     success_tail,

@@ -916,6 +916,12 @@ pub enum TextInput {
         features: Tensor<2>,
         index: Tensor<1, Int>,
     },
+    /// Instructions already through the model's text encoder ([`Vla::encode_text`],
+    /// `[U, d]`): a policy keeps its episode's instruction encoded between steps.
+    Encoded {
+        features: Tensor<2>,
+        index: Tensor<1, Int>,
+    },
 }
 
 /// One batch of model inputs: images in [0, 1] as `[B, cameras, 3, H, W]` (`None` for a
@@ -1103,35 +1109,7 @@ impl Vla {
             (None, _) => (None, None),
         };
 
-        let text = match input.text {
-            TextInput::Bytes {
-                tokens,
-                mask,
-                index,
-            } => {
-                let enc = self
-                    .bytes
-                    .as_ref()
-                    .expect("a byte-level model gets byte tokens (checked by the caller)");
-                let [_, len] = tokens.dims();
-                let mut e = enc.tokens.forward(tokens)
-                    + enc.positions.val().narrow(0, 0, len).unsqueeze_dim(0);
-                if let Some(layers) = &enc.layers {
-                    let pad: Tensor<2, Bool> = mask.clone().lower_elem(0.5);
-                    e = layers.forward(TransformerEncoderInput::new(e).mask_pad(pad));
-                }
-                let m = mask.unsqueeze_dim::<3>(2);
-                let count = m.clone().sum_dim(1).clamp_min(1.0);
-                let pooled: Tensor<2> = (e * m).sum_dim(1).div(count).flatten(1, 2);
-                pooled.select(0, index)
-            }
-            TextInput::Embeddings { features, index } => self
-                .text_proj
-                .as_ref()
-                .expect("a pretrained-text model gets embeddings (checked by the caller)")
-                .forward(features)
-                .select(0, index),
-        };
+        let text = self.instruction_features(input.text);
         // Inference needs the aux head only when it supplies perceived state entries.
         let needed = perception == Perception::Mixed || self.perceived > 0;
         let aux = match (&self.aux, &keypoints) {
@@ -1193,6 +1171,47 @@ impl Vla {
             tokens: Tensor::cat(tokens, 1),
             aux,
             keypoints,
+        }
+    }
+
+    /// Each sample's instruction features `[B, d]`. An instruction encoded before
+    /// ([`Self::encode_text`], [`TextInput::Encoded`]) is not encoded again.
+    fn instruction_features(&self, text: TextInput) -> Tensor<2> {
+        match text {
+            TextInput::Encoded { features, index } => features.select(0, index),
+            TextInput::Bytes { ref index, .. } | TextInput::Embeddings { ref index, .. } => {
+                let index = index.clone();
+                self.encode_text(text).select(0, index)
+            }
+        }
+    }
+
+    /// The features `[U, d]` of the distinct instructions of `text` (one row each, before
+    /// `index` picks them per sample): what [`TextInput::Encoded`] carries.
+    pub fn encode_text(&self, text: TextInput) -> Tensor<2> {
+        match text {
+            TextInput::Bytes { tokens, mask, .. } => {
+                let enc = self
+                    .bytes
+                    .as_ref()
+                    .expect("a byte-level model gets byte tokens (checked by the caller)");
+                let [_, len] = tokens.dims();
+                let mut e = enc.tokens.forward(tokens)
+                    + enc.positions.val().narrow(0, 0, len).unsqueeze_dim(0);
+                if let Some(layers) = &enc.layers {
+                    let pad: Tensor<2, Bool> = mask.clone().lower_elem(0.5);
+                    e = layers.forward(TransformerEncoderInput::new(e).mask_pad(pad));
+                }
+                let m = mask.unsqueeze_dim::<3>(2);
+                let count = m.clone().sum_dim(1).clamp_min(1.0);
+                (e * m).sum_dim(1).div(count).flatten(1, 2)
+            }
+            TextInput::Embeddings { features, .. } => self
+                .text_proj
+                .as_ref()
+                .expect("a pretrained-text model gets embeddings (checked by the caller)")
+                .forward(features),
+            TextInput::Encoded { features, .. } => features,
         }
     }
 

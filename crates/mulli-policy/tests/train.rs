@@ -205,6 +205,21 @@ fn a_trained_policy_acts_and_rejects_bad_observations() {
     policy.set_seed(9);
     let again = policy.act(&observation(&["front", "wrist"], 48)).unwrap();
     assert_eq!(chunk, again);
+    // The policy keeps the last instruction encoded; a new instruction is encoded anew,
+    // and acts exactly as on a policy that never saw another.
+    let mut other = observation(&["front", "wrist"], 48);
+    other.instruction = "open the drawer".into();
+    policy.set_seed(9);
+    let changed = policy.act(&other).unwrap();
+    assert_ne!(changed, chunk, "the instruction reaches the actions");
+    let mut fresh = VlaPolicy::load(&run, &Device::flex()).unwrap();
+    fresh.set_seed(9);
+    assert_eq!(fresh.act(&other).unwrap(), changed);
+    policy.set_seed(9);
+    assert_eq!(
+        policy.act(&observation(&["front", "wrist"], 48)).unwrap(),
+        chunk
+    );
 
     let err = |policy: &mut VlaPolicy, obs: Observation| policy.act(&obs).unwrap_err().to_string();
     let e = err(&mut policy, observation(&["front"], 24));

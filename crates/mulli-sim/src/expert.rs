@@ -187,9 +187,17 @@ impl NoisyExpert {
     }
 }
 
-impl Expert for NoisyExpert {
-    fn act(&mut self, scene: &Scene) -> [f32; 7] {
-        let mut a = self.inner.act(scene);
+impl NoisyExpert {
+    /// The wrapped expert's own action and the noisy one to execute. Recording the first
+    /// while executing the second gives DART's demos (Laskey et al. 2017): states pushed
+    /// off the expert's path, each labelled with the expert's way back.
+    pub fn act_both(&mut self, scene: &Scene) -> ([f32; 7], [f32; 7]) {
+        let clean = self.inner.act(scene);
+        (clean, self.perturb(clean))
+    }
+
+    fn perturb(&mut self, clean: [f32; 7]) -> [f32; 7] {
+        let mut a = clean;
         if self.sigma <= 0.0 {
             return a;
         }
@@ -211,6 +219,12 @@ impl Expert for NoisyExpert {
             a[k] = (a[k] + *s as f32).clamp(-lim, lim);
         }
         a
+    }
+}
+
+impl Expert for NoisyExpert {
+    fn act(&mut self, scene: &Scene) -> [f32; 7] {
+        self.act_both(scene).1
     }
 }
 

@@ -7,7 +7,7 @@
 
 use crate::env::{EnvConfig, KitchenEnv, StepResult, environment_state_names, state_names};
 use crate::error::SimError;
-use crate::expert::{Expert, NoisyExpert};
+use crate::expert::NoisyExpert;
 use crate::tasks::{EpisodeSpec, FailureReason, Split, Suite};
 use mulli_core::{FeatureSpec, Features, Frame, Observation, Value};
 use mulli_data::{DatasetWriter, WriteMode, WriterOptions};
@@ -29,6 +29,10 @@ pub struct RecordOptions {
     pub noise: f64,
     /// Also write episodes where the expert failed (they are marked by `next.success`).
     pub keep_failures: bool,
+    /// DART: execute the noisy action, record the expert's own (see
+    /// [`NoisyExpert::act_both`]); otherwise the executed, noisy action is the label, as
+    /// a teleoperator's would be.
+    pub dart: bool,
     pub split: Split,
     pub env: EnvConfig,
 }
@@ -42,6 +46,7 @@ impl Default for RecordOptions {
             seed: 0,
             noise: 0.002,
             keep_failures: false,
+            dart: false,
             split: Split::Train,
             env: EnvConfig::default(),
         }
@@ -140,20 +145,31 @@ pub fn rollout(
     noise: f64,
     capture: bool,
 ) -> Result<Rollout, SimError> {
+    rollout_labelled(spec, index, config, noise, capture, false)
+}
+
+/// [`rollout`]; with `dart` the frames' actions are the expert's own, not the executed
+/// noisy ones ([`RecordOptions::dart`]).
+pub fn rollout_labelled(
+    spec: &EpisodeSpec,
+    index: u64,
+    config: &EnvConfig,
+    noise: f64,
+    capture: bool,
+    dart: bool,
+) -> Result<Rollout, SimError> {
     let mut env = KitchenEnv::new(
         spec.env_config(config),
         spec.task.clone(),
         spec.seed,
         &spec.instruction,
     )?;
-    let mut expert: Box<dyn Expert> = spec.task.expert();
-    if noise > 0.0 {
-        expert = Box::new(NoisyExpert::new(expert, noise, spec.seed));
-    }
+    // Noise 0 passes the expert's actions through unchanged.
+    let mut expert = NoisyExpert::new(spec.task.expert(), noise, spec.seed);
     let mut frames = Vec::new();
     let mut obs = env.observe();
     loop {
-        let action = expert.act(env.scene());
+        let (clean, action) = expert.act_both(env.scene());
         let env_state = env.environment_state();
         let result = env.step(&action)?;
         if capture {
@@ -161,7 +177,7 @@ pub fn rollout(
                 &spec.instruction,
                 &mut obs,
                 env_state,
-                &action,
+                if dart { &clean } else { &action },
                 &result,
             ));
         }
@@ -233,7 +249,7 @@ pub fn record(
             .par_iter()
             .map(|&i| {
                 let spec = suite.episode(opts.split, i, opts.seed);
-                rollout(&spec, i, &env, opts.noise, true)
+                rollout_labelled(&spec, i, &env, opts.noise, true, opts.dart)
             })
             .collect();
         for r in rollouts {

@@ -159,3 +159,45 @@ fn splits_and_kept_failures_are_recorded_as_asked() {
         .to_string();
     assert!(e.contains("only 0 of 1 episodes succeeded"), "{e}");
 }
+
+/// DART: the same noisy execution (so the same states, frame by frame), but the recorded
+/// actions are the expert's own, without the noise; without noise both are the same bytes.
+#[test]
+fn dart_records_the_experts_action_on_the_noisy_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let read = |name: &str, noise: f64, dart: bool| {
+        let dir = tmp.path().join(name);
+        let opts = RecordOptions {
+            noise,
+            dart,
+            ..options(2)
+        };
+        record(&dir, &opts, WriteMode::Create, |_, _| {}).unwrap();
+        let ds = Dataset::open(&dir).unwrap();
+        let state = ds.table.f32s("observation.state").unwrap().to_vec();
+        let action = ds.table.f32s("action").unwrap().to_vec();
+        (state, action, dir)
+    };
+    let (s_noisy, a_noisy, _) = read("noisy", 0.006, false);
+    let (s_dart, a_dart, _) = read("dart", 0.006, true);
+    assert_eq!(s_noisy, s_dart, "the executed path is the same");
+    assert_ne!(a_noisy, a_dart, "the labels differ");
+    // Frame-to-frame change of the translation commands: the noise makes the executed
+    // ones rougher than the expert's.
+    let rough = |a: &[f32]| {
+        let rows: Vec<&[f32]> = a.chunks(7).collect();
+        rows.windows(2)
+            .map(|w| (0..3).map(|k| (w[1][k] - w[0][k]).abs()).sum::<f32>())
+            .sum::<f32>()
+            / rows.len() as f32
+    };
+    assert!(
+        rough(&a_dart) < 0.8 * rough(&a_noisy),
+        "dart {} vs noisy {}",
+        rough(&a_dart),
+        rough(&a_noisy)
+    );
+    let (_, _, clean) = read("clean", 0.0, false);
+    let (_, _, clean_dart) = read("clean_dart", 0.0, true);
+    assert_eq!(files(&clean), files(&clean_dart));
+}
