@@ -72,6 +72,10 @@ pub struct CaptureConfig {
     /// away, which a policy must learn too (a placed object counts only once the fingers
     /// leave it). Evaluation still ends an episode at its first success.
     pub success_tail: usize,
+    /// DART: the demos execute the noisy action but record the expert's own, so they show
+    /// the way back from where the noise pushed the arm (`mulli sim record --dart`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dart: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -106,6 +110,7 @@ impl Default for CaptureConfig {
             episodes_per_task: 30,
             noise: 0.002,
             success_tail: 10,
+            dart: false,
         }
     }
 }
@@ -519,7 +524,7 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
                 seed: config.seed,
                 noise: config.capture.noise,
                 keep_failures: false,
-                dart: false,
+                dart: config.capture.dart,
                 split: Split::Train,
                 env: EnvConfig {
                     success_tail: config.capture.success_tail,

@@ -535,6 +535,45 @@ fn train_info_and_eval_a_policy_end_to_end() {
     let html = std::fs::read_to_string(path.trim()).unwrap();
     assert!(html.contains("서랍 좀 열어 &lt;b&gt;") && !html.contains("열어 <b>"));
     assert!(html.contains("<svg") && html.contains("data:video/mp4;base64,"));
+
+    // Corrections: the policy drives, the expert takes over; the episodes train.
+    let fixes = tmp.path().join("fixes");
+    let corr = |extra: &[&str]| {
+        let mut args = vec!["correct", "--policy", s(&run), "--out", s(&fixes)];
+        args.extend_from_slice(&["--attempts", "2", "--takeover", "0.05", "0.1"]);
+        args.extend_from_slice(extra);
+        mulli(&args)
+    };
+    let o = corr(&["--task", "open_drawer"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("can take over midway"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = corr(&["--task", "pick_up_cube"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(text.contains("| pick_up_cube | 2 |"), "{text}");
+    ok(&["dataset", "validate", s(&fixes)]);
+    let o = corr(&["--task", "pick_up_cube"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("non-empty directory"));
+    let out = ok(&[
+        "train",
+        "--data",
+        s(&data),
+        "--data",
+        s(&fixes),
+        "--out",
+        s(&tmp.path().join("run2")),
+        "--config",
+        s(&config),
+    ]);
+    assert!(out.contains("trained 4 steps"), "{out}");
 }
 
 /// The main job with --quick: every stage writes valid artifacts, a rerun reuses them, and
