@@ -83,7 +83,17 @@ pub fn run(args: CorrectArgs) -> Result<ExitCode> {
         crate::files::write_mode(args.force, args.append),
     )?;
     print_report(&report);
-    println!("wrote {}", args.out.display());
+    // Beside the episodes, like synth_report.json; an append keeps earlier reports.
+    let json = serde_json::to_vec_pretty(&report).context("serializing the report")?;
+    let path = (0..)
+        .map(|k| match k {
+            0 => args.out.join("correct_report.json"),
+            k => args.out.join(format!("correct_report.{k}.json")),
+        })
+        .find(|p| !p.exists())
+        .expect("a free name");
+    crate::files::write_new(&path, &json, false)?;
+    println!("wrote {} ({})", args.out.display(), path.display());
     Ok(ExitCode::SUCCESS)
 }
 

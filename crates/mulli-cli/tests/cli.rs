@@ -560,6 +560,11 @@ fn train_info_and_eval_a_policy_end_to_end() {
     );
     assert!(text.contains("| pick_up_cube | 2 |"), "{text}");
     ok(&["dataset", "validate", s(&fixes)]);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixes.join("correct_report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["attempts"], 2);
+    assert!(report["per_task"]["pick_up_cube"]["written"].is_number());
     let o = corr(&["--task", "pick_up_cube"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("non-empty directory"));
     let out = ok(&[
