@@ -151,16 +151,25 @@ pub fn infer(
         model.num_params(),
         rayon::current_num_threads()
     );
-    let mut times = Vec::with_capacity(calls);
-    for i in 0..calls + 10 {
-        let t0 = Instant::now();
-        let input = batcher.input(&host, &device)?;
-        let out = model.predict(input, (head == Head::Flow).then(noise));
-        let _ = out.into_data();
-        if i >= 10 {
-            times.push(t0.elapsed().as_secs_f64() * 1e3);
+    // Latencies (ms) of `calls` calls after 10 warm-up calls.
+    let time = |call: &mut dyn FnMut() -> Result<()>| -> Result<Vec<f64>> {
+        let mut times = Vec::with_capacity(calls);
+        for i in 0..calls + 10 {
+            let t0 = Instant::now();
+            call()?;
+            if i >= 10 {
+                times.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
         }
-    }
+        Ok(times)
+    };
+    let mut times = time(&mut || {
+        let input = batcher.input(&host, &device)?;
+        let _ = model
+            .predict(input, (head == Head::Flow).then(noise))
+            .into_data();
+        Ok(())
+    })?;
     let p50 = percentile(&mut times, 0.5);
     let p99 = percentile(&mut times, 0.99);
     println!(
@@ -175,20 +184,17 @@ pub fn infer(
             &device,
         )
     };
-    let mut cached = Vec::with_capacity(calls);
-    for i in 0..calls + 10 {
-        let t0 = Instant::now();
+    let mut cached = time(&mut || {
         let mut input = batcher.input(&host, &device)?;
         input.text = TextInput::Encoded {
             features: features.clone(),
             index: index(),
         };
-        let out = model.predict(input, (head == Head::Flow).then(noise));
-        let _ = out.into_data();
-        if i >= 10 {
-            cached.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
-    }
+        let _ = model
+            .predict(input, (head == Head::Flow).then(noise))
+            .into_data();
+        Ok(())
+    })?;
     let c50 = percentile(&mut cached, 0.5);
     let c99 = percentile(&mut cached, 0.99);
     println!("inference, instruction kept encoded (VlaPolicy): p50 {c50:.2} ms, p99 {c99:.2} ms");

@@ -2,16 +2,18 @@
 //! arm and its steps become a dataset `mulli train` reads; attempts the policy already
 //! solved, or where it holds an object, write nothing; workers do not change the bytes.
 
-use std::collections::HashMap;
+mod common;
+
 use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
 
-use mulli_core::{ActionChunk, Execution, Observation, Policy, Value};
+use common::{Plans, Replay, Still};
+use mulli_core::{Execution, Value};
 use mulli_data::{Dataset, WriteMode};
 use mulli_eval::{CorrectOptions, CorrectReport, EvalError, correct};
 use mulli_sim::expert::CLOSE;
-use mulli_sim::{EnvConfig, Split, Suite, Task, record};
+use mulli_sim::{EnvConfig, Split};
 
 fn options(
     tasks: &[&str],
@@ -35,89 +37,29 @@ fn options(
     }
 }
 
-/// Actions per attempt, by (instruction, first agent-view image).
-type Plans = HashMap<(String, Vec<u8>), Vec<Vec<f32>>>;
-
-struct Still;
-
-impl Policy for Still {
-    type Error = Infallible;
-    fn reset(&mut self) {}
-    fn act(&mut self, _: &Observation) -> Result<ActionChunk, Infallible> {
-        Ok(ActionChunk {
-            actions: vec![vec![0.0; 7]; 4],
-        })
-    }
-}
-
-/// Plays back a plan per episode, recognized by its instruction and first camera image.
-#[derive(Clone)]
-struct Replay {
-    plans: Arc<Plans>,
-    plan: Option<Vec<Vec<f32>>>,
-    step: usize,
-}
-
-impl Policy for Replay {
-    type Error = Infallible;
-    fn reset(&mut self) {
-        self.plan = None;
-        self.step = 0;
-    }
-    fn act(&mut self, obs: &Observation) -> Result<ActionChunk, Infallible> {
-        if self.plan.is_none() {
-            let key = (obs.instruction.clone(), obs.images["agentview"].rgb.clone());
-            self.plan = Some(self.plans.get(&key).cloned().expect("a plan per attempt"));
-        }
-        let plan = self.plan.as_deref().unwrap_or(&[]);
-        let hold = plan.last().cloned().unwrap_or_else(|| vec![0.0; 7]);
-        let chunk = (self.step..self.step + 4)
-            .map(|i| {
-                plan.get(i).cloned().unwrap_or_else(|| {
-                    let mut a = vec![0.0; 7];
-                    a[6] = hold[6];
-                    a
-                })
-            })
-            .collect();
-        self.step += 4;
-        Ok(ActionChunk { actions: chunk })
-    }
-}
-
-/// The clean expert's actions on every attempt's layout, cut by `cut(actions)`.
+/// The clean expert's actions on every attempt's layout, cut by `cut`.
 fn plans(opts: &CorrectOptions, cut: impl Fn(Vec<Vec<f32>>) -> Vec<Vec<f32>>) -> Arc<Plans> {
-    let config = EnvConfig {
-        render: true,
-        ..opts.env.clone()
-    };
-    let mut out = HashMap::new();
-    for id in &opts.tasks {
-        let task: Arc<dyn Task> = mulli_sim::tasks::task(id).unwrap();
-        let one = Suite {
-            tasks: vec![task],
-            ..Suite::named(&opts.suite).unwrap()
-        };
-        for i in 0..opts.attempts_per_task as u64 {
-            let spec = one.episode(Split::Train, i, opts.seed);
-            let r = record::rollout(&spec, i, &config, 0.0, true).unwrap();
-            assert!(r.success, "the expert solves {id} {i}");
-            let first = match r.frames[0].get("observation.images.agentview") {
-                Some(Value::U8(v)) => v.clone(),
-                _ => panic!("no image"),
-            };
-            let actions = r
-                .frames
-                .iter()
-                .map(|f| match f.get("action") {
-                    Some(Value::F32(a)) => a.clone(),
-                    _ => panic!("no action"),
-                })
-                .collect();
-            out.insert((spec.instruction.clone(), first), cut(actions));
-        }
-    }
-    Arc::new(out)
+    Arc::new(common::expert_plans(
+        &opts.suite,
+        &opts.tasks,
+        Split::Train,
+        opts.attempts_per_task as u64,
+        opts.seed,
+        &opts.env,
+        cut,
+    ))
+}
+
+/// Corrections with the replaying policy; none is expected to be written.
+fn run_replay(opts: &CorrectOptions, plans: &Arc<Plans>, out: &Path) -> EvalError {
+    correct(
+        |_| Ok::<_, Infallible>(Replay::new(plans.clone())),
+        opts,
+        out,
+        WriteMode::Create,
+        |_, _| {},
+    )
+    .unwrap_err()
 }
 
 fn run_still(opts: &CorrectOptions, out: &Path) -> Result<CorrectReport, EvalError> {
@@ -222,20 +164,7 @@ fn solved_and_holding_attempts_write_nothing() {
     let opts = options(&["pick_up_cube"], 2, (0.9, 0.9), 2);
     let solved = plans(&opts, |a| a);
     let out = tmp.path().join("solved");
-    let err = correct(
-        |_| {
-            Ok::<_, Infallible>(Replay {
-                plans: solved.clone(),
-                plan: None,
-                step: 0,
-            })
-        },
-        &opts,
-        &out,
-        WriteMode::Create,
-        |_, _| {},
-    )
-    .unwrap_err();
+    let err = run_replay(&opts, &solved, &out);
     assert!(err.to_string().contains("none of the 2 attempts"), "{err}");
     assert!(!out.exists(), "no half-made dataset is left behind");
 
@@ -248,20 +177,7 @@ fn solved_and_holding_attempts_write_nothing() {
         a[..k + 8].to_vec()
     });
     let out = tmp.path().join("holding");
-    let err = correct(
-        |_| {
-            Ok::<_, Infallible>(Replay {
-                plans: closed.clone(),
-                plan: None,
-                step: 0,
-            })
-        },
-        &opts,
-        &out,
-        WriteMode::Create,
-        |_, _| {},
-    )
-    .unwrap_err();
+    let err = run_replay(&opts, &closed, &out);
     assert!(err.to_string().contains("\"holding\":2"), "{err}");
 }
 

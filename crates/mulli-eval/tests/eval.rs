@@ -2,16 +2,15 @@
 //! succeeds, one that stands still fails with a timeout, workers do not change results, and
 //! eval_info.json agrees with the report and the videos on disk.
 
-use std::collections::HashMap;
+mod common;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use mulli_core::{ActionChunk, Execution, Observation, Policy, Value};
+use common::{Plans, Replay, Still};
+use mulli_core::{ActionChunk, Execution, Observation, Policy};
 use mulli_eval::{EvalOptions, EvalReport, evaluate, info::EvalSettings, write_eval_dir};
-use mulli_sim::{EnvConfig, Split, Suite, record};
-
-/// Expert actions by (instruction, first agent-view image).
-type Plans = HashMap<(String, Vec<u8>), Vec<Vec<f32>>>;
+use mulli_sim::{EnvConfig, Split};
 
 const TASKS: [&str; 2] = ["open_drawer", "pick_up_cube"];
 
@@ -33,80 +32,19 @@ fn options(workers: usize) -> EvalOptions {
     }
 }
 
-/// Plays back the expert's actions of the episode it recognizes by its instruction and first
-/// camera image.
-#[derive(Clone)]
-struct Replay {
-    plans: Arc<Plans>,
-    plan: Option<Vec<Vec<f32>>>,
-    step: usize,
-}
-
-impl Policy for Replay {
-    type Error = Infallible;
-    fn reset(&mut self) {
-        self.plan = None;
-        self.step = 0;
-    }
-    fn act(&mut self, obs: &Observation) -> Result<ActionChunk, Infallible> {
-        if self.plan.is_none() {
-            let key = (obs.instruction.clone(), obs.images["agentview"].rgb.clone());
-            self.plan = self.plans.get(&key).cloned();
-        }
-        let plan = self.plan.as_deref().unwrap_or(&[]);
-        let chunk: Vec<Vec<f32>> = (self.step..self.step + 4)
-            .map(|i| plan.get(i).cloned().unwrap_or_else(|| vec![0.0; 7]))
-            .collect();
-        self.step += 4;
-        Ok(ActionChunk { actions: chunk })
-    }
-}
-
-struct Still;
-
-impl Policy for Still {
-    type Error = Infallible;
-    fn reset(&mut self) {}
-    fn act(&mut self, _: &Observation) -> Result<ActionChunk, Infallible> {
-        Ok(ActionChunk {
-            actions: vec![vec![0.0; 7]; 4],
-        })
-    }
-}
-
 /// The expert's actions for every episode the options will run.
 fn expert_plans(opts: &EvalOptions) -> Plans {
-    let config = EnvConfig {
-        render: true,
-        ..opts.env.clone()
-    };
-    let mut plans = HashMap::new();
+    let mut plans = Plans::new();
     for &split in &opts.splits {
-        for id in TASKS {
-            let one = Suite {
-                tasks: vec![mulli_sim::tasks::task(id).unwrap()],
-                ..Suite::named(&opts.suite).unwrap()
-            };
-            for i in 0..opts.episodes_per_task as u64 {
-                let spec = one.episode(split, i, opts.seed);
-                let r = record::rollout(&spec, i, &config, 0.0, true).unwrap();
-                assert!(r.success, "the expert solves {id} {i}");
-                let first = match r.frames[0].get("observation.images.agentview") {
-                    Some(Value::U8(v)) => v.clone(),
-                    _ => panic!("no image"),
-                };
-                let actions = r
-                    .frames
-                    .iter()
-                    .map(|f| match f.get("action") {
-                        Some(Value::F32(a)) => a.clone(),
-                        _ => panic!("no action"),
-                    })
-                    .collect();
-                // Tasks share layouts: the same first image can start two tasks.
-                plans.insert((spec.instruction.clone(), first), actions);
-            }
-        }
+        plans.extend(common::expert_plans(
+            &opts.suite,
+            &opts.tasks,
+            split,
+            opts.episodes_per_task as u64,
+            opts.seed,
+            &opts.env,
+            |a| a,
+        ));
     }
     plans
 }
@@ -114,13 +52,7 @@ fn expert_plans(opts: &EvalOptions) -> Plans {
 fn run_replay(opts: &EvalOptions, plans: &Arc<Plans>) -> EvalReport {
     let mut calls = 0;
     let report = evaluate(
-        |_| {
-            Ok::<_, Infallible>(Replay {
-                plans: plans.clone(),
-                plan: None,
-                step: 0,
-            })
-        },
+        |_| Ok::<_, Infallible>(Replay::new(plans.clone())),
         opts,
         |done, total, _| {
             calls += 1;
