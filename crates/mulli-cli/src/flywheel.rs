@@ -145,6 +145,9 @@ impl Default for FlywheelConfig {
             state_gate: true,
             // One labelled keypoint per object and receptacle in each camera (8 × 2).
             keypoints: 16,
+            // The images reach the policy through what it perceives, so its control part
+            // trains on states alone (`control_steps` below).
+            images_perception_only: true,
             ..VlaConfig::default()
         };
         FlywheelConfig {
@@ -156,6 +159,10 @@ impl Default for FlywheelConfig {
             multiply: MultiplyConfig::default(),
             train: TrainConfig {
                 steps: 3000,
+                // Then the control part alone, from states with the perceived entries, at
+                // ~3× the steps per second: pick-and-place 0 → 32 of 300, 34.5% → 36.7%
+                // (docs/benchmarks.md, "Perception, then control").
+                control_steps: 9000,
                 batch_size: 32,
                 lr: 1e-3,
                 warmup_steps: 50,
@@ -206,6 +213,7 @@ impl FlywheelConfig {
             multiply: MultiplyConfig { per_task: 2 },
             train: TrainConfig {
                 steps: 30,
+                control_steps: 30,
                 batch_size: 8,
                 warmup_steps: 5,
                 val_every: 15,
@@ -648,8 +656,12 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
             if resume {
                 train.header("resuming from the last checkpoint");
             } else {
+                let control = match config.train.control_steps {
+                    0 => String::new(),
+                    n => format!(" + {n} control steps"),
+                };
                 train.header(&format!(
-                    "{} steps, batch {}, on {}",
+                    "{} steps{control}, batch {}, on {}",
                     config.train.steps, config.train.batch_size, config.device
                 ));
                 clear_partial(&train.dir())?;

@@ -287,6 +287,11 @@ fn info(run: &Path) -> Result<ExitCode> {
         ),
         (None, None) => {}
     }
+    if m.images_perception_only && m.cameras > 0 {
+        println!(
+            "           the images feed this perception only: the fusion reads the instruction and the state"
+        );
+    }
     if !m.object_tokens.is_empty() {
         println!(
             "           as {} object tokens of {:?} entries (the arm's state is one more)",

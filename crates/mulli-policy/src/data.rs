@@ -954,6 +954,37 @@ impl TrainData {
         seed: u64,
         stream: (&str, u64),
     ) -> HostBatch {
+        self.pack(samples, norms, augment, seed, stream, true)
+    }
+
+    /// [`Self::batch`] without the frames and what is learned from them (auxiliary and
+    /// pixel targets): a control step's batch (`images` empty), which neither copies nor
+    /// augments a frame (the instruction's word dropout still applies).
+    pub fn state_batch(
+        &self,
+        samples: &[SampleRef],
+        norms: Norms<'_>,
+        augment: &Augment,
+        seed: u64,
+        stream: (&str, u64),
+    ) -> HostBatch {
+        self.pack(samples, norms, augment, seed, stream, false)
+    }
+
+    /// Every training sample, in a fixed order (each task group of each dataset in turn).
+    pub fn train_samples(&self) -> impl Iterator<Item = SampleRef> + '_ {
+        self.groups.iter().flat_map(|g| g.samples.iter().copied())
+    }
+
+    fn pack(
+        &self,
+        samples: &[SampleRef],
+        norms: Norms<'_>,
+        augment: &Augment,
+        seed: u64,
+        stream: (&str, u64),
+        images: bool,
+    ) -> HostBatch {
         let Norms {
             state: state_norm,
             action: action_norm,
@@ -982,7 +1013,7 @@ impl TrainData {
             let src = &self.sources[si as usize];
             let row = row as usize;
             let mut shifts = Vec::with_capacity(cams);
-            for cam in &src.frames {
+            for cam in src.frames.iter().filter(|_| images) {
                 let img = &cam[row * s * s * 3..(row + 1) * s * s * 3];
                 let sh = augment.shift as i32;
                 let shift = if sh > 0 {
@@ -1028,12 +1059,13 @@ impl TrainData {
             let xd = self.layout.aux_names().len();
             if let Some(norm) = aux_norm
                 && xd > 0
+                && images
             {
                 let mut x = src.aux[row * xd..(row + 1) * xd].to_vec();
                 norm.normalize(&mut x);
                 out.aux.extend(x);
             }
-            if let (true, Some(px)) = (self.pixels_on, &self.layout.pixel_source) {
+            if let (true, true, Some(px)) = (images, self.pixels_on, &self.layout.pixel_source) {
                 // The shifted image shows input pixel (x + dx, y + dy) at (x, y), so every
                 // thing moves by (-dx, -dy) pixels: 2/s per pixel in [-1, 1] coordinates.
                 let n = px.cameras.len() * px.things.len() * 2;

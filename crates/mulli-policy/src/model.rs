@@ -164,6 +164,14 @@ pub struct VlaConfig {
     /// receptacle after it, and the instruction alone cannot say which phase it is in; the
     /// arm's state (gripper closed, height) can. Needs `state_gate`; `U` starts at zero.
     pub state_gate_reads_state: bool,
+    /// The images feed perception only: the fusion reads the instruction and the state
+    /// (with the perceived entries), not the image and keypoint tokens. Why: then the
+    /// policy's control part trains on states alone, without decoding or encoding a frame
+    /// (`TrainConfig::control_steps`), at several times the steps per second; a multi-task
+    /// policy that is told the positions needs ~4× the flywheel's steps to place objects
+    /// (docs/benchmarks.md, "Perception, then control"). Needs `perceived > 0`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub images_perception_only: bool,
     pub head: Head,
     /// Euler steps of the flow head at inference.
     pub flow_steps: usize,
@@ -200,6 +208,7 @@ impl Default for VlaConfig {
             object_tokens: Vec::new(),
             state_gate: false,
             state_gate_reads_state: false,
+            images_perception_only: false,
             head: Head::L1,
             flow_steps: 5,
             text_encoder: TextEncoderKind::Bytes,
@@ -329,6 +338,11 @@ impl VlaConfig {
             return Err(PolicyError::Config(
                 "state_gate_reads_state = true extends the state gate: set state_gate = true too"
                     .into(),
+            ));
+        }
+        if self.images_perception_only && self.cameras > 0 && self.perceived == 0 {
+            return Err(PolicyError::Config(
+                "images_perception_only = true: the images then feed only the perceived state entries, and there are none; train with env_state = \"perceived\"".into(),
             ));
         }
         if self.cameras == 0 && self.keypoints > 0 {
@@ -800,6 +814,8 @@ pub struct Vla {
     pixel_cameras: Vec<usize>,
     #[module(skip)]
     lift_reads_arm: bool,
+    #[module(skip)]
+    images_perception_only: bool,
     /// Training only: the share of each batch whose perceived entries are the predictions
     /// (see [`Self::with_perceived_share`]).
     #[module(skip)]
@@ -1076,6 +1092,7 @@ impl Vla {
             pixel_targets: config.pixel_targets,
             pixel_cameras: config.pixel_cameras.clone(),
             lift_reads_arm: config.lift_reads_arm,
+            images_perception_only: config.images_perception_only,
             perceived_share: 0.5,
             aux_select: config.aux_select.iter().map(|&i| i as i64).collect(),
         };
@@ -1101,10 +1118,10 @@ impl Vla {
     /// has one; the perceived state entries come from where `perception` says.
     fn encode_parts(&self, input: VlaInput, perception: Perception) -> Encoded {
         let (images, keypoints) = match (&self.image_proj, input.images) {
-            (Some(proj), Some(images)) => {
-                let (tokens, keypoints) = self.encode_images(proj, images);
-                (Some(tokens), keypoints)
-            }
+            (Some(proj), Some(images)) => self.encode_images(proj, images),
+            // A control step ([`VlaConfig::images_perception_only`]): the perceived entries
+            // of the state are given (true or cached predictions), nothing is perceived.
+            (Some(_), None) if self.images_perception_only => (None, None),
             (Some(_), None) => panic!("a model with cameras gets images (built by the Batcher)"),
             (None, _) => (None, None),
         };
@@ -1217,7 +1234,14 @@ impl Vla {
 
     /// Image tokens `[B, image_tokens (+ cameras keypoint tokens), d]` of images
     /// `[B, cameras, 3, H, W]`, and the keypoints when the model has them.
-    fn encode_images(&self, proj: &Linear, images: Tensor<5>) -> (Tensor<3>, Option<KeypointOut>) {
+    /// The image and keypoint tokens (none when the images feed perception only: a branch
+    /// that no loss reaches stays out of the autodiff graph, where burn keeps it, and the
+    /// steps slowed down threefold over a run) and the keypoints.
+    fn encode_images(
+        &self,
+        proj: &Linear,
+        images: Tensor<5>,
+    ) -> (Option<Tensor<3>>, Option<KeypointOut>) {
         let [b, cams, ch, h, w] = images.dims();
         let d = self.d_model;
         // All cameras through the shared encoder at once.
@@ -1269,17 +1293,20 @@ impl Vla {
             .as_ref()
             .expect("built with image_proj")
             .val();
-        let mut images =
-            proj.forward(grid).reshape([b, cams * per_camera, d]) + positions.unsqueeze_dim(0);
+        let mut images = (!self.images_perception_only).then(|| {
+            proj.forward(grid).reshape([b, cams * per_camera, d]) + positions.unsqueeze_dim(0)
+        });
         let mut out = None;
         if let (Some(kp), Some(map)) = (&self.keypoints, keymap) {
             let side = map.dims()[1];
             let heat = kp.heat(map, later); // [B·cams, S·S, K]
             let k = heat.dims()[2];
             let xy = spatial_softmax(heat.clone(), side).reshape([b * cams, 2 * k]);
-            let tokens = kp.proj.forward(xy.clone()).reshape([b, cams, d])
-                + kp.positions.val().unsqueeze_dim(0);
-            images = Tensor::cat(vec![images, tokens], 1);
+            images = images.map(|grid| {
+                let tokens = kp.proj.forward(xy.clone()).reshape([b, cams, d])
+                    + kp.positions.val().unsqueeze_dim(0);
+                Tensor::cat(vec![grid, tokens], 1)
+            });
             let labelled = kp.absent.as_ref().map(|absent| {
                 let p = self.pixel_targets;
                 let per_camera = heat.clone().reshape([b, cams, side * side, k]);
@@ -1506,6 +1533,39 @@ impl Vla {
         (chunk, perceived)
     }
 
+    /// Stops gradient tracking of the parameters no loss reaches in a step: with the images
+    /// for perception only, the image and keypoint tokens' projections; in a control step
+    /// (no images) also the stem, the keypoints and the auxiliary head. Why: each step's
+    /// model fork makes every tracked parameter a new autodiff leaf, and burn keeps the
+    /// leaves that no backward pass consumes — the steps slowed down over a run, 3× after a
+    /// few thousand. Training calls it before every step (the flag is not saved).
+    pub fn without_unused_grads(mut self, control_step: bool) -> Self {
+        if !self.images_perception_only {
+            return self;
+        }
+        self.image_proj = self.image_proj.map(Module::no_grad);
+        self.image_positions = self.image_positions.map(Module::no_grad);
+        self.keypoints = self.keypoints.map(|mut kp| {
+            kp.proj = kp.proj.no_grad();
+            kp.positions = kp.positions.no_grad();
+            if control_step { kp.no_grad() } else { kp }
+        });
+        if control_step {
+            self.blocks = self.blocks.no_grad();
+            self.patches = self.patches.no_grad();
+            self.aux = self.aux.map(Module::no_grad);
+        }
+        self
+    }
+
+    /// The perceived state entries `[B, perceived]` (normalized) of a batch with images,
+    /// without running the fusion; `None` when the model perceives nothing.
+    pub fn perceive(&self, input: VlaInput) -> Option<Tensor<2>> {
+        self.encode_parts(input, Perception::Predicted)
+            .aux
+            .filter(|_| self.perceived > 0)
+    }
+
     pub fn chunk(&self) -> usize {
         self.chunk
     }
@@ -1730,6 +1790,54 @@ mod tests {
             close(xy[2], 0.0) && close(xy[3], 0.0),
             "flat map → centre: {xy:?}"
         );
+    }
+
+    /// With the images for perception only, the fusion reads the instruction and state
+    /// tokens alone; given no images (a control step), the state's perceived entries are
+    /// read as given; given images, perception fills them.
+    #[test]
+    fn images_for_perception_only_leave_two_tokens_and_may_be_absent() {
+        let device = Device::flex();
+        let config = VlaConfig {
+            keypoints: 4,
+            aux_dim: 3,
+            perceived: 3,
+            state_dim: 5,
+            images_perception_only: true,
+            ..tiny()
+        };
+        let model = Vla::new(&config, 2, &device).unwrap();
+        let input = batch(&config, 2, &device);
+        assert_eq!(model.encode(input.clone()).dims(), [2, 2, config.d_model]);
+        let blind = VlaInput {
+            images: None,
+            ..input.clone()
+        };
+        assert_eq!(model.encode(blind.clone()).dims(), [2, 2, config.d_model]);
+        assert!(model.perceive(input.clone()).is_some());
+        let out = |input: VlaInput| -> Vec<f32> {
+            model.predict(input, None).into_data().try_to_vec().unwrap()
+        };
+        let mut v: Vec<f32> = blind.state.clone().into_data().try_to_vec().unwrap();
+        v[4] += 3.0;
+        let moved = VlaInput {
+            state: Tensor::from_data(TensorData::new(v, [2, 5]), &device),
+            ..blind.clone()
+        };
+        assert_ne!(
+            out(moved),
+            out(blind),
+            "without images, perceived entries are read"
+        );
+        let err = VlaConfig {
+            perceived: 0,
+            aux_dim: 0,
+            ..config
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("images_perception_only"), "{err}");
     }
 
     /// A perceiving model ignores the given values of its perceived state entries at

@@ -6,6 +6,7 @@
 //! line per logged step) and `checkpoint/` (see [`crate::checkpoint`]). Batches are packed
 //! on a background thread one step ahead; what a step sees depends only on `(seed, step)`.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::PolicyError;
 use crate::checkpoint::{self, PolicySpec, TrainState, TrainingSummary};
-use crate::data::{Augment, HostBatch, LoadOptions, Norms, TrainData};
+use crate::data::{Augment, HostBatch, LoadOptions, Norms, SampleRef, TrainData};
 use crate::model::{
     Head, Losses, PixelTargets, TextEncoderKind, TextInput, Vla, VlaConfig, VlaInput,
 };
@@ -54,6 +55,17 @@ pub enum EnvState {
 pub struct TrainConfig {
     pub seed: u64,
     pub steps: u64,
+    /// Steps after `steps` that train the policy's control part from states alone — the
+    /// instruction, the arm and the perceived entries, no frame decoded or encoded — with a
+    /// learning-rate schedule of their own (warmup and cosine again). Perception (stem,
+    /// keypoints, lift) stays as `steps` left it; its predictions on every training frame
+    /// are computed once when these steps begin and given to `perceived_share` of each
+    /// batch, the true values to the rest. Needs `[model] images_perception_only` with
+    /// cameras. Why: a control step costs a fraction of a step with images, and the
+    /// multi-task control is what lacks steps (docs/benchmarks.md, "Perception, then
+    /// control"). 0 = off (and left out of the serialized config).
+    #[serde(skip_serializing_if = "is_zero_steps")]
+    pub control_steps: u64,
     pub batch_size: usize,
     /// Each step's batch is split into this many micro-batches, whose forward and backward
     /// passes run on threads of their own and whose gradients are summed. The model learns
@@ -151,6 +163,7 @@ impl Default for TrainConfig {
             aux_weight: 1.0,
             pixel_weight: 0.0,
             perceived_share: 0.5,
+            control_steps: 0,
             state_ignore: Vec::new(),
             env_state: EnvState::Off,
             env_state_origin: "ee".into(),
@@ -233,12 +246,22 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// Learning rate at `step`: linear warmup, then cosine decay to `lr * min_lr_ratio`.
+    /// Every step of the run: `steps`, then `control_steps`.
+    pub fn total_steps(&self) -> u64 {
+        self.steps + self.control_steps
+    }
+
+    /// Learning rate at `step`: linear warmup, then cosine decay to `lr * min_lr_ratio`;
+    /// the control steps after `steps` run the same schedule over their own count.
     pub fn lr_at(&self, step: u64) -> f64 {
+        let (step, steps) = match step.checked_sub(self.steps) {
+            Some(s) => (s, self.control_steps),
+            None => (step, self.steps),
+        };
         if step < self.warmup_steps {
             return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
         }
-        let span = self.steps.saturating_sub(self.warmup_steps).max(1) as f64;
+        let span = steps.saturating_sub(self.warmup_steps).max(1) as f64;
         let p = ((step - self.warmup_steps) as f64 / span).min(1.0);
         let min = self.lr * self.min_lr_ratio;
         min + (self.lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
@@ -247,6 +270,10 @@ impl TrainConfig {
 
 fn half() -> f32 {
     0.5
+}
+
+fn is_zero_steps(n: &u64) -> bool {
+    *n == 0
 }
 
 fn is_half(x: &f32) -> bool {
@@ -349,6 +376,8 @@ pub struct Batcher {
     pixel_labels: usize,
     keypoint_side: usize,
     pixel_weight: f32,
+    /// Batches without frames are control steps' ([`VlaConfig::images_perception_only`]).
+    images_perception_only: bool,
 }
 
 impl Batcher {
@@ -393,6 +422,7 @@ impl Batcher {
             pixel_labels: config.pixel_targets * config.pixel_cameras.len(),
             keypoint_side: config.keypoint_side(),
             pixel_weight: 1.0,
+            images_perception_only: config.images_perception_only,
         })
     }
 
@@ -444,8 +474,18 @@ impl Batcher {
 
     pub fn input(&self, b: &HostBatch, device: &Device) -> Result<VlaInput, PolicyError> {
         let s = self.image_size;
+        let frames = b.size * self.cameras * 3 * s * s;
+        let stateless = b.images.is_empty() && self.images_perception_only;
+        if self.cameras > 0 && !stateless && b.images.len() != frames {
+            return Err(PolicyError::Observation(format!(
+                "a batch of {} samples has {} image values; the model's {} cameras at {s}×{s} need {frames}",
+                b.size,
+                b.images.len(),
+                self.cameras
+            )));
+        }
         Ok(VlaInput {
-            images: (self.cameras > 0).then(|| {
+            images: (self.cameras > 0 && !stateless).then(|| {
                 Tensor::from_data(
                     TensorData::new(b.images.clone(), [b.size, self.cameras, 3, s, s]),
                     device,
@@ -870,6 +910,13 @@ pub fn train(
         Vec::new()
     };
     model_config.validate()?;
+    if config.control_steps > 0 && model_config.cameras > 0 && !model_config.images_perception_only
+    {
+        return Err(PolicyError::Config(format!(
+            "control_steps = {} train the policy from states alone, but its fusion reads the {} camera(s); set [model] images_perception_only = true (with env_state = \"perceived\")",
+            config.control_steps, model_config.cameras
+        )));
+    }
     let (states, actions) = data.stats_rows();
     let mut state_norm = norm_from_rows(config.norm, &states, data.layout.state_dim)?;
     if !config.state_ignore.is_empty() {
@@ -954,7 +1001,7 @@ pub fn train(
             val_episodes: data.val_episodes,
             train_frames: data.train_len,
             step: state.step,
-            steps: config.steps,
+            steps: config.total_steps(),
             batch_size: config.batch_size,
             seed: config.seed,
             last_loss: None,
@@ -977,7 +1024,7 @@ pub fn train(
 
     on_event(Event::Started {
         first_step: state.step,
-        steps: config.steps,
+        steps: config.total_steps(),
         params,
         data: &data,
     });
@@ -985,7 +1032,9 @@ pub fn train(
     let first = state.step;
     let started = Instant::now();
     let elapsed_before = state.elapsed_s;
-    let (tx, rx) = mpsc::sync_channel::<(u64, HostBatch)>(2);
+    let (tx, rx) = mpsc::sync_channel::<(u64, HostBatch, Vec<SampleRef>)>(2);
+    // The perception's predictions on the training frames, for the control steps.
+    let mut cache: Option<PerceptionCache> = None;
     let mut last_loss = None;
     let mut last_val = None;
     let mut val_extra: Option<Validation> = None;
@@ -996,27 +1045,44 @@ pub fn train(
         let rx = rx;
         let (data, config, spec) = (&data, &config, &spec);
         scope.spawn(move || {
-            for step in first..config.steps {
+            for step in first..config.total_steps() {
                 let samples =
                     data.sample(config.seed, step, config.batch_size, config.balance_tasks);
-                let b = data.batch(
-                    &samples,
-                    Norms {
-                        state: &spec.state_norm,
-                        action: &spec.action_norm,
-                        aux: spec.aux_norm.as_ref(),
-                    },
-                    &config.augment,
-                    config.seed,
-                    ("train-augment", step),
-                );
-                if tx.send((step, b)).is_err() {
+                let norms = Norms {
+                    state: &spec.state_norm,
+                    action: &spec.action_norm,
+                    aux: spec.aux_norm.as_ref(),
+                };
+                let stream = ("train-augment", step);
+                let b = if step < config.steps {
+                    data.batch(&samples, norms, &config.augment, config.seed, stream)
+                } else {
+                    data.state_batch(&samples, norms, &config.augment, config.seed, stream)
+                };
+                if tx.send((step, b, samples)).is_err() {
                     return;
                 }
             }
         });
-        for (step, host) in rx.iter() {
+        for (step, mut host, samples) in rx.iter() {
+            if step >= config.steps && spec.model.cameras > 0 && spec.model.perceived > 0 {
+                if cache.is_none() {
+                    on_event(Event::Loading("perceiving the training frames"));
+                    // The perception is frozen from here on (no control step reaches it),
+                    // so a resumed run computes the same predictions.
+                    cache = Some(PerceptionCache::compute(
+                        &model.valid(),
+                        data,
+                        &batcher,
+                        spec,
+                        &inner,
+                    )?);
+                }
+                let cache = cache.as_ref().expect("computed above");
+                cache.apply(&mut host, &samples, config.perceived_share);
+            }
             let lr = config.lr_at(step);
+            model = model.without_unused_grads(step >= config.steps);
             let (grads, step_losses) =
                 gradients(&batcher, &model, &host, config.micro_batches, device)?;
             let StepLosses {
@@ -1039,7 +1105,7 @@ pub fn train(
             window.1 += host.size;
             state.step = step + 1;
             last_loss = Some(loss);
-            let done = state.step == config.steps;
+            let done = state.step == config.total_steps();
             let validate_now = state.step.is_multiple_of(config.val_every) || done;
             if validate_now {
                 ema.apply_to(&mut ema_model);
@@ -1092,6 +1158,103 @@ pub fn train(
     spec.training.last_loss = last_loss;
     spec.training.last_val_loss = last_val;
     Ok(spec)
+}
+
+/// The perception's predictions (normalized perceived state entries) on every training
+/// frame, computed once for the control steps ([`TrainConfig::control_steps`]).
+struct PerceptionCache {
+    index: HashMap<SampleRef, usize>,
+    /// `[frames, perceived]`, in the order of `index`'s values.
+    values: Vec<f32>,
+    perceived: usize,
+}
+
+/// Frames per forward pass when perceiving the training frames.
+const PERCEIVE_BATCH: usize = 64;
+
+impl PerceptionCache {
+    /// Runs `model`'s perception over every training frame, unaugmented, on two threads
+    /// (each its half, in fixed chunks, so the values do not depend on the scheduling).
+    fn compute(
+        model: &Vla,
+        data: &TrainData,
+        batcher: &Batcher,
+        spec: &PolicySpec,
+        device: &Device,
+    ) -> Result<Self, PolicyError> {
+        let samples: Vec<SampleRef> = data.train_samples().collect();
+        let k = spec.model.perceived;
+        let plain = Augment {
+            shift: 0,
+            brightness: 0.0,
+            contrast: 0.0,
+            word_dropout: 0.0,
+        };
+        let norms = Norms {
+            state: &spec.state_norm,
+            action: &spec.action_norm,
+            aux: spec.aux_norm.as_ref(),
+        };
+        let run = |part: &[SampleRef]| -> Result<Vec<f32>, PolicyError> {
+            let mut out = Vec::with_capacity(part.len() * k);
+            for chunk in part.chunks(PERCEIVE_BATCH) {
+                let host = data.batch(chunk, norms, &plain, 0, ("perceive", 0));
+                let p = model
+                    .perceive(batcher.input(&host, device)?)
+                    .expect("a perceiving model perceives");
+                out.extend(host_values(p.flatten(0, 1)));
+            }
+            Ok(out)
+        };
+        // Split at a chunk boundary, so each chunk is the same whatever the thread count.
+        let half = samples.len().div_ceil(2 * PERCEIVE_BATCH) * PERCEIVE_BATCH;
+        let (a, b) = samples.split_at(half.min(samples.len()));
+        let (va, vb) = std::thread::scope(|scope| {
+            let other = scope.spawn(|| run(b));
+            let first = run(a);
+            (
+                first,
+                other
+                    .join()
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e)),
+            )
+        });
+        let mut values = va?;
+        values.extend(vb?);
+        if values.len() != samples.len() * k {
+            return Err(PolicyError::Config(format!(
+                "perceiving the training frames gave {} values for {} frames × {k} entries",
+                values.len(),
+                samples.len()
+            )));
+        }
+        let index = samples
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (s, i))
+            .collect();
+        Ok(PerceptionCache {
+            index,
+            values,
+            perceived: k,
+        })
+    }
+
+    /// Gives the last `share` of the batch's samples the cached predictions in their
+    /// perceived entries (the end of the state), as a step with images does.
+    fn apply(&self, host: &mut HostBatch, samples: &[SampleRef], share: f32) {
+        let b = host.size;
+        let k = self.perceived;
+        let sd = host.state.len() / b.max(1);
+        let keep = b - ((b as f32 * share).round() as usize).min(b);
+        for (i, s) in samples.iter().enumerate().skip(keep) {
+            let Some(&row) = self.index.get(s) else {
+                continue;
+            };
+            host.state[(i + 1) * sd - k..(i + 1) * sd]
+                .copy_from_slice(&self.values[row * k..(row + 1) * k]);
+        }
+    }
 }
 
 /// What `train.toml` holds: the data and the config of the run.
@@ -1230,6 +1393,37 @@ mod tests {
     /// part's loss is weighted by its share, so with every step valid the sum is the whole
     /// batch's up to float rounding, even for parts of unequal size. The split is
     /// deterministic.
+    #[test]
+    fn control_steps_run_the_schedule_again() {
+        let config = TrainConfig {
+            steps: 100,
+            control_steps: 300,
+            warmup_steps: 10,
+            ..TrainConfig::default()
+        };
+        assert_eq!(config.total_steps(), 400);
+        assert_eq!(config.lr_at(100), config.lr_at(0), "a second warmup");
+        assert!(
+            config.lr_at(99) < config.lr * 0.2,
+            "the image steps end annealed"
+        );
+        assert!(
+            config.lr_at(110) > config.lr * 0.99,
+            "the control steps start high"
+        );
+        let end = config.lr * config.min_lr_ratio;
+        assert!((config.lr_at(400) - end).abs() < 1e-9 * config.lr);
+        let plain = TrainConfig {
+            control_steps: 0,
+            ..config.clone()
+        };
+        assert_eq!(
+            plain.lr_at(99),
+            config.lr_at(99),
+            "the image steps are unchanged"
+        );
+    }
+
     #[test]
     fn micro_batches_sum_to_the_whole_batch_gradient() {
         let config = VlaConfig {

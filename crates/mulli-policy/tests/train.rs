@@ -791,3 +791,110 @@ fn a_pretrained_text_encoder_plugs_into_training_and_inference() {
     let e = train_error(&tmp.path().join("run2"), &data, config);
     assert!(e.contains("no-such-bert"), "{e}");
 }
+
+/// Control steps: after `steps` with images, the policy's control part trains from states
+/// alone. The perception stays as the image steps left it (a perceiving policy with and
+/// without the control steps perceives the same), the actions change, a run killed during
+/// the control steps resumes bit for bit, and configs that cannot work are named errors.
+#[test]
+fn control_steps_train_the_policy_from_states_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = vec![env_dataset(&tmp.path().join("env"), (4, 8), 21)];
+    let mut config = tiny(Head::L1);
+    config.steps = 3;
+    config.checkpoint_every = 2;
+    config.val_every = 2;
+    // The EMA is the last weights: what the policy perceives is what training left.
+    config.ema_decay = 0.0;
+    config.env_state = mulli_policy::EnvState::Perceived;
+    config.env_state_origin = String::new();
+    config.model.keypoints = 4;
+    config.model.images_perception_only = true;
+    let images_only = tmp.path().join("images-only");
+    train_ok(&images_only, &data, config.clone());
+
+    let mut control = config.clone();
+    control.control_steps = 4;
+    let straight = tmp.path().join("straight");
+    train_ok(&straight, &data, control.clone());
+    let m = metrics(&straight);
+    assert_eq!(
+        m.iter().map(|m| m.step).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6, 7]
+    );
+    assert!(m.iter().all(|m| m.loss.is_finite()));
+    // The schedule starts again for the control steps.
+    assert_eq!(m[3].lr, m[0].lr, "{m:?}");
+
+    let mut obs = observation(&["front"], 24);
+    let seen = |run: &Path, obs: &Observation| {
+        let mut policy = VlaPolicy::load(run, &Device::flex()).unwrap();
+        let a = policy.act(obs).unwrap();
+        let p: Vec<f32> = policy.perceived().iter().map(|p| p.value).collect();
+        (a, p)
+    };
+    let (a_images, p_images) = seen(&images_only, &obs);
+    let (a_control, p_control) = seen(&straight, &obs);
+    assert_eq!(p_images.len(), 2);
+    assert_eq!(
+        p_images, p_control,
+        "the control steps leave perception alone"
+    );
+    assert_ne!(a_images, a_control, "the control steps train the actions");
+    // A bright blob in the top-left corner of the uniform image.
+    let img = obs.images.get_mut("front").unwrap();
+    for y in 0..8 {
+        img.rgb[y * 24 * 3..(y * 24 + 8) * 3].fill(250);
+    }
+    assert_ne!(
+        seen(&straight, &obs).1,
+        p_control,
+        "the images still reach the policy through perception"
+    );
+
+    // Killed at the checkpoint of step 4, within the control steps.
+    let killed = tmp.path().join("killed");
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        train(
+            &killed,
+            &data,
+            Some(control.clone()),
+            false,
+            &device(),
+            |e| {
+                if let Event::Checkpoint(dir) = e
+                    && serde_json::from_str::<serde_json::Value>(
+                        &std::fs::read_to_string(dir.join("state.json")).unwrap(),
+                    )
+                    .unwrap()["step"]
+                        == 4
+                {
+                    panic!("killed");
+                }
+            },
+        )
+    }));
+    assert!(r.is_err());
+    train(&killed, &[], None, true, &device(), |_| {}).unwrap();
+    let read = |run: &Path| std::fs::read(run.join("checkpoint/model.safetensors")).unwrap();
+    assert!(
+        read(&straight) == read(&killed),
+        "a run resumed within the control steps differs from the uninterrupted one"
+    );
+
+    // A fusion that reads the images cannot train without them.
+    control.model.images_perception_only = false;
+    let e = train_error(&tmp.path().join("reads-images"), &data, control.clone());
+    assert!(
+        e.contains("control_steps = 4") && e.contains("images_perception_only = true"),
+        "{e}"
+    );
+    // Images for perception only need something to perceive.
+    control.model.images_perception_only = true;
+    control.env_state = mulli_policy::EnvState::Observed;
+    let e = train_error(&tmp.path().join("nothing-perceived"), &data, control);
+    assert!(
+        e.contains("images_perception_only") && e.contains("env_state = \"perceived\""),
+        "{e}"
+    );
+}
