@@ -104,6 +104,14 @@ pub struct VlaConfig {
     /// (after its second stage) and given to the fusion as one extra token per camera;
     /// 0 = none (older checkpoints). See [`Keypoints`].
     pub keypoints: usize,
+    /// Stem stages before the keypoint map (2 = stride 4, 16×16 at 64 px; 1 = stride 2,
+    /// 32×32). Why configurable: one agent-view cell at stride 4 is 8–12 cm of the table,
+    /// and the perceived positions are what limits grasping (docs/benchmarks.md).
+    #[serde(
+        default = "default_keypoint_stage",
+        skip_serializing_if = "is_default_keypoint_stage"
+    )]
+    pub keypoint_stage: usize,
     /// Auxiliary targets predicted from the keypoints during training (object positions from
     /// the dataset's privileged environment state; see [`crate::train`]); set by training
     /// from the data, 0 = none. Unused at inference.
@@ -182,6 +190,14 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+fn default_keypoint_stage() -> usize {
+    KEYPOINT_STAGE
+}
+
+fn is_default_keypoint_stage(n: &usize) -> bool {
+    *n == KEYPOINT_STAGE
+}
+
 impl Default for VlaConfig {
     fn default() -> Self {
         Self {
@@ -199,6 +215,7 @@ impl Default for VlaConfig {
             conv_channels: vec![32, 64, 64, 64],
             stem: ImageStem::Conv,
             keypoints: 0,
+            keypoint_stage: KEYPOINT_STAGE,
             aux_dim: 0,
             perceived: 0,
             pixel_targets: 0,
@@ -267,10 +284,13 @@ impl VlaConfig {
                 "conv_channels contains {c}: each must be a positive multiple of 8 (GroupNorm groups)"
             )));
         }
-        if self.keypoints > 0 && self.conv_channels.len() < KEYPOINT_STAGE {
+        if self.keypoints > 0
+            && (self.keypoint_stage == 0 || self.conv_channels.len() < self.keypoint_stage)
+        {
             return Err(PolicyError::Config(format!(
-                "keypoints = {} needs at least {KEYPOINT_STAGE} stem stages (conv_channels has {})",
+                "keypoints = {} are read after stem stage {} (keypoint_stage, at least 1), and conv_channels has {} stages",
                 self.keypoints,
+                self.keypoint_stage,
                 self.conv_channels.len()
             )));
         }
@@ -388,7 +408,7 @@ impl VlaConfig {
     /// Side of the feature map the keypoints are read from.
     pub fn keypoint_side(&self) -> usize {
         let mut s = self.image_size;
-        for _ in 0..KEYPOINT_STAGE.min(self.conv_channels.len()) {
+        for _ in 0..self.keypoint_stage.min(self.conv_channels.len()) {
             s = match self.stem {
                 ImageStem::Conv => s.saturating_sub(3) / 2 + 1,
                 ImageStem::Patch => s / 2,
@@ -816,6 +836,7 @@ pub struct Vla {
     lift_reads_arm: bool,
     #[module(skip)]
     images_perception_only: bool,
+    keypoint_stage: usize,
     /// Training only: the share of each batch whose perceived entries are the predictions
     /// (see [`Self::with_perceived_share`]).
     #[module(skip)]
@@ -971,7 +992,7 @@ impl Vla {
             &[]
         };
         for (stage, &c) in stem.iter().enumerate() {
-            if stage == KEYPOINT_STAGE {
+            if stage == config.keypoint_stage {
                 keypoint_channels = c_in;
             }
             match config.stem {
@@ -980,11 +1001,11 @@ impl Vla {
             }
             c_in = c;
         }
-        if config.conv_channels.len() == KEYPOINT_STAGE {
+        if config.conv_channels.len() == config.keypoint_stage {
             keypoint_channels = c_in;
         }
         let later_stages = if config.pixel_targets > 0 {
-            stem.get(KEYPOINT_STAGE..).unwrap_or(&[])
+            stem.get(config.keypoint_stage..).unwrap_or(&[])
         } else {
             &[]
         };
@@ -1093,6 +1114,7 @@ impl Vla {
             pixel_cameras: config.pixel_cameras.clone(),
             lift_reads_arm: config.lift_reads_arm,
             images_perception_only: config.images_perception_only,
+            keypoint_stage: config.keypoint_stage,
             perceived_share: 0.5,
             aux_select: config.aux_select.iter().map(|&i| i as i64).collect(),
         };
@@ -1257,11 +1279,11 @@ impl Vla {
         let grid: Tensor<3> = if self.patches.is_empty() {
             let mut x = x;
             for (stage, block) in self.blocks.iter().enumerate() {
-                if stage == KEYPOINT_STAGE && with_keypoints {
+                if stage == self.keypoint_stage && with_keypoints {
                     keymap = Some(x.clone().permute([0, 2, 3, 1]));
                 }
                 x = block.forward(x);
-                if stage >= KEYPOINT_STAGE && with_context {
+                if stage >= self.keypoint_stage && with_context {
                     later.push(x.clone().permute([0, 2, 3, 1]));
                 }
             }
@@ -1273,11 +1295,11 @@ impl Vla {
         } else {
             let mut x = x.permute([0, 2, 3, 1]);
             for (stage, block) in self.patches.iter().enumerate() {
-                if stage == KEYPOINT_STAGE && with_keypoints {
+                if stage == self.keypoint_stage && with_keypoints {
                     keymap = Some(x.clone());
                 }
                 x = block.forward(x);
-                if stage >= KEYPOINT_STAGE && with_context {
+                if stage >= self.keypoint_stage && with_context {
                     later.push(x.clone());
                 }
             }
@@ -1789,6 +1811,57 @@ mod tests {
         assert!(
             close(xy[2], 0.0) && close(xy[3], 0.0),
             "flat map → centre: {xy:?}"
+        );
+    }
+
+    /// The keypoint map can be read after the first stem stage (stride 2): twice the side,
+    /// the same outputs; stage 0 and stages past the stem are errors.
+    #[test]
+    fn keypoints_can_be_read_at_stride_two() {
+        let device = Device::flex();
+        for stem in [ImageStem::Conv, ImageStem::Patch] {
+            let four = VlaConfig {
+                stem,
+                keypoints: 4,
+                aux_dim: 3,
+                ..tiny()
+            };
+            let two = VlaConfig {
+                keypoint_stage: 1,
+                ..four.clone()
+            };
+            assert!(two.keypoint_side() > four.keypoint_side(), "{stem:?}");
+            let model = Vla::new(&two, 1, &device).unwrap();
+            let input = batch(&two, 2, &device);
+            assert_eq!(
+                model.encode(input.clone()).dims(),
+                [2, two.image_tokens() + two.cameras + 2, two.d_model]
+            );
+            assert_eq!(
+                model.predict(input, None).dims(),
+                [2, two.chunk, two.action_dim]
+            );
+        }
+        for stage in [0, 9] {
+            let err = VlaConfig {
+                keypoints: 4,
+                keypoint_stage: stage,
+                ..tiny()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("keypoint_stage"), "{err}");
+        }
+        let old: VlaConfig = serde_json::from_str(r#"{"keypoints": 4}"#).unwrap();
+        assert_eq!(
+            old.keypoint_stage, 2,
+            "configs from before read at stride 4"
+        );
+        assert!(
+            !serde_json::to_string(&old)
+                .unwrap()
+                .contains("keypoint_stage")
         );
     }
 
