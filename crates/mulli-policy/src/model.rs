@@ -1703,6 +1703,17 @@ mod tests {
         }
     }
 
+    /// A tiny model whose last 3 of 5 state entries are perceived (4 keypoints).
+    fn perceiving() -> VlaConfig {
+        VlaConfig {
+            keypoints: 4,
+            aux_dim: 3,
+            perceived: 3,
+            state_dim: 5,
+            ..tiny()
+        }
+    }
+
     fn batch(config: &VlaConfig, b: usize, device: &Device) -> VlaInput {
         let s = config.image_size;
         let tok = ByteTokenizer::new(config.text_len);
@@ -1872,12 +1883,8 @@ mod tests {
     fn images_for_perception_only_leave_two_tokens_and_may_be_absent() {
         let device = Device::flex();
         let config = VlaConfig {
-            keypoints: 4,
-            aux_dim: 3,
-            perceived: 3,
-            state_dim: 5,
             images_perception_only: true,
-            ..tiny()
+            ..perceiving()
         };
         let model = Vla::new(&config, 2, &device).unwrap();
         let input = batch(&config, 2, &device);
@@ -1919,13 +1926,7 @@ mod tests {
     #[test]
     fn perceived_state_entries_come_from_the_aux_head() {
         let device = Device::flex();
-        let config = VlaConfig {
-            keypoints: 4,
-            aux_dim: 3,
-            perceived: 3,
-            state_dim: 5,
-            ..tiny()
-        };
+        let config = perceiving();
         let model = Vla::new(&config, 2, &device).unwrap();
         let input = batch(&config, 2, &device);
         let out = |state: Tensor<2>| -> Vec<f32> {
