@@ -76,6 +76,15 @@ pub struct CaptureConfig {
     /// the way back from where the noise pushed the arm (`mulli sim record --dart`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dart: bool,
+    /// Probability per demo that the object slips away as the hand first closes on it, so
+    /// the expert's second grasp is in the demos (`mulli sim record --slip`). Such demos
+    /// are not re-targeted by the multiply stage.
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub slip: f64,
+}
+
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -111,6 +120,7 @@ impl Default for CaptureConfig {
             noise: 0.002,
             success_tail: 10,
             dart: false,
+            slip: 0.0,
         }
     }
 }
@@ -519,8 +529,13 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
         None => {
             let t = Instant::now();
             let episodes = config.capture.episodes_per_task * n_tasks;
+            let slip = if config.capture.slip > 0.0 {
+                format!(", slip {}", config.capture.slip)
+            } else {
+                String::new()
+            };
             capture.header(&format!(
-                "{episodes} scripted demos ({} per task, noise {} m/step)",
+                "{episodes} scripted demos ({} per task, noise {} m/step{slip})",
                 config.capture.episodes_per_task, config.capture.noise
             ));
             clear_partial(&capture.dir())?;
@@ -533,6 +548,7 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
                 noise: config.capture.noise,
                 keep_failures: false,
                 dart: config.capture.dart,
+                slip: config.capture.slip,
                 split: Split::Train,
                 env: EnvConfig {
                     success_tail: config.capture.success_tail,
@@ -548,8 +564,13 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
             )
             .with_context(|| format!("recording demos into {}", capture_data.display()))?;
             pb.finish_and_clear();
+            let slipped = if report.slipped > 0 {
+                format!(", {} with a slipped grasp", report.slipped)
+            } else {
+                String::new()
+            };
             println!(
-                "          {} episodes, {} frames ({} expert attempts) in {:.0} s",
+                "          {} episodes{slipped}, {} frames ({} expert attempts) in {:.0} s",
                 report.episodes,
                 report.frames,
                 report.attempts,

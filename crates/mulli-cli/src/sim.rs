@@ -99,6 +99,10 @@ pub enum SimCmd {
         /// 0.006).
         #[arg(long)]
         dart: bool,
+        /// Probability per episode that the object slips 5–7 cm away as the hand first
+        /// closes on it, so the demo shows the expert's second grasp (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        slip: f64,
         /// Which layouts, phrasings and scene variations: train (default; EN + KO training
         /// phrasings), or an evaluation split (seen_layouts, held_out_layouts,
         /// held_out_phrasings, korean, distractors, visual_changes).
@@ -147,6 +151,7 @@ pub fn run(cmd: SimCmd) -> Result<ExitCode> {
             noise,
             keep_failures,
             dart,
+            slip,
             split,
             force,
             append,
@@ -162,6 +167,7 @@ pub fn run(cmd: SimCmd) -> Result<ExitCode> {
                 noise,
                 keep_failures,
                 dart,
+                slip,
                 split: Split::from_id(&split)?,
                 env: EnvConfig {
                     success_tail,
@@ -345,6 +351,12 @@ fn record(out: &Path, opts: &RecordOptions, mode: WriteMode) -> Result<ExitCode>
         report.frames as f64 / secs,
         report.attempts
     );
+    if report.slipped > 0 {
+        println!(
+            "{} episodes with a slipped first grasp (--slip)",
+            report.slipped
+        );
+    }
     for (task, t) in &report.per_task {
         let failures = t
             .failures

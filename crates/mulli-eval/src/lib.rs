@@ -486,7 +486,14 @@ fn run_episode<P: Policy>(
             && exec.queries() > queries
             && let Some(e) = target_error(&exec.policy().perceived(), target)
         {
-            tracing::debug!(task = %job.task.id(), index = job.index, step = env.steps(), err_cm = 100.0 * e, "perceived the target");
+            let hand_cm = spec
+                .task
+                .target_object()
+                .and_then(|o| env.scene().object_pose(o))
+                .map(|p| {
+                    100.0 * (env.scene().tcp().translation - p.translation.as_dvec3()).length()
+                });
+            tracing::debug!(task = %job.task.id(), index = job.index, step = env.steps(), err_cm = 100.0 * e, ?hand_cm, "perceived the target");
             perception_errors.push(e);
         }
         let r = env.step(&action).map_err(|e| policy_err(Box::new(e)))?;

@@ -381,6 +381,12 @@ impl KitchenEnv {
     pub fn scene(&self) -> &Scene {
         &self.scene
     }
+
+    /// Perturbs the scene: slides the loose object `kind` away from the hand (see
+    /// [`Scene::slip_object`]); returns whether it moved.
+    pub fn slip_object(&mut self, kind: crate::objects::ObjectKind, distance: f32) -> bool {
+        self.scene.slip_object(kind, distance)
+    }
     pub fn task(&self) -> &Arc<dyn Task> {
         &self.task
     }

@@ -9,6 +9,7 @@ use crate::env::{EnvConfig, KitchenEnv, StepResult, environment_state_names, sta
 use crate::error::SimError;
 use crate::expert::NoisyExpert;
 use crate::tasks::{EpisodeSpec, FailureReason, Split, Suite};
+use mulli_core::rng::{self, RngExt};
 use mulli_core::{FeatureSpec, Features, Frame, Observation, Value};
 use mulli_data::{DatasetWriter, WriteMode, WriterOptions};
 use rayon::prelude::*;
@@ -33,6 +34,11 @@ pub struct RecordOptions {
     /// [`NoisyExpert::act_both`]); otherwise the executed, noisy action is the label, as
     /// a teleoperator's would be.
     pub dart: bool,
+    /// Probability per episode that the task's object slips away (5–7 cm, see
+    /// [`crate::scene::Scene::slip_object`]) as the hand first closes on it; the expert then
+    /// finds the gripper empty, opens and grasps again. Why: a policy whose grasp misses
+    /// must have seen a second attempt, and scripted demos never miss. 0 = never.
+    pub slip: f64,
     pub split: Split,
     pub env: EnvConfig,
 }
@@ -47,6 +53,7 @@ impl Default for RecordOptions {
             noise: 0.002,
             keep_failures: false,
             dart: false,
+            slip: 0.0,
             split: Split::Train,
             env: EnvConfig::default(),
         }
@@ -67,6 +74,8 @@ pub struct RecordReport {
     pub episodes: usize,
     pub frames: usize,
     pub attempts: usize,
+    /// Written episodes whose object slipped away from the first grasp ([`RecordOptions::slip`]).
+    pub slipped: usize,
     pub per_task: BTreeMap<String, TaskTally>,
 }
 
@@ -78,6 +87,8 @@ pub struct Rollout {
     pub success: bool,
     pub failure: Option<FailureReason>,
     pub steps: usize,
+    /// The object slipped away from the first grasp ([`RecordOptions::slip`]).
+    pub slipped: bool,
 }
 
 /// The dataset features a recording writes.
@@ -145,18 +156,39 @@ pub fn rollout(
     noise: f64,
     capture: bool,
 ) -> Result<Rollout, SimError> {
-    rollout_labelled(spec, index, config, noise, capture, false)
+    let opts = RolloutOptions {
+        noise,
+        capture,
+        ..RolloutOptions::default()
+    };
+    rollout_with(spec, index, config, &opts)
 }
 
-/// [`rollout`]; with `dart` the frames' actions are the expert's own, not the executed
-/// noisy ones ([`RecordOptions::dart`]).
-pub fn rollout_labelled(
+/// How [`rollout_with`] drives and labels an episode.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RolloutOptions {
+    /// Expert action noise (m per step); 0 passes the expert's actions through.
+    pub noise: f64,
+    /// Keep the frames.
+    pub capture: bool,
+    /// The frames' actions are the expert's own, not the executed noisy ones
+    /// ([`RecordOptions::dart`]).
+    pub dart: bool,
+    /// [`RecordOptions::slip`].
+    pub slip: f64,
+}
+
+/// Slide distance range (m) of a slip: beyond the grasp radius of every object, so the
+/// closing hand finds nothing, and beyond one step of the hand, so re-targeting can tell
+/// the jump from carrying (`mulli-synth` leaves such demos out).
+const SLIP_DISTANCE: (f32, f32) = (0.05, 0.07);
+
+/// One episode of `spec` driven by the (noisy) scripted expert.
+pub fn rollout_with(
     spec: &EpisodeSpec,
     index: u64,
     config: &EnvConfig,
-    noise: f64,
-    capture: bool,
-    dart: bool,
+    opts: &RolloutOptions,
 ) -> Result<Rollout, SimError> {
     let mut env = KitchenEnv::new(
         spec.env_config(config),
@@ -164,20 +196,40 @@ pub fn rollout_labelled(
         spec.seed,
         &spec.instruction,
     )?;
-    // Noise 0 passes the expert's actions through unchanged.
-    let mut expert = NoisyExpert::new(spec.task.expert(), noise, spec.seed);
+    let mut expert = NoisyExpert::new(spec.task.expert(), opts.noise, spec.seed);
+    // Drawn before the episode from a stream of its own, so the draw does not depend on
+    // the trajectory and a slip-free episode is the same as without the option.
+    let mut slip = None;
+    if opts.slip > 0.0 {
+        let mut rng = rng::substream(spec.seed, "record-slip", 0);
+        if rng.random_bool(opts.slip.clamp(0.0, 1.0)) {
+            let d = rng.random_range(SLIP_DISTANCE.0..=SLIP_DISTANCE.1);
+            slip = Some(if rng.random_bool(0.5) { d } else { -d });
+        }
+    }
+    let mut slipped = false;
+    let mut was_closing = false;
     let mut frames = Vec::new();
     let mut obs = env.observe();
     loop {
         let (clean, action) = expert.act_both(env.scene());
+        let closing = action[6] > 0.0;
+        if closing
+            && !was_closing
+            && let Some(d) = slip.take()
+            && let Some(object) = spec.task.target_object()
+        {
+            slipped = env.slip_object(object, d);
+        }
+        was_closing = closing;
         let env_state = env.environment_state();
         let result = env.step(&action)?;
-        if capture {
+        if opts.capture {
             frames.push(frame(
                 &spec.instruction,
                 &mut obs,
                 env_state,
-                if dart { &clean } else { &action },
+                if opts.dart { &clean } else { &action },
                 &result,
             ));
         }
@@ -190,6 +242,7 @@ pub fn rollout_labelled(
                 success: result.info.success,
                 failure: result.info.failure,
                 steps: result.info.step,
+                slipped,
             });
         }
     }
@@ -213,6 +266,12 @@ pub fn record(
         return Err(SimError::Config(format!(
             "noise = {}: must be between 0 and {MAX_NOISE} m per step",
             opts.noise
+        )));
+    }
+    if !(0.0..=1.0).contains(&opts.slip) {
+        return Err(SimError::Config(format!(
+            "slip = {}: a probability, between 0 and 1",
+            opts.slip
         )));
     }
     let suite = Suite::named(&opts.suite)?.with_tasks(&opts.tasks)?;
@@ -249,7 +308,13 @@ pub fn record(
             .par_iter()
             .map(|&i| {
                 let spec = suite.episode(opts.split, i, opts.seed);
-                rollout_labelled(&spec, i, &env, opts.noise, true, opts.dart)
+                let ro = RolloutOptions {
+                    noise: opts.noise,
+                    capture: true,
+                    dart: opts.dart,
+                    slip: opts.slip,
+                };
+                rollout_with(&spec, i, &env, &ro)
             })
             .collect();
         for r in rollouts {
@@ -272,6 +337,7 @@ pub fn record(
                 writer.save_episode()?;
                 tally.written += 1;
                 report.episodes += 1;
+                report.slipped += usize::from(r.slipped);
                 report.frames += r.frames.len();
                 progress(report.episodes, opts.episodes);
             }

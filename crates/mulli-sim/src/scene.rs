@@ -508,6 +508,57 @@ impl Scene {
         })
     }
 
+    /// Moves the loose object `kind` horizontally by `offset` (m) and stops it, if the new
+    /// spot is inside the placement region and clear of every other object and receptacle;
+    /// returns whether it moved. Why: a recorder's perturbation (the object slips away as
+    /// the hand closes on it, [`crate::record::RecordOptions::slip`]), so that demos show
+    /// what to do after a missed grasp.
+    pub fn displace_object(&mut self, kind: ObjectKind, offset: glam::Vec2) -> bool {
+        let Some(obj) = self.object(kind) else {
+            return false;
+        };
+        let body = obj.body;
+        let r = kind.shape().footprint_radius();
+        let at = self.body_pose(body).translation + offset.extend(0.0);
+        let (px, py) = (crate::layout::PLACE_X, crate::layout::PLACE_Y);
+        if at.x < px.0 + r || at.x > px.1 - r || at.y < py.0 + r || at.y > py.1 - r {
+            return false;
+        }
+        let clear = |c: Vec3, cr: f32| (at - c).truncate().length() >= r + cr + 0.01;
+        let objects_clear = self.objects.iter().filter(|o| o.kind != kind).all(|o| {
+            clear(
+                self.body_pose(o.body).translation,
+                o.kind.shape().footprint_radius(),
+            )
+        });
+        let receptacles_clear = self.receptacles.iter().all(|rc| {
+            clear(
+                self.body_pose(rc.body).translation,
+                rc.kind.footprint_radius(),
+            )
+        });
+        if !objects_clear || !receptacles_clear {
+            return false;
+        }
+        let b = &mut self.world.bodies[body];
+        b.set_translation(at, true);
+        b.set_linvel(Vec3::ZERO, true);
+        b.set_angvel(Vec3::ZERO, true);
+        true
+    }
+
+    /// Slides the loose object `kind` `distance` m (signed) along the hand's horizontal x
+    /// axis — across the fingers' closing direction, so it leaves the gap between them
+    /// without passing through one — or, where that spot is taken, the other way, with
+    /// [`Self::displace_object`]'s checks.
+    pub fn slip_object(&mut self, kind: ObjectKind, distance: f32) -> bool {
+        let x = self.body_pose(self.arm.hand).rotation * Vec3::X;
+        let dir = x.truncate().normalize_or_zero();
+        dir != glam::Vec2::ZERO
+            && (self.displace_object(kind, dir * distance)
+                || self.displace_object(kind, -dir * distance))
+    }
+
     /// Whether any finger touches the collider of `kind`.
     pub fn touches(&self, kind: ObjectKind) -> bool {
         let Some(obj) = self.object(kind) else {

@@ -201,3 +201,65 @@ fn dart_records_the_experts_action_on_the_noisy_path() {
     let (_, _, clean_dart) = read("clean_dart", 0.0, true);
     assert_eq!(files(&clean), files(&clean_dart));
 }
+
+/// `slip`: the object slides away as the hand first closes on it; the expert finds the
+/// gripper empty, opens and grasps again, and the demo still succeeds. The same seed gives
+/// the same bytes, and an out-of-range probability is refused by name.
+#[test]
+fn a_slipped_grasp_is_followed_by_a_second_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = RecordOptions {
+        tasks: vec!["pick_up_cube".into()],
+        slip: 1.0,
+        ..options(4)
+    };
+    let a = tmp.path().join("a");
+    let report = record(&a, &opts, WriteMode::Create, |_, _| {}).unwrap();
+    assert_eq!((report.episodes, report.attempts), (4, 4), "{report:?}");
+    assert!(
+        report.slipped >= 2,
+        "slipped {} of 4 (the spot beside the cube is free in most layouts)",
+        report.slipped
+    );
+
+    let ds = Dataset::open(&a).unwrap();
+    let action = ds.table.f32s("action").unwrap();
+    let env = ds.table.f32s("observation.environment_state").unwrap();
+    let names = mulli_sim::env::environment_state_names();
+    let (cx, cy) = (
+        names.iter().position(|n| n == "cube.x").unwrap(),
+        names.iter().position(|n| n == "cube.y").unwrap(),
+    );
+    let (aw, ew) = (action.len() / ds.table.len, names.len());
+    let mut with_retry = 0;
+    for pos in 0..ds.episodes.len() {
+        let (from, to) = ds.episode_rows(pos).unwrap();
+        let closes = (from + 1..to)
+            .filter(|&r| action[r * aw + 6] > 0.0 && action[(r - 1) * aw + 6] <= 0.0)
+            .count();
+        let jump = (from + 1..to)
+            .map(|r| {
+                let (x0, y0) = (env[(r - 1) * ew + cx], env[(r - 1) * ew + cy]);
+                (env[r * ew + cx] - x0).hypot(env[r * ew + cy] - y0)
+            })
+            .fold(0.0f32, f32::max);
+        if jump > 0.045 {
+            assert!(
+                closes >= 2,
+                "episode {pos}: the cube jumped but one grasp only"
+            );
+            with_retry += 1;
+        }
+    }
+    assert_eq!(with_retry, report.slipped);
+
+    let b = tmp.path().join("b");
+    record(&b, &opts, WriteMode::Create, |_, _| {}).unwrap();
+    assert!(files(&a) == files(&b), "same seed, same bytes");
+
+    let bad = RecordOptions { slip: 1.5, ..opts };
+    let e = record(&tmp.path().join("c"), &bad, WriteMode::Create, |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("slip = 1.5"), "{e}");
+}

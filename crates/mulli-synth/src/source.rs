@@ -220,6 +220,18 @@ pub fn load(root: &Path) -> Result<SourceSet, SynthError> {
             skipped.push((ep.index, "non-finite values".into()));
             continue;
         }
+        if let Some((name, frame, d)) = first_jump(&demo.env, &expected) {
+            skipped.push((
+                ep.index,
+                format!(
+                    "{name} jumped {:.1} cm between frames {frame} and {} (a perturbation such \
+                     as `slip`): re-targeting assumes objects move only with the hand",
+                    100.0 * d,
+                    frame + 1
+                ),
+            ));
+            continue;
+        }
         demos.push(demo);
     }
     Ok(SourceSet {
@@ -228,6 +240,44 @@ pub fn load(root: &Path) -> Result<SourceSet, SynthError> {
         camera,
         demos,
         skipped,
+    })
+}
+
+/// Largest horizontal distance (m) a thing moves between two frames by itself: one step
+/// of the hand (`MAX_DPOS`) with margin.
+pub const MAX_JUMP: f64 = 1.5 * MAX_DPOS as f64;
+/// Horizontal motion (m) between two frames below which a thing counts as at rest.
+const AT_REST: f64 = 0.01;
+
+/// The first thing (by its `.x`/`.y` entries in `names`) that *jumps*: moves more than
+/// [`MAX_JUMP`] horizontally between two consecutive frames of `env` while at rest in the
+/// frame pairs before and after — its name, the frame and the distance. Why that shape: a
+/// perturbation (`mulli sim record --slip`) moves a resting object in one step and leaves
+/// it at rest, which no re-targeted trajectory reproduces; a knocked or falling object also
+/// moves fast, but over several frames, and stays a source as before.
+pub fn first_jump(env: &[Vec<f32>], names: &[String]) -> Option<(String, usize, f64)> {
+    let pairs: Vec<(&str, usize, usize)> = names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            let thing = n.strip_suffix(".x")?;
+            let j = names.iter().position(|m| *m == format!("{thing}.y"))?;
+            Some((thing, i, j))
+        })
+        .collect();
+    let moved = |f: usize, i: usize, j: usize| -> f64 {
+        match (env.get(f), env.get(f + 1)) {
+            (Some(a), Some(b)) => f64::from(b[i] - a[i]).hypot(f64::from(b[j] - a[j])),
+            _ => 0.0,
+        }
+    };
+    (0..env.len().saturating_sub(1)).find_map(|f| {
+        pairs.iter().find_map(|&(thing, i, j)| {
+            let d = moved(f, i, j);
+            let before = if f == 0 { 0.0 } else { moved(f - 1, i, j) };
+            (d > MAX_JUMP && before < AT_REST && moved(f + 1, i, j) < AT_REST)
+                .then(|| (thing.to_string(), f, d))
+        })
     })
 }
 
@@ -273,5 +323,36 @@ impl TaskIndex {
             .map(|t| t.id().to_string())
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jump_is_found_and_carrying_is_not() {
+        let names: Vec<String> = ["cube.x", "cube.y", "cube.z", "fridge.x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        // One hand step a frame (3 cm, diagonally 4.2 cm): carrying.
+        let carried: Vec<Vec<f32>> = (0..5)
+            .map(|i| vec![0.03 * i as f32, 0.03 * i as f32, 0.1, 1.0])
+            .collect();
+        assert_eq!(first_jump(&carried, &names), None);
+        // Knocked flying: 6 cm a frame over three frames.
+        let flung: Vec<Vec<f32>> = (0..6)
+            .map(|i| vec![0.06 * i.clamp(1, 4) as f32, 0.0, 0.1, 1.0])
+            .collect();
+        assert_eq!(first_jump(&flung, &names), None);
+        // At rest, 6 cm in one frame, at rest again: a slip.
+        let mut slipped = vec![vec![0.4, 0.1, 0.02, 1.0]; 6];
+        for row in &mut slipped[3..] {
+            row[1] += 0.06;
+        }
+        let (thing, frame, d) = first_jump(&slipped, &names).unwrap();
+        assert_eq!((thing.as_str(), frame), ("cube", 2));
+        assert!((d - 0.06).abs() < 1e-4, "{d}");
     }
 }

@@ -185,3 +185,33 @@ fn a_success_tail_carries_over_to_generated_demos() {
         assert!(n.iter().all(|&(k, last)| fits(k) && last), "{name}: {n:?}");
     }
 }
+
+/// Demos whose object slipped away from the first grasp (`slip`) are left out of the
+/// sources, with a reason that names the object and the frame; the others are used.
+#[test]
+fn slipped_demos_are_not_sources() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("source");
+    let mut env = EnvConfig::default();
+    env.cameras.width = 32;
+    env.cameras.height = 32;
+    let opts = RecordOptions {
+        tasks: vec!["pick_up_cube".into()],
+        episodes: 4,
+        seed: 5,
+        slip: 0.5,
+        env,
+        ..RecordOptions::default()
+    };
+    let report = record(&src, &opts, WriteMode::Create, |_, _| {}).unwrap();
+    assert!(report.slipped > 0 && report.slipped < 4, "{report:?}");
+    let source = load(&src).unwrap();
+    assert_eq!(source.demos.len(), 4 - report.slipped);
+    assert_eq!(source.skipped.len(), report.slipped);
+    for (_, why) in &source.skipped {
+        assert!(
+            why.starts_with("cube jumped") && why.contains("slip"),
+            "{why}"
+        );
+    }
+}
