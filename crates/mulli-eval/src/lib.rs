@@ -472,7 +472,8 @@ fn run_episode<P: Policy>(
         None
     };
     let (mut sum_reward, mut max_reward) = (0.0f64, 0.0f64);
-    let target = spec.task.target_object().map(|o| o.id());
+    let target_kind = spec.task.target_object();
+    let target = target_kind.map(|o| o.id());
     let mut perception_errors = Vec::new();
     let (success, failure, steps) = loop {
         if let Some(v) = &mut video {
@@ -486,14 +487,8 @@ fn run_episode<P: Policy>(
             && exec.queries() > queries
             && let Some(e) = target_error(&exec.policy().perceived(), target)
         {
-            let hand_cm = spec
-                .task
-                .target_object()
-                .and_then(|o| env.scene().object_pose(o))
-                .map(|p| {
-                    100.0 * (env.scene().tcp().translation - p.translation.as_dvec3()).length()
-                });
-            tracing::debug!(task = %job.task.id(), index = job.index, step = env.steps(), err_cm = 100.0 * e, ?hand_cm, "perceived the target");
+            // The field is evaluated only when debug logging is on.
+            tracing::debug!(task = %job.task.id(), index = job.index, step = env.steps(), err_cm = 100.0 * e, hand_cm = ?hand_to_target_cm(&env, target_kind), "perceived the target");
             perception_errors.push(e);
         }
         let r = env.step(&action).map_err(|e| policy_err(Box::new(e)))?;
@@ -527,6 +522,16 @@ fn run_episode<P: Policy>(
         },
         video: video.map(|v| (v.writer, v.last)),
     })
+}
+
+/// How far (cm) the tool centre is from the target object now (`None` without one): with the
+/// perception error, it says whether a grasp failed because of where the object was seen.
+fn hand_to_target_cm(
+    env: &KitchenEnv,
+    target: Option<mulli_sim::objects::ObjectKind>,
+) -> Option<f64> {
+    let pose = env.scene().object_pose(target?)?;
+    Some(100.0 * (env.scene().tcp().translation - pose.translation.as_dvec3()).length())
 }
 
 /// The distance (m) between where a policy perceived `target` (its `.x`, `.y`, `.z`
