@@ -251,6 +251,11 @@ impl FlywheelConfig {
             self.eval.episodes_per_task > 0,
             "eval.episodes_per_task = 0: evaluate at least one episode per task and split"
         );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.capture.slip),
+            "capture.slip = {}: a probability, between 0 and 1",
+            self.capture.slip
+        );
         anyhow::ensure!(self.eval.execute > 0, "eval.execute must be at least 1");
         anyhow::ensure!(
             self.eval.execute <= self.train.model.chunk,
@@ -879,6 +884,10 @@ mod tests {
             ..Default::default()
         };
         assert!(c.check().unwrap_err().to_string().contains("juggle"));
+        let mut c = FlywheelConfig::default();
+        c.capture.slip = -0.1;
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("capture.slip = -0.1"), "{e}");
     }
 
     #[test]
