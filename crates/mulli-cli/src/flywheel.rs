@@ -338,8 +338,10 @@ pub struct FlywheelRecord {
 /// pixel-labelled perception of session 12 (wrist labels, "not in view", near lift). Eval 2:
 /// episodes record where a placing task let go of its object (session 13). Multiply 3:
 /// generated demos go on past success like the captured ones (`success_tail`, session
-/// 13). Later stages hash the earlier ones' hashes, so a bump reruns everything downstream.
-const RECIPES: [(&str, u32); 4] = [("capture", 4), ("multiply", 3), ("train", 2), ("eval", 2)];
+/// 13). Train 3: the wrist camera's lift follows rays from a hand–eye calibration
+/// (session 17). Later stages hash the earlier ones' hashes, so a bump reruns everything
+/// downstream.
+const RECIPES: [(&str, u32); 4] = [("capture", 4), ("multiply", 3), ("train", 3), ("eval", 2)];
 
 fn recipe(stage: &str) -> u32 {
     RECIPES

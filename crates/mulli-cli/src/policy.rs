@@ -269,8 +269,32 @@ fn info(run: &Path) -> Result<ExitCode> {
                 spec.pixel_things.join(", ")
             );
         }
-        if spec.model.lift_reads_arm {
-            println!("lift       positions from the labelled keypoints and the arm's state");
+        match (&spec.model.hand_eye, spec.model.lift_reads_arm) {
+            (Some(h), _) => {
+                for (j, c) in h.cameras.iter().enumerate() {
+                    let camera = spec
+                        .model
+                        .pixel_cameras
+                        .get(j + 1)
+                        .and_then(|&i| spec.cameras.get(i))
+                        .map_or("?", String::as_str);
+                    println!(
+                        "lift       {camera}: along the keypoint's ray from the hand (calibrated on {} labels to {:.3} px; centre {:.3}, {:.3}, {:.3} m in the hand's frame), down to the height {} sees",
+                        c.points,
+                        c.fit_px,
+                        c.centre[0],
+                        c.centre[1],
+                        c.centre[2],
+                        spec.cameras
+                            .get(spec.model.pixel_cameras[0])
+                            .map_or("?", String::as_str)
+                    );
+                }
+            }
+            (None, true) => {
+                println!("lift       positions from the labelled keypoints and the arm's state")
+            }
+            (None, false) => {}
         }
     }
     match (&spec.env_state, spec.required_env_state()) {
@@ -461,6 +485,8 @@ pub fn train_with_progress(
                 }
             }
             Event::Checkpoint(dir) => tracing::info!(dir = %dir.display(), "checkpoint"),
+            Event::Note(note) => pb.suspend(|| tracing::info!("{note}")),
+            Event::Warning(w) => pb.suspend(|| tracing::warn!("{w}")),
         },
     )
     .with_context(|| format!("training into {}", out.display()))?;

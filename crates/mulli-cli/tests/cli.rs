@@ -612,6 +612,16 @@ fn quick_flywheel_runs_every_stage_and_caches_them() {
     // The policy loads.
     let info = ok(&["policy", "info", s(&dir("train").join("run"))]);
     assert!(info.contains("parameters"), "{info}");
+    // The wrist camera's lift is calibrated on the capture's labels: the kitchen's wrist
+    // camera sits 7 cm beside and 10 cm behind the hand, and the labels fit it exactly.
+    let lift = info
+        .lines()
+        .find(|l| l.starts_with("lift       wrist: along the keypoint's ray"))
+        .unwrap_or_else(|| panic!("no calibrated wrist lift: {info}"));
+    assert!(
+        lift.contains("to 0.00") && lift.contains("centre 0.070,") && lift.contains(", -0.100 m"),
+        "{lift}"
+    );
     // eval_info.json covers 3 tasks × 6 splits × 1 episode and lists videos that exist.
     let eval: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir("eval").join("eval_info.json")).unwrap())

@@ -972,6 +972,22 @@ impl TrainData {
     }
 
     /// Every training sample, in a fixed order (each task group of each dataset in turn).
+    /// A sample's raw state, auxiliary targets and pixel labels (`[cameras, P, 2]`; empty
+    /// without labels): what a hand camera is fitted to ([`crate::calibrate`]).
+    pub fn labels(&self, (source, row): SampleRef) -> (&[f32], &[f32], &[f32]) {
+        let src = &self.sources[source as usize];
+        let row = row as usize;
+        let part = |v: &'_ [f32]| -> std::ops::Range<usize> {
+            let width = v.len() / src.task.len().max(1);
+            row * width..(row + 1) * width
+        };
+        (
+            &src.state[part(&src.state)],
+            &src.aux[part(&src.aux)],
+            &src.pixels[part(&src.pixels)],
+        )
+    }
+
     pub fn train_samples(&self) -> impl Iterator<Item = SampleRef> + '_ {
         self.groups.iter().flat_map(|g| g.samples.iter().copied())
     }

@@ -9,6 +9,7 @@
 //! backend (`Device::flex()`) by default, on CUDA with the `cuda` feature ([`device`]); this
 //! crate never sees the simulator.
 
+pub mod calibrate;
 pub mod checkpoint;
 pub mod data;
 pub mod model;

@@ -152,6 +152,18 @@ pub struct VlaConfig {
     /// from its own keypoint. Set by training; empty = all from the head.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aux_select: Vec<usize>,
+    /// With `lift_reads_arm`: where the cameras that move with the hand sit on it and how
+    /// they look, fitted to the training labels ([`crate::calibrate`]). The lift then
+    /// places a thing a moving camera sees by geometry — the ray through its keypoint, from
+    /// the hand's pose in the state, down to the thing's height — instead of `NearLift`'s
+    /// MLP. Why: with the true keypoints, the MLP still put the target 2.6 cm off within
+    /// 10 cm of the hand and 4.5 cm at 10–20 cm in closed loop (the product of the hand's
+    /// rotation and the ray is what a small ReLU MLP fits worst, and the policy's own
+    /// poses are not the demos'), while the keypoints were 1.1–1.2 px off there
+    /// (docs/benchmarks.md, "Hand–eye geometry"). Set by training; `None` = the MLP
+    /// (older checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hand_eye: Option<HandEye>,
     /// Sizes of consecutive groups at the end of the state that become one token each — an
     /// object's entries of the observed environment state (position, angle, opening), set by
     /// training with `object_tokens = true`. The rest of the state (the arm) stays one
@@ -184,6 +196,87 @@ pub struct VlaConfig {
     /// Euler steps of the flow head at inference.
     pub flow_steps: usize,
     pub text_encoder: TextEncoderKind,
+}
+
+/// The geometry of the lift for cameras that move with the hand ([`VlaConfig::hand_eye`]):
+/// everything is in the un-normalized units of the data (metres), with the affine maps that
+/// take the model's normalized state and outputs there and back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandEye {
+    /// One per labelled camera after the first, in `pixel_cameras` order.
+    pub cameras: Vec<HandCamera>,
+    /// The state entries of the hand's position and orientation quaternion (x, y, z, qx,
+    /// qy, qz, qw), indices into the arm's part of the state.
+    pub hand: [usize; 7],
+    /// Un-normalizing those entries: `value = normalized · scale + shift`.
+    pub hand_shift: [f32; 7],
+    pub hand_scale: [f32; 7],
+    /// Per labelled thing, (x, y, z) of the same map for its lifted position: the
+    /// normalization of the auxiliary target it becomes (shift 0, scale 1 where none).
+    pub thing_shift: Vec<[f32; 3]>,
+    pub thing_scale: Vec<[f32; 3]>,
+}
+
+/// A pinhole camera rigidly on the hand, as fitted ([`crate::calibrate::fit_hand_camera`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandCamera {
+    /// The ray through image point (u, v) (each in [-1, 1]) in the hand's frame:
+    /// `ray · (u, v, 1)`, row-major; its scale is free.
+    pub ray: [[f32; 3]; 3],
+    /// The camera's centre in the hand's frame (m).
+    pub centre: [f32; 3],
+    /// Median reprojection error of the fit over the training labels, in pixels of the
+    /// model's image (for `mulli policy info`).
+    pub fit_px: f32,
+    /// Labels the fit used.
+    pub points: usize,
+}
+
+impl HandEye {
+    fn validate(&self, config: &VlaConfig) -> Result<(), PolicyError> {
+        let arm = config.state_dim.saturating_sub(config.perceived);
+        let moving = config.pixel_cameras.len().saturating_sub(1);
+        let bad = |what: String| Err(PolicyError::Config(format!("hand_eye: {what}")));
+        if !config.lift_reads_arm || self.cameras.len() != moving {
+            return bad(format!(
+                "{} camera(s) for lift_reads_arm = {} with {moving} labelled camera(s) after the first",
+                self.cameras.len(),
+                config.lift_reads_arm
+            ));
+        }
+        if let Some(i) = self.hand.iter().find(|&&i| i >= arm) {
+            return bad(format!(
+                "hand entry {i} is outside the arm's {arm} state entries"
+            ));
+        }
+        let p = config.pixel_targets;
+        if self.thing_shift.len() != p || self.thing_scale.len() != p {
+            return bad(format!(
+                "{} / {} thing maps for pixel_targets = {p}",
+                self.thing_shift.len(),
+                self.thing_scale.len()
+            ));
+        }
+        let numbers = self
+            .hand_shift
+            .iter()
+            .chain(&self.hand_scale)
+            .chain(self.thing_shift.iter().flatten())
+            .chain(self.thing_scale.iter().flatten())
+            .chain(
+                self.cameras
+                    .iter()
+                    .flat_map(|c| c.ray.iter().flatten().chain(&c.centre)),
+            );
+        for v in numbers {
+            if !v.is_finite() {
+                return bad(format!("value {v} is not finite"));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -222,6 +315,7 @@ impl Default for VlaConfig {
             pixel_cameras: Vec::new(),
             lift_reads_arm: false,
             aux_select: Vec::new(),
+            hand_eye: None,
             object_tokens: Vec::new(),
             state_gate: false,
             state_gate_reads_state: false,
@@ -333,6 +427,9 @@ impl VlaConfig {
                 "lift_reads_arm = true reads the arm's state for the cameras that move with it (the labelled cameras after the first): needs at least 2 in pixel_cameras (now {:?})",
                 self.pixel_cameras
             )));
+        }
+        if let Some(h) = &self.hand_eye {
+            h.validate(self)?;
         }
         let outputs = self.aux_dim + 3 * self.pixel_targets;
         if !self.aux_select.is_empty()
@@ -637,6 +734,7 @@ impl AuxHead {
         arm: Option<Tensor<2>>,
         cameras: usize,
         select: &[i64],
+        hand_eye: Option<&HandEye>,
     ) -> Tensor<2> {
         let all = self.out.forward(self.act.forward(self.hidden.forward(xy)));
         let (Some(lift), Some(l), false) = (&self.lift, labelled, select.is_empty()) else {
@@ -663,8 +761,23 @@ impl AuxHead {
             )
             .reshape([b, p, 3])
         };
-        let lifted = match (&lift.near, arm) {
-            (Some(near), Some(arm)) => {
+        let lifted = match (&lift.near, arm, hand_eye) {
+            (None, Some(arm), Some(geometry)) => {
+                let first = by_camera.narrow(2, 0, 1).reshape([b, p, 3]);
+                let far = mlp(&lift.hidden, &lift.out, Tensor::cat(vec![first, ids], 2));
+                let mut lifted = far.clone();
+                for (j, camera) in geometry.cameras.iter().enumerate() {
+                    let (xy, seen) = (
+                        l.xy.clone().narrow(1, (j + 1) * p, p),
+                        l.seen.clone().narrow(1, (j + 1) * p, p),
+                    );
+                    let (near, valid) = lift_by_ray(geometry, camera, xy, arm.clone(), &far);
+                    let weight = (seen * valid).unsqueeze_dim::<3>(2).repeat_dim(2, 3);
+                    lifted = lifted.clone() + (near - lifted) * weight;
+                }
+                lifted
+            }
+            (Some(near), Some(arm), _) => {
                 let first = by_camera.clone().narrow(2, 0, 1).reshape([b, p, 3]);
                 let far = mlp(
                     &lift.hidden,
@@ -700,6 +813,87 @@ impl AuxHead {
             Tensor::<1, Int>::from_data(TensorData::new(select.to_vec(), [select.len()]), &device);
         Tensor::cat(vec![all, xyz], 1).select(1, index)
     }
+}
+
+/// A constant `[rows, cols]` tensor of row-major `values`.
+fn constant(values: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// Where things seen by a camera on the hand are: the ray through each keypoint `xy`
+/// `[B, P, 2]`, from the hand's pose in the (normalized) arm state `[B, A]`, down to the
+/// height of the first camera's estimate `far` `[B, P, 3]` (normalized; its height
+/// detached: a camera looking down places a thing in x and y almost regardless of small
+/// height errors, and the fixed camera's height is the one it measures well) →
+/// (normalized positions `[B, P, 3]`, `[B, P]` 1 where the ray meets that height in front
+/// of the camera, within 2 m, else 0 — those keep `far`).
+fn lift_by_ray(
+    geometry: &HandEye,
+    camera: &HandCamera,
+    xy: Tensor<3>,
+    arm: Tensor<2>,
+    far: &Tensor<3>,
+) -> (Tensor<3>, Tensor<2>) {
+    let [b, p, _] = xy.dims();
+    let device = xy.device();
+    // The hand's pose in metres.
+    let hand: Vec<Tensor<2>> = (0..7)
+        .map(|i| {
+            arm.clone().narrow(1, geometry.hand[i], 1) * geometry.hand_scale[i]
+                + geometry.hand_shift[i]
+        })
+        .collect();
+    let position = Tensor::cat(hand[..3].to_vec(), 1); // [B, 3]
+    let norm = (hand[3].clone().powi_scalar(2)
+        + hand[4].clone().powi_scalar(2)
+        + hand[5].clone().powi_scalar(2)
+        + hand[6].clone().powi_scalar(2))
+    .sqrt()
+    .clamp_min(1e-6);
+    let [x, y, z, w] = [3, 4, 5, 6].map(|i| hand[i].clone() / norm.clone());
+    let m = |a: &Tensor<2>, c: &Tensor<2>| a.clone() * c.clone() * 2.0;
+    let one = |a: Tensor<2>, c: Tensor<2>| a.neg() - c + 1.0;
+    // Row-major rotation of the unit quaternion (x, y, z, w): hand frame → world.
+    let rotation = Tensor::cat(
+        vec![
+            one(m(&y, &y), m(&z, &z)),
+            m(&x, &y) - m(&z, &w),
+            m(&x, &z) + m(&y, &w),
+            m(&x, &y) + m(&z, &w),
+            one(m(&x, &x), m(&z, &z)),
+            m(&y, &z) - m(&x, &w),
+            m(&x, &z) - m(&y, &w),
+            m(&y, &z) + m(&x, &w),
+            one(m(&x, &x), m(&y, &y)),
+        ],
+        1,
+    )
+    .reshape([b, 3, 3]);
+    // Rays in the hand frame, then in the world, unit length.
+    let ray = constant(camera.ray.concat(), [3, 3], &device);
+    let uv1 = Tensor::cat(vec![xy, Tensor::ones([b, p, 1], &device)], 2);
+    let in_hand = uv1.matmul(ray.transpose().unsqueeze_dim::<3>(0).repeat_dim(0, b));
+    let dir = in_hand.matmul(rotation.clone().swap_dims(1, 2)); // [B, P, 3]
+    let dir = dir.clone() / dir.powi_scalar(2).sum_dim(2).sqrt().clamp_min(1e-6);
+    let centre = constant(camera.centre.to_vec(), [1, 3], &device)
+        .unsqueeze_dim::<3>(0)
+        .repeat_dim(0, b)
+        .matmul(rotation.swap_dims(1, 2))
+        .reshape([b, 3])
+        + position; // [B, 3]
+    let shift = constant(geometry.thing_shift.concat(), [p, 3], &device).unsqueeze_dim::<3>(0);
+    let scale = constant(geometry.thing_scale.concat(), [p, 3], &device).unsqueeze_dim::<3>(0);
+    let height = (far.clone().detach() * scale.clone() + shift.clone()).narrow(2, 2, 1); // [B, P, 1]
+    // Meet the plane z = height: t = (height - centre.z) / dir.z, for rays going down.
+    let dz = dir.clone().narrow(2, 2, 1);
+    let down = dz.clone().lower_elem(-0.05).float();
+    let dz = dz * down.clone() + down.clone() - 1.0; // -1 where not going down: t stays finite
+    let centre = centre.unsqueeze_dim::<3>(1); // [B, 1, 3]
+    let t = (height - centre.clone().narrow(2, 2, 1)) / dz;
+    let valid = down * t.clone().greater_elem(0.0).float() * t.clone().lower_elem(2.0).float();
+    let t = t * valid.clone();
+    let near = (centre + dir * t - shift) / scale;
+    (near, valid.reshape([b, p]))
 }
 
 /// Expected coordinates `[N, K, 2]` (x = column, y = row, pixel centres in [-1, 1]) of the
@@ -843,6 +1037,8 @@ pub struct Vla {
     perceived_share: f32,
     #[module(skip)]
     aux_select: Vec<i64>,
+    #[module(skip)]
+    hand_eye: Option<HandEye>,
 }
 
 /// The keypoints of a forward pass.
@@ -1040,7 +1236,7 @@ impl Vla {
                     hidden: LinearConfig::new(far, d).init(device),
                     out: LinearConfig::new(d, 3).init(device),
                     act: Relu::new(),
-                    near: config.lift_reads_arm.then(|| NearLift {
+                    near: (config.lift_reads_arm && config.hand_eye.is_none()).then(|| NearLift {
                         hidden: LinearConfig::new(near, d).init(device),
                         out: LinearConfig::new(d, 3).init(device),
                         hand: LinearConfig::new(config.state_dim - config.perceived, 3)
@@ -1117,6 +1313,7 @@ impl Vla {
             keypoint_stage: config.keypoint_stage,
             perceived_share: 0.5,
             aux_select: config.aux_select.iter().map(|&i| i as i64).collect(),
+            hand_eye: config.hand_eye.clone(),
         };
         seeded_init(&mut model, seed);
         Ok(model)
@@ -1163,6 +1360,7 @@ impl Vla {
                     arm,
                     self.pixel_cameras.len(),
                     &self.aux_select,
+                    self.hand_eye.as_ref(),
                 ))
             }
             _ => None,
@@ -2317,7 +2515,7 @@ mod tests {
         );
         let select: Vec<i64> = config.aux_select.iter().map(|&i| i as i64).collect();
         let lifted = |l: &Labelled, arm: &Tensor<2>| -> Vec<f32> {
-            head.forward(xy.clone(), Some(l), Some(arm.clone()), 2, &select)
+            head.forward(xy.clone(), Some(l), Some(arm.clone()), 2, &select, None)
                 .into_data()
                 .try_to_vec()
                 .unwrap()
@@ -2335,6 +2533,148 @@ mod tests {
             moved > 1e-3,
             "the arm's state does not reach the near lift: {a:?}"
         );
+    }
+
+    /// A hand camera 10 cm behind and 7 cm beside the hand looking along its z axis, as
+    /// the lift's geometry (identity normalizations, the pose first in the state).
+    fn hand_eye() -> HandEye {
+        let eye = [0.07f32, 0.0, -0.10];
+        let forward = {
+            let d = [-0.07f32, 0.0, 0.18];
+            let n = d.iter().map(|v| v * v).sum::<f32>().sqrt();
+            d.map(|v| v / n)
+        };
+        let cross = |a: [f32; 3], b: [f32; 3]| {
+            [
+                a[1] * b[2] - a[2] * b[1],
+                a[2] * b[0] - a[0] * b[2],
+                a[0] * b[1] - a[1] * b[0],
+            ]
+        };
+        let right = cross([1.0, 0.0, 0.0], forward);
+        let n = right.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let right = right.map(|v| v / n);
+        let down = cross(forward, right);
+        let f = 1.0 / 37.5f32.to_radians().tan();
+        let ray = [0, 1, 2].map(|r| [right[r] / f, down[r] / f, forward[r]]);
+        HandEye {
+            cameras: vec![HandCamera {
+                ray,
+                centre: eye,
+                fit_px: 0.0,
+                points: 0,
+            }],
+            hand: [0, 1, 2, 3, 4, 5, 6],
+            hand_shift: [0.0; 7],
+            hand_scale: [1.0; 7],
+            thing_shift: vec![[0.0; 3]],
+            thing_scale: vec![[1.0; 3]],
+        }
+    }
+
+    #[test]
+    fn the_ray_lift_places_a_thing_where_its_keypoint_points() {
+        let device = Device::flex();
+        let geometry = hand_eye();
+        let camera = &geometry.cameras[0];
+        // The hand upside down (z axis down, half a turn about x), 30 cm above a thing at
+        // 3 cm, which the camera sees at (u, v): project it by hand.
+        let hand = [0.5f32, 0.1, 0.33];
+        let thing = [0.53f32, 0.06, 0.03];
+        // World → hand frame of a half turn about x: (x, -y, -z).
+        let local = [
+            thing[0] - hand[0],
+            -(thing[1] - hand[1]),
+            -(thing[2] - hand[2]),
+        ];
+        let d = [0, 1, 2].map(|i| local[i] - camera.centre[i]);
+        // Solve ray · (u, v, 1) ∥ d: with the orthonormal right/down/forward basis of
+        // `hand_eye`, u = f·(d·right)/(d·forward) and likewise v.
+        let f = 1.0 / 37.5f32.to_radians().tan();
+        let col = |c: usize| [0, 1, 2].map(|r| camera.ray[r][c]);
+        let dot = |a: [f32; 3], b: [f32; 3]| a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+        let depth = dot(d, col(2));
+        let (u, v) = (
+            dot(d, col(0)) * f * f / depth,
+            dot(d, col(1)) * f * f / depth,
+        );
+        assert!(u.abs() < 1.0 && v.abs() < 1.0, "({u}, {v}) in view");
+        let xy = Tensor::<3>::from_data(TensorData::new(vec![u, v], [1, 1, 2]), &device);
+        let arm = Tensor::<2>::from_data(
+            TensorData::new(vec![hand[0], hand[1], hand[2], 1.0, 0.0, 0.0, 0.0], [1, 7]),
+            &device,
+        );
+        // The fixed camera's estimate: far off in x and y, right in height.
+        let far =
+            Tensor::<3>::from_data(TensorData::new(vec![0.2, -0.2, 0.03], [1, 1, 3]), &device);
+        let (near, valid) = lift_by_ray(&geometry, camera, xy.clone(), arm, &far);
+        let near: Vec<f32> = near.into_data().convert::<f32>().try_into_vec().unwrap();
+        for (a, b) in near.iter().zip(thing) {
+            assert!((a - b).abs() < 1e-4, "lifted {near:?}, thing at {thing:?}");
+        }
+        assert_eq!(
+            valid
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap(),
+            [1.0]
+        );
+        // The hand upright (identity): the same keypoint's ray goes up, never meeting the
+        // height below; the lift gives way, and its output stays finite.
+        let upright = Tensor::<2>::from_data(
+            TensorData::new(vec![hand[0], hand[1], hand[2], 0.0, 0.0, 0.0, 1.0], [1, 7]),
+            &device,
+        );
+        let (near, valid) = lift_by_ray(&geometry, camera, xy, upright, &far);
+        assert_eq!(
+            valid
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap(),
+            [0.0]
+        );
+        let near: Vec<f32> = near.into_data().convert::<f32>().try_into_vec().unwrap();
+        assert!(near.iter().all(|v| v.is_finite()), "{near:?}");
+    }
+
+    #[test]
+    fn a_hand_eye_geometry_must_match_the_model() {
+        let mut config = VlaConfig {
+            cameras: 2,
+            pixel_targets: 1,
+            pixel_cameras: vec![0, 1],
+            lift_reads_arm: true,
+            keypoints: 2,
+            state_dim: 8,
+            hand_eye: Some(hand_eye()),
+            ..VlaConfig::default()
+        };
+        config.validate().unwrap();
+        let mut bad = config.clone();
+        bad.hand_eye.as_mut().unwrap().hand[6] = 8;
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("hand entry 8") && e.contains("8 state entries"),
+            "{e}"
+        );
+        let mut bad = config.clone();
+        bad.hand_eye.as_mut().unwrap().cameras[0].centre[1] = f32::NAN;
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("not finite"), "{e}");
+        config.pixel_cameras = vec![0, 1, 1];
+        config.keypoints = 3;
+        let e = config.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("1 camera(s)") && e.contains("2 labelled camera(s)"),
+            "{e}"
+        );
+        // Older configs have none.
+        let json = serde_json::to_string(&VlaConfig::default()).unwrap();
+        assert!(!json.contains("hand_eye"));
+        let back: VlaConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.hand_eye, None);
     }
 
     #[test]

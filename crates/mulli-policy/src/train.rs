@@ -357,6 +357,10 @@ pub enum Event<'a> {
     },
     Step(&'a Metrics),
     Checkpoint(&'a Path),
+    /// Something training decided that the user may want to know.
+    Note(&'a str),
+    /// Something training worked around that the user should know.
+    Warning(&'a str),
 }
 
 /// Turns host batches into model inputs (the text front-end is the only stateful part: a
@@ -941,6 +945,40 @@ pub fn train(
             aux_names.len(),
         )?)
     };
+    if let (true, Some(aux_norm)) = (model_config.lift_reads_arm, &aux_norm) {
+        // A resumed run keeps the geometry it started with (an older run has none).
+        model_config.hand_eye = if resume {
+            let dir = checkpoint::checkpoint_dir(run).expect("checked above");
+            checkpoint::read_spec(&dir)?.model.hand_eye
+        } else {
+            on_event(Event::Loading("hand–eye calibration"));
+            match crate::calibrate::hand_eye(&data, &model_config, &state_norm, aux_norm) {
+                Ok(h) => Some(h),
+                Err(why) => {
+                    on_event(Event::Warning(&format!(
+                        "the cameras on the hand keep the learned lift: {why}"
+                    )));
+                    None
+                }
+            }
+        };
+        if let Some(h) = &model_config.hand_eye {
+            for (j, c) in h.cameras.iter().enumerate() {
+                on_event(Event::Note(&format!(
+                    "hand–eye calibration of {}: fits {} labels to {:.3} px (median); centre {:?} m in the hand's frame",
+                    data.layout
+                        .pixel_source
+                        .as_ref()
+                        .and_then(|s| s.cameras.get(j + 1))
+                        .map_or("a hand camera", |c| c.0.as_str()),
+                    c.points,
+                    c.fit_px,
+                    c.centre
+                )));
+            }
+        }
+        model_config.validate()?;
+    }
     let batcher = Batcher::new(&model_config, pretrained)?
         .with_aux_weight(config.aux_weight)
         .with_pixel_weight(config.pixel_weight);

@@ -571,6 +571,9 @@ fn labels_in_two_cameras_train_keypoints_in_both() {
     let spec = policy.spec().clone();
     assert_eq!(spec.model.pixel_cameras, [0, 1]);
     assert!(spec.model.lift_reads_arm);
+    // The synthetic demo's labels come from no camera on a hand (its state has no hand
+    // pose): the lift keeps its MLP (the kitchen's is calibrated; see the CLI's flywheel test).
+    assert_eq!(spec.model.hand_eye, None);
     let mut obs = observation(&["front", "wrist"], 24);
     obs.environment_state = vec![0.25, 0.75, 1.0, -0.5, 0.5, 0.1, 0.2];
     policy.act(&obs).unwrap();
