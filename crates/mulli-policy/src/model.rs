@@ -1035,6 +1035,9 @@ pub struct Vla {
     /// (see [`Self::with_perceived_share`]).
     #[module(skip)]
     perceived_share: f32,
+    /// The same for the entries the lift places ([`Self::with_perceived_share`]).
+    #[module(skip)]
+    lifted_share: f32,
     #[module(skip)]
     aux_select: Vec<i64>,
     #[module(skip)]
@@ -1312,6 +1315,7 @@ impl Vla {
             images_perception_only: config.images_perception_only,
             keypoint_stage: config.keypoint_stage,
             perceived_share: 0.5,
+            lifted_share: 0.5,
             aux_select: config.aux_select.iter().map(|&i| i as i64).collect(),
             hand_eye: config.hand_eye.clone(),
         };
@@ -1369,19 +1373,20 @@ impl Vla {
         if let (Some(pred), true) = (&aux, self.perceived > 0) {
             let [b, sd] = state.dims();
             let k = self.perceived;
-            let seen = Tensor::cat(
-                vec![state.clone().narrow(1, 0, sd - k), pred.clone().detach()],
-                1,
-            );
             state = match perception {
-                Perception::Predicted => seen,
+                Perception::Predicted => {
+                    Tensor::cat(vec![state.narrow(1, 0, sd - k), pred.clone().detach()], 1)
+                }
                 _ => {
-                    let keep = b - ((b as f32 * self.perceived_share).round() as usize).min(b);
-                    match keep {
-                        0 => seen,
-                        k if k == b => state,
-                        k => Tensor::cat(vec![state.narrow(0, 0, k), seen.narrow(0, k, b - k)], 0),
-                    }
+                    let mask = Tensor::<2, Bool>::from_data(
+                        TensorData::new(self.perceived_mask(b), [b, k]),
+                        &state.device(),
+                    );
+                    let mixed = state
+                        .clone()
+                        .narrow(1, sd - k, k)
+                        .mask_where(mask, pred.clone().detach());
+                    Tensor::cat(vec![state.narrow(1, 0, sd - k), mixed], 1)
                 }
             };
         }
@@ -1715,9 +1720,30 @@ impl Vla {
     /// The share of each training batch (the last samples) that is given the perception
     /// head's predictions in the perceived state entries instead of the true values
     /// ([`VlaConfig::perceived`]); 0.5 unless set.
-    pub fn with_perceived_share(mut self, share: f32) -> Self {
+    /// `lifted` is the share for the entries the lift places (the labelled things'
+    /// positions; the same as `share` when `None`).
+    pub fn with_perceived_share(mut self, share: f32, lifted: Option<f32>) -> Self {
         self.perceived_share = share.clamp(0.0, 1.0);
+        self.lifted_share = lifted.unwrap_or(share).clamp(0.0, 1.0);
         self
+    }
+
+    /// Which perceived entries of a training batch of `b` samples get the predictions,
+    /// `[b · perceived]` row-major: for the entries the lift places, those of the last
+    /// `lifted_share` of the samples; for the others, of the last `perceived_share`.
+    pub fn perceived_mask(&self, b: usize) -> Vec<bool> {
+        let keep = |share: f32| b - ((b as f32 * share).round() as usize).min(b);
+        let (rest, lifted) = (keep(self.perceived_share), keep(self.lifted_share));
+        let k = self.perceived;
+        let is_lifted = |j: usize| {
+            self.aux_select
+                .get(j)
+                .is_some_and(|&i| i as usize >= self.aux_select.len())
+        };
+        (0..b)
+            .flat_map(|i| (0..k).map(move |j| (i, j)))
+            .map(|(i, j)| i >= if is_lifted(j) { lifted } else { rest })
+            .collect()
     }
 
     /// The normalized action chunk `[B, H, A]`. The flow head integrates from `noise`
@@ -2158,6 +2184,36 @@ mod tests {
             let e = bad.validate().unwrap_err().to_string();
             assert!(e.contains("aux") || e.contains("perceived"), "{e}");
         }
+    }
+
+    #[test]
+    fn lifted_entries_can_take_their_own_share_of_predictions() {
+        let device = Device::flex();
+        // Entries 0 and 2 from the lift of thing 0 (aux outputs 3 + 0, 3 + 2), 1 from the head.
+        let config = VlaConfig {
+            pixel_targets: 1,
+            pixel_cameras: vec![0],
+            aux_select: vec![3, 1, 5],
+            ..perceiving()
+        };
+        let model = Vla::new(&config, 2, &device).unwrap();
+        // Default: half the samples (the last) predicted, all entries alike.
+        let half = model.clone().perceived_mask(4);
+        let rows = |m: &[bool]| -> Vec<Vec<bool>> { m.chunks(3).map(<[bool]>::to_vec).collect() };
+        assert_eq!(rows(&half), [[false; 3], [false; 3], [true; 3], [true; 3]]);
+        // Lifted entries from the truth only; the head's in the last quarter.
+        let split = model
+            .with_perceived_share(0.25, Some(0.0))
+            .perceived_mask(4);
+        assert_eq!(
+            rows(&split),
+            [
+                [false, false, false],
+                [false, false, false],
+                [false, false, false],
+                [false, true, false]
+            ]
+        );
     }
 
     #[test]

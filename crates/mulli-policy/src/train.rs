@@ -111,6 +111,14 @@ pub struct TrainConfig {
     /// 0 it learns from true positions only and meets its own predictions at inference.
     #[serde(default = "half", skip_serializing_if = "is_half")]
     pub perceived_share: f32,
+    /// `perceived_share` for the positions the lift places from the pixel-labelled
+    /// keypoints (the objects and receptacles); unset = `perceived_share`. Why apart: the
+    /// wrist camera's rays place a thing near the hand to about a centimetre, while the
+    /// articulations (door angle, drawer opening) come from the auxiliary head, coarser;
+    /// a control trained on true positions grasps precisely, one trained on predictions
+    /// copes with the coarse entries (docs/benchmarks.md, "Hand–eye geometry").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifted_share: Option<f32>,
     /// Names of `observation.state` entries the policy does not see (they enter the model
     /// as 0, in training and at inference). Hiding the arm's own pose fights the copycat
     /// shortcut of behaviour cloning: with it, a policy can continue whatever motion its
@@ -163,6 +171,7 @@ impl Default for TrainConfig {
             aux_weight: 1.0,
             pixel_weight: 0.0,
             perceived_share: 0.5,
+            lifted_share: None,
             control_steps: 0,
             state_ignore: Vec::new(),
             env_state: EnvState::Off,
@@ -207,11 +216,15 @@ impl TrainConfig {
                 self.min_lr_ratio
             )));
         }
-        if !(0.0..=1.0).contains(&self.perceived_share) {
-            return Err(PolicyError::Config(format!(
-                "perceived_share = {}: must be in [0, 1]",
-                self.perceived_share
-            )));
+        for (name, share) in [
+            ("perceived_share", Some(self.perceived_share)),
+            ("lifted_share", self.lifted_share),
+        ] {
+            if let Some(share) = share.filter(|s| !(0.0..=1.0).contains(s)) {
+                return Err(PolicyError::Config(format!(
+                    "{name} = {share}: must be in [0, 1]"
+                )));
+            }
         }
         if !(self.pixel_weight >= 0.0 && self.pixel_weight.is_finite()) {
             return Err(PolicyError::Config(format!(
@@ -1007,7 +1020,7 @@ pub fn train(
         let ema = Ema::new(&model, config.ema_decay)?;
         (model, ema, TrainState::default())
     };
-    let mut model = model.with_perceived_share(config.perceived_share);
+    let mut model = model.with_perceived_share(config.perceived_share, config.lifted_share);
     let params = model.num_params();
     let mut spec = PolicySpec {
         format: checkpoint::FORMAT.into(),
@@ -1117,7 +1130,8 @@ pub fn train(
                     )?);
                 }
                 let cache = cache.as_ref().expect("computed above");
-                cache.apply(&mut host, &samples, config.perceived_share);
+                let mask = model.perceived_mask(host.size);
+                cache.apply(&mut host, &samples, &mask);
             }
             let lr = config.lr_at(step);
             model = model.without_unused_grads(step >= config.steps);
@@ -1278,19 +1292,24 @@ impl PerceptionCache {
         })
     }
 
-    /// Gives the last `share` of the batch's samples the cached predictions in their
-    /// perceived entries (the end of the state), as a step with images does.
-    fn apply(&self, host: &mut HostBatch, samples: &[SampleRef], share: f32) {
+    /// Gives the batch's perceived entries (the end of the state) the cached predictions
+    /// where `mask` (`[B · perceived]`, [`Vla::perceived_mask`]) says, as a step with
+    /// images does.
+    fn apply(&self, host: &mut HostBatch, samples: &[SampleRef], mask: &[bool]) {
         let b = host.size;
         let k = self.perceived;
         let sd = host.state.len() / b.max(1);
-        let keep = b - ((b as f32 * share).round() as usize).min(b);
-        for (i, s) in samples.iter().enumerate().skip(keep) {
+        for (i, s) in samples.iter().enumerate() {
             let Some(&row) = self.index.get(s) else {
                 continue;
             };
-            host.state[(i + 1) * sd - k..(i + 1) * sd]
-                .copy_from_slice(&self.values[row * k..(row + 1) * k]);
+            let state = &mut host.state[(i + 1) * sd - k..(i + 1) * sd];
+            let cached = &self.values[row * k..(row + 1) * k];
+            for ((v, &c), &m) in state.iter_mut().zip(cached).zip(&mask[i * k..(i + 1) * k]) {
+                if m {
+                    *v = c;
+                }
+            }
         }
     }
 }
@@ -1526,5 +1545,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn shares_of_predictions_are_fractions() {
+        for (perceived_share, lifted_share, bad) in [
+            (0.5, None, None),
+            (0.5, Some(0.0), None),
+            (1.5, None, Some("perceived_share = 1.5")),
+            (0.5, Some(-0.1), Some("lifted_share = -0.1")),
+            (0.5, Some(f32::NAN), Some("lifted_share = NaN")),
+        ] {
+            let c = TrainConfig {
+                perceived_share,
+                lifted_share,
+                ..TrainConfig::default()
+            };
+            match (c.validate(), bad) {
+                (Ok(()), None) => {}
+                (Err(e), Some(want)) => assert!(e.to_string().contains(want), "{e}"),
+                (r, _) => panic!("{perceived_share}, {lifted_share:?}: {r:?}"),
+            }
+        }
+        // Unset, it stays out of saved configs (and stage hashes).
+        let text = toml::to_string(&TrainConfig::default()).unwrap();
+        assert!(!text.contains("lifted_share"), "{text}");
     }
 }
