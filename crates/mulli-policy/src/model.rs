@@ -2656,10 +2656,13 @@ mod tests {
         );
         assert!(u.abs() < 1.0 && v.abs() < 1.0, "({u}, {v}) in view");
         let xy = Tensor::<3>::from_data(TensorData::new(vec![u, v], [1, 1, 2]), &device);
-        let arm = Tensor::<2>::from_data(
-            TensorData::new(vec![hand[0], hand[1], hand[2], 1.0, 0.0, 0.0, 0.0], [1, 7]),
-            &device,
-        );
+        let pose = |q: [f32; 4]| {
+            let v = vec![hand[0], hand[1], hand[2], q[0], q[1], q[2], q[3]];
+            Tensor::<2>::from_data(TensorData::new(v, [1, 7]), &device)
+        };
+        let values =
+            |t: Tensor<2>| -> Vec<f32> { t.into_data().convert::<f32>().try_to_vec().unwrap() };
+        let arm = pose([1.0, 0.0, 0.0, 0.0]);
         // The fixed camera's estimate: far off in x and y, right in height.
         let far =
             Tensor::<3>::from_data(TensorData::new(vec![0.2, -0.2, 0.03], [1, 1, 3]), &device);
@@ -2668,29 +2671,12 @@ mod tests {
         for (a, b) in near.iter().zip(thing) {
             assert!((a - b).abs() < 1e-4, "lifted {near:?}, thing at {thing:?}");
         }
-        assert_eq!(
-            valid
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .unwrap(),
-            [1.0]
-        );
+        assert_eq!(values(valid), [1.0]);
         // The hand upright (identity): the same keypoint's ray goes up, never meeting the
         // height below; the lift gives way, and its output stays finite.
-        let upright = Tensor::<2>::from_data(
-            TensorData::new(vec![hand[0], hand[1], hand[2], 0.0, 0.0, 0.0, 1.0], [1, 7]),
-            &device,
-        );
+        let upright = pose([0.0, 0.0, 0.0, 1.0]);
         let (near, valid) = lift_by_ray(&geometry, camera, xy, upright, &far);
-        assert_eq!(
-            valid
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .unwrap(),
-            [0.0]
-        );
+        assert_eq!(values(valid), [0.0]);
         let near: Vec<f32> = near.into_data().convert::<f32>().try_into_vec().unwrap();
         assert!(near.iter().all(|v| v.is_finite()), "{near:?}");
     }
