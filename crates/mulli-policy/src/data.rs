@@ -971,7 +971,6 @@ impl TrainData {
         self.pack(samples, norms, augment, seed, stream, false)
     }
 
-    /// Every training sample, in a fixed order (each task group of each dataset in turn).
     /// A sample's raw state, auxiliary targets and pixel labels (`[cameras, P, 2]`; empty
     /// without labels): what a hand camera is fitted to ([`crate::calibrate`]).
     pub fn labels(&self, (source, row): SampleRef) -> (&[f32], &[f32], &[f32]) {
@@ -988,6 +987,7 @@ impl TrainData {
         )
     }
 
+    /// Every training sample, in a fixed order (each task group of each dataset in turn).
     pub fn train_samples(&self) -> impl Iterator<Item = SampleRef> + '_ {
         self.groups.iter().flat_map(|g| g.samples.iter().copied())
     }
