@@ -346,9 +346,11 @@ pub struct FlywheelRecord {
 /// episodes record where a placing task let go of its object (session 13). Multiply 3:
 /// generated demos go on past success like the captured ones (`success_tail`, session
 /// 13). Train 3: the wrist camera's lift follows rays from a hand–eye calibration
-/// (session 17). Later stages hash the earlier ones' hashes, so a bump reruns everything
-/// downstream.
-const RECIPES: [(&str, u32); 4] = [("capture", 4), ("multiply", 3), ("train", 3), ("eval", 2)];
+/// (session 17). Capture 5: the grasping experts come down a funnel onto the object and
+/// the receptacle instead of stopping above them; eval 3: a grasping task that timed out
+/// after the hand closed is a `missed_grasp` (session 18). Later stages hash the earlier
+/// ones' hashes, so a bump reruns everything downstream.
+const RECIPES: [(&str, u32); 4] = [("capture", 5), ("multiply", 3), ("train", 3), ("eval", 3)];
 
 fn recipe(stage: &str) -> u32 {
     RECIPES

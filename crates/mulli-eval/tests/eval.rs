@@ -1,5 +1,6 @@
 //! The harness end to end in the real kitchen: a policy that replays the scripted expert
-//! succeeds, one that stands still fails with a timeout, workers do not change results, and
+//! succeeds, one that stands still fails with a timeout (with its hand closed: a missed
+//! grasp), workers do not change results, and
 //! eval_info.json agrees with the report and the videos on disk.
 
 mod common;
@@ -106,6 +107,39 @@ fn replayed_experts_succeed_and_workers_do_not_change_results() {
         two.videos[0].packets.len(),
         "the same frames"
     );
+}
+
+/// Stands still with the hand closed: a grasp that misses by far.
+struct Grip;
+
+impl Policy for Grip {
+    type Error = Infallible;
+    fn reset(&mut self) {}
+    fn act(&mut self, _: &Observation) -> Result<ActionChunk, Infallible> {
+        Ok(ActionChunk {
+            actions: vec![vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]; 4],
+        })
+    }
+}
+
+/// A grasping task whose hand closed on nothing fails as a missed grasp, with the reach at
+/// the close; a task without a target object still times out.
+#[test]
+fn a_hand_that_closes_on_nothing_missed_its_grasp() {
+    let mut opts = options(1);
+    opts.splits = vec![Split::SeenLayouts];
+    opts.episodes_per_task = 1;
+    opts.videos_per_outcome = 0;
+    let report = evaluate(|_| Ok::<_, Infallible>(Grip), &opts, |_, _, _| {}).unwrap();
+    let by_task = |t: &str| report.episodes.iter().find(|e| e.task == t).unwrap();
+    let cube = by_task("pick_up_cube");
+    assert_eq!(cube.failure.as_deref(), Some("missed_grasp"));
+    assert!(
+        cube.at_close_m.is_some_and(|d| d > 0.1),
+        "{:?}",
+        cube.at_close_m
+    );
+    assert_eq!(by_task("open_drawer").failure.as_deref(), Some("timeout"));
 }
 
 #[test]

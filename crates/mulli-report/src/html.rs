@@ -309,7 +309,7 @@ fn failures(h: &mut String, info: &Value) {
         }
         h.push_str("</tr>");
     }
-    h.push_str("</table><p class=\"note\">timeout: ran out of steps; dropped_object: lifted, then lost; wrong_target: the wrong object or receptacle; physics_fault: the simulation became invalid.");
+    h.push_str("</table><p class=\"note\">timeout: ran out of steps; missed_grasp: ran out of steps after the hand closed without lifting the object; dropped_object: lifted, then lost; wrong_target: the wrong object or receptacle; physics_fault: the simulation became invalid.");
     if with_reach {
         h.push_str(" Hand–object: medians over the failed episodes of grasping tasks, from the tool centre to the target object's centre; far at close means the policy never found the object, near means it found it and the grasp failed.");
     }

@@ -458,7 +458,15 @@ impl KitchenEnv {
         let failure = if !finite {
             Some(FailureReason::PhysicsFault)
         } else if truncated && !success {
-            Some(self.task.diagnose(&self.scene, &self.ever_lifted))
+            let reason = self.task.diagnose(&self.scene, &self.ever_lifted);
+            // Nothing lifted, but the hand closed: the commonest way a policy fails a grasp
+            // (it goes down beside the object), worth telling apart from never trying.
+            let closed = self.reach.is_some_and(|r| r.at_close_m.is_some());
+            Some(if reason == FailureReason::Timeout && closed {
+                FailureReason::MissedGrasp
+            } else {
+                reason
+            })
         } else {
             None
         };

@@ -186,9 +186,9 @@ fn trace_one_task() {
 }
 
 /// An expert taking over mid-episode acts as the demo's own expert does in that state: on
-/// the descent to the object, both go down with the hand open, where a fresh expert would
-/// first go back up to its approach point. Where a task's expert cannot take over, the task
-/// says so.
+/// the descent to the object both go down with the hand open (the grasp's funnel has no
+/// hidden "approach point reached" phase a fresh expert would redo). Where a task's expert
+/// cannot take over, the task says so.
 #[test]
 fn a_taken_over_expert_continues_the_script_where_the_demo_is() {
     let config = EnvConfig {
@@ -225,11 +225,6 @@ fn a_taken_over_expert_continues_the_script_where_the_demo_is() {
                             "{id} seed {seed}: resumed {resumed:?}, demo {expected:?}"
                         );
                     }
-                    let fresh = t.expert().act(scene);
-                    assert!(
-                        fresh[2] > 0.0,
-                        "{id} seed {seed}: a fresh expert goes up first: {fresh:?}"
-                    );
                     checked = true;
                     break;
                 }

@@ -146,6 +146,8 @@ pub enum Outcome {
     TaskFailed,
     /// The task's step budget ran out mid-plan.
     Timeout,
+    /// The budget ran out after the hand closed without lifting the object.
+    MissedGrasp,
     /// The object was lifted and lost.
     DroppedObject,
     /// Another object or receptacle was used.
@@ -162,6 +164,7 @@ impl Outcome {
             Outcome::Success => "success",
             Outcome::TaskFailed => "task_failed",
             Outcome::Timeout => "timeout",
+            Outcome::MissedGrasp => "missed_grasp",
             Outcome::DroppedObject => "dropped_object",
             Outcome::WrongTarget => "wrong_target",
             Outcome::PhysicsFault => "physics_fault",
@@ -174,6 +177,7 @@ impl Outcome {
             Some(FailureReason::DroppedObject) => Outcome::DroppedObject,
             Some(FailureReason::WrongTarget) => Outcome::WrongTarget,
             Some(FailureReason::PhysicsFault) => Outcome::PhysicsFault,
+            Some(FailureReason::MissedGrasp) => Outcome::MissedGrasp,
             Some(FailureReason::Timeout) | None => Outcome::Timeout,
         }
     }

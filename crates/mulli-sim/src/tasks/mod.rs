@@ -30,6 +30,9 @@ pub use store::StoreInFridge;
 pub enum FailureReason {
     /// Ran out of steps without a more specific cause.
     Timeout,
+    /// A grasping task ran out of steps after the hand closed at least once without
+    /// lifting the target: it tried and missed (the reach diagnostics say how near).
+    MissedGrasp,
     /// The target object was lifted and then lost.
     DroppedObject,
     /// The wrong object or the wrong receptacle was used.
@@ -42,6 +45,7 @@ impl FailureReason {
     pub fn as_str(self) -> &'static str {
         match self {
             FailureReason::Timeout => "timeout",
+            FailureReason::MissedGrasp => "missed_grasp",
             FailureReason::DroppedObject => "dropped_object",
             FailureReason::WrongTarget => "wrong_target",
             FailureReason::PhysicsFault => "physics_fault",
@@ -120,11 +124,12 @@ pub trait Task: Send + Sync {
     fn expert_resumes(&self) -> bool {
         false
     }
-    /// An expert taking over mid-episode, from the scene as it is (nothing held): it starts
-    /// at the step of its script that the scripted demos are at in such a state, so its
-    /// actions are the same function of the state as theirs. Why not a fresh expert: it
-    /// restarts its script, and from a hand halfway down to the object it would first go
-    /// back up, a label that contradicts every demo there. Only where
+    /// An expert taking over mid-episode, from the scene as it is (nothing held): its
+    /// actions must be the same function of the state as the scripted demos' there, or the
+    /// corrections contradict the demos. The default, a fresh expert, is that where the
+    /// script's first phases are functions of the scene (the grasping tasks' funnel, see
+    /// [`crate::expert::funnel_height`]); a script that restarts with a hidden phase (let go
+    /// of the handle, go back to an approach point) is not. Only where
     /// [`Self::expert_resumes`].
     fn expert_from(&self, _scene: &Scene) -> Box<dyn Expert> {
         self.expert()

@@ -3,8 +3,8 @@
 
 use super::{Phrasings, Task, bottom_height};
 use crate::expert::{
-    CLOSE, Expert, OPEN, Phases, SPEED, Target, closest_yaw, home_yaw, reached, servo, tool,
-    top_down,
+    CLOSE, Expert, OPEN, Phases, SPEED, Target, closest_yaw, funnel_height, funnel_speed, home_yaw,
+    reached, servo, tool, top_down,
 };
 use crate::objects::{ObjectKind, Shape, ko_object_particle};
 use crate::scene::Scene;
@@ -85,19 +85,13 @@ impl Task for PickUp {
     fn expert_resumes(&self) -> bool {
         true
     }
-    fn expert_from(&self, scene: &Scene) -> Box<dyn Expert> {
-        let mut grasp = TopDownGrasp::new(self.object);
-        grasp.resume(scene);
-        Box::new(PickExpert { grasp, done: false })
-    }
 }
 
 /// Height of the approach point above the grasp.
 const APPROACH_HEIGHT: f64 = 0.1;
-/// Horizontal distance from the grasp within which a taken-over hand descends.
-const RESUME_LATERAL: f64 = 0.012;
 
-/// Top-down grasp-and-lift, closed-loop on the object's pose, retrying when the object slips.
+/// Top-down grasp-and-lift, closed-loop on the object's pose: down a funnel onto the grasp
+/// ([`funnel_height`]), close, lift; retrying when the object slips.
 pub struct TopDownGrasp {
     pub object: ObjectKind,
     phases: Phases,
@@ -144,24 +138,6 @@ impl TopDownGrasp {
         Some((DVec3::new(c.x, c.y, z), yaw))
     }
 
-    /// Take over from the scene as it is (nothing held): a hand over the object, between
-    /// the approach point and the grasp, is where the script descends (phase 1); anywhere
-    /// else it first goes to the approach point above the object (phase 0).
-    pub fn resume(&mut self, scene: &Scene) {
-        let Some((grasp, _)) = self.grasp_pose(scene) else {
-            return;
-        };
-        let (p, _) = tool(scene);
-        let lateral = (p.x - grasp.x).hypot(p.y - grasp.y);
-        // The tolerance of phase 0's `reached`: where the script hands over to the descent.
-        if lateral < RESUME_LATERAL
-            && p.z > grasp.z - 0.01
-            && p.z < grasp.z + APPROACH_HEIGHT + 0.012
-        {
-            self.phases.goto(1);
-        }
-    }
-
     /// Next action; returns `None` once the object is held at carrying height.
     pub fn act(&mut self, scene: &Scene) -> Option<[f32; 7]> {
         self.phases.tick();
@@ -169,30 +145,29 @@ impl TopDownGrasp {
             return Some([0.0; 7]);
         };
         let rot = top_down(yaw);
-        let above = Target {
-            pos: grasp + DVec3::Z * APPROACH_HEIGHT,
-            rot,
-            gripper: OPEN,
-        };
         match self.phases.phase {
             0 => {
-                if reached(scene, &above, 0.012) || self.phases.in_phase > 90 {
-                    self.phases.next();
-                }
-                Some(servo(scene, &above, SPEED))
-            }
-            1 => {
+                // Down the funnel onto the grasp: over the object the hand descends, off
+                // it the hand rises to the approach height. No hidden "approach reached"
+                // switch, so the action is a function of the scene (see `funnel_height`).
+                let (p, _) = tool(scene);
+                let lateral = (p.x - grasp.x).hypot(p.y - grasp.y);
                 let t = Target {
-                    pos: grasp,
+                    pos: DVec3::new(
+                        grasp.x,
+                        grasp.y,
+                        grasp.z + funnel_height(lateral, 0.0, APPROACH_HEIGHT),
+                    ),
                     rot,
                     gripper: OPEN,
                 };
-                if reached(scene, &t, 0.005) || self.phases.in_phase > 40 {
+                let at_grasp = Target { pos: grasp, ..t };
+                if reached(scene, &at_grasp, 0.005) || self.phases.in_phase > 130 {
                     self.phases.next();
                 }
-                Some(servo(scene, &t, SPEED * 0.6))
+                Some(servo(scene, &t, funnel_speed(lateral)))
             }
-            2 => {
+            1 => {
                 let t = Target {
                     pos: grasp,
                     rot,
@@ -208,6 +183,11 @@ impl TopDownGrasp {
                     // Slipped or missed: open and start over from above the object.
                     self.phases.goto(0);
                     self.yaw = None;
+                    let above = Target {
+                        pos: grasp + DVec3::Z * APPROACH_HEIGHT,
+                        rot,
+                        gripper: OPEN,
+                    };
                     return Some(servo(scene, &above, SPEED));
                 }
                 let (p, _) = tool(scene);

@@ -3,7 +3,9 @@
 
 use super::pick::TopDownGrasp;
 use super::{FailureReason, Phrasings, Task};
-use crate::expert::{CLOSE, Expert, OPEN, Phases, SPEED, Target, reached, servo, tool};
+use crate::expert::{
+    CLOSE, Expert, OPEN, Phases, SPEED, Target, funnel_height, funnel_speed, reached, servo, tool,
+};
 use crate::objects::{ObjectKind, Receptacle, ko_object_particle};
 use crate::scene::Scene;
 use glam::{DQuat, DVec3};
@@ -131,15 +133,10 @@ impl Task for Place {
     fn expert_resumes(&self) -> bool {
         true
     }
-    /// Nothing held: the script is still picking the object up.
-    fn expert_from(&self, scene: &Scene) -> Box<dyn Expert> {
-        let mut e = PlaceExpert::new(self.object, self.target);
-        e.grasp.resume(scene);
-        Box::new(e)
-    }
 }
 
-/// Pick with [`TopDownGrasp`], carry above the receptacle, lower, release, retreat.
+/// Pick with [`TopDownGrasp`], carry over the receptacle and down a funnel into it
+/// ([`funnel_height`]), release, retreat.
 pub struct PlaceExpert {
     object: ObjectKind,
     target: Receptacle,
@@ -199,25 +196,26 @@ impl Expert for PlaceExpert {
                     self.restart();
                     return [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, OPEN];
                 }
+                // Carry over the receptacle and down the funnel to the release height:
+                // lowering is a function of where the hand is over the receptacle, not of
+                // a hidden "above it" switch (see `funnel_height`).
+                let lateral = (p.x - over.x).hypot(p.y - over.y);
+                let release_z = release_bottom + offset;
                 let t = Target {
-                    pos: over,
+                    pos: DVec3::new(over.x, over.y, funnel_height(lateral, release_z, carry_z)),
                     rot,
                     gripper: CLOSE,
                 };
-                if reached(scene, &t, 0.01) {
+                let at_release = Target {
+                    pos: DVec3::new(over.x, over.y, release_z),
+                    ..t
+                };
+                if reached(scene, &at_release, 0.006) || self.phases.in_phase > 160 {
                     self.phases.next();
                 }
-                servo(scene, &t, SPEED)
+                servo(scene, &t, funnel_speed(lateral))
             }
             2 => {
-                let t = Target {
-                    pos: DVec3::new(over.x, over.y, release_bottom + offset),
-                    rot,
-                    gripper: CLOSE,
-                };
-                self.phases.reach(scene, &t, 0.006, 40, SPEED * 0.6)
-            }
-            3 => {
                 if self.phases.in_phase > 8 {
                     self.phases.next();
                 }
