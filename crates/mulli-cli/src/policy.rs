@@ -290,6 +290,11 @@ fn info(run: &Path) -> Result<ExitCode> {
                             .map_or("?", String::as_str)
                     );
                 }
+                if spec.model.hand_relative {
+                    println!(
+                        "control    also reads each lifted thing's position relative to the hand (decimetres)"
+                    );
+                }
             }
             (None, true) => {
                 println!("lift       positions from the labelled keypoints and the arm's state")

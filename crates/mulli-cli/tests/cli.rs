@@ -622,6 +622,8 @@ fn quick_flywheel_runs_every_stage_and_caches_them() {
         lift.contains("to 0.00") && lift.contains("centre 0.070,") && lift.contains(", -0.100 m"),
         "{lift}"
     );
+    // With it, the control reads the things relative to the hand.
+    assert!(info.contains("relative to the hand"), "{info}");
     // eval_info.json covers 3 tasks × 6 splits × 1 episode and lists videos that exist.
     let eval: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir("eval").join("eval_info.json")).unwrap())

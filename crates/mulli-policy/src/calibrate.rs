@@ -182,17 +182,7 @@ pub fn hand_eye(
     }
     // Each labelled thing's lifted (x, y, z): the auxiliary entry its lift output becomes.
     let p = config.pixel_targets;
-    let lifted: Vec<Option<[usize; 3]>> = (0..p)
-        .map(|k| {
-            let entry = |a: usize| {
-                config
-                    .aux_select
-                    .iter()
-                    .position(|&i| i == config.aux_dim + 3 * k + a)
-            };
-            Some([entry(0)?, entry(1)?, entry(2)?])
-        })
-        .collect();
+    let lifted = config.lifted_entries();
     if lifted.iter().all(Option::is_none) {
         return Err(
             "no labelled thing has an absolute position among the auxiliary targets".into(),

@@ -192,6 +192,14 @@ pub struct VlaConfig {
     /// (docs/benchmarks.md, "Perception, then control"). Needs `perceived > 0`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub images_perception_only: bool,
+    /// With a hand–eye calibration ([`Self::hand_eye`]): the state token also reads each
+    /// lifted thing's position relative to the hand (in decimetres), gated like the thing's
+    /// own entries. Why: the flywheel's failed grasps go down beside the object even when
+    /// the policy sees it within 1.5 cm (docs/benchmarks.md, "Where the grasps fail");
+    /// whether the hand is over the target is a function of the difference, which the
+    /// control otherwise forms from two separately normalized inputs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hand_relative: bool,
     pub head: Head,
     /// Euler steps of the flow head at inference.
     pub flow_steps: usize,
@@ -320,6 +328,7 @@ impl Default for VlaConfig {
             state_gate: false,
             state_gate_reads_state: false,
             images_perception_only: false,
+            hand_relative: false,
             head: Head::L1,
             flow_steps: 5,
             text_encoder: TextEncoderKind::Bytes,
@@ -328,6 +337,21 @@ impl Default for VlaConfig {
 }
 
 impl VlaConfig {
+    /// Per labelled thing, the auxiliary (= perceived) entries its lifted x, y and z become
+    /// through `aux_select`; `None` for a thing whose absolute position is not among them.
+    pub(crate) fn lifted_entries(&self) -> Vec<Option<[usize; 3]>> {
+        (0..self.pixel_targets)
+            .map(|k| {
+                let entry = |a: usize| {
+                    self.aux_select
+                        .iter()
+                        .position(|&i| i == self.aux_dim + 3 * k + a)
+                };
+                Some([entry(0)?, entry(1)?, entry(2)?])
+            })
+            .collect()
+    }
+
     /// Inputs of the lift's MLPs: (u, v, in view) per camera it reads and the thing's
     /// one-hot identity — all labelled cameras, or with [`Self::lift_reads_arm`] the first
     /// one; and of the near part (0 without it): the other cameras, the identity and the
@@ -430,6 +454,11 @@ impl VlaConfig {
         }
         if let Some(h) = &self.hand_eye {
             h.validate(self)?;
+        }
+        if self.hand_relative && !self.object_tokens.is_empty() {
+            return Err(PolicyError::Config(
+                "hand_relative = true adds to the state token: it needs object_tokens off".into(),
+            ));
         }
         let outputs = self.aux_dim + 3 * self.pixel_targets;
         if !self.aux_select.is_empty()
@@ -1042,6 +1071,53 @@ pub struct Vla {
     aux_select: Vec<i64>,
     #[module(skip)]
     hand_eye: Option<HandEye>,
+    /// The things whose position relative to the hand the state token reads
+    /// ([`VlaConfig::hand_relative`]); empty = off.
+    #[module(skip)]
+    relative: Vec<RelativeThing>,
+}
+
+/// A lifted thing's entries in the state and their map to metres
+/// ([`VlaConfig::hand_relative`]).
+#[derive(Clone, Debug)]
+struct RelativeThing {
+    state: [usize; 3],
+    shift: [f32; 3],
+    scale: [f32; 3],
+}
+
+/// Relative positions enter the state token in decimetres: the table's reach is a few of
+/// them, a grasp's tolerance a tenth of one.
+const RELATIVE_PER_M: f32 = 10.0;
+
+/// The lifted things of a [`VlaConfig::hand_relative`] model: each labelled thing whose
+/// three axes are perceived entries (`aux_select`), in thing order.
+fn relative_things(config: &VlaConfig) -> Result<Vec<RelativeThing>, PolicyError> {
+    if !config.hand_relative {
+        return Ok(Vec::new());
+    }
+    let Some(h) = &config.hand_eye else {
+        return Err(PolicyError::Config(
+            "hand_relative = true needs the wrist camera's hand–eye calibration (hand_eye), which training fits from the pixel labels: this model has none".into(),
+        ));
+    };
+    let arm = config.state_dim - config.perceived;
+    let things: Vec<RelativeThing> = (config.lifted_entries().into_iter().enumerate())
+        .filter_map(|(k, entries)| {
+            Some(RelativeThing {
+                state: entries?.map(|j| arm + j),
+                shift: h.thing_shift[k],
+                scale: h.thing_scale[k],
+            })
+        })
+        .collect();
+    if things.is_empty() {
+        return Err(PolicyError::Config(
+            "hand_relative = true: no lifted thing's position is among the perceived entries"
+                .into(),
+        ));
+    }
+    Ok(things)
 }
 
 /// The keypoints of a forward pass.
@@ -1181,6 +1257,7 @@ impl Vla {
     /// A freshly initialized model; the same `seed` gives the same weights.
     pub fn new(config: &VlaConfig, seed: u64, device: &Device) -> Result<Self, PolicyError> {
         config.validate()?;
+        let relative = relative_things(config)?;
         let d = config.d_model;
         let (mut blocks, mut patches) = (Vec::new(), Vec::new());
         let mut c_in = 3;
@@ -1279,7 +1356,7 @@ impl Vla {
             bytes,
             text_proj,
             state_proj: LinearConfig::new(
-                config.state_dim - config.object_tokens.iter().sum::<usize>(),
+                config.state_dim - config.object_tokens.iter().sum::<usize>() + 3 * relative.len(),
                 d,
             )
             .init(device),
@@ -1318,6 +1395,7 @@ impl Vla {
             lifted_share: 0.5,
             aux_select: config.aux_select.iter().map(|&i| i as i64).collect(),
             hand_eye: config.hand_eye.clone(),
+            relative,
         };
         seeded_init(&mut model, seed);
         Ok(model)
@@ -1390,17 +1468,34 @@ impl Vla {
                 }
             };
         }
+        let mut relative = self.hand_relative(&state);
         if let Some(gate) = &self.state_gate {
             let mut logits = gate.forward(text.clone());
             if let Some(from_state) = &self.state_gate_state {
                 logits = logits + from_state.forward(state.clone());
             }
-            state = state * (burn::tensor::activation::sigmoid(logits) * 2.0);
+            let factors = burn::tensor::activation::sigmoid(logits) * 2.0;
+            relative = relative.map(|r| {
+                let entries: Vec<i64> = self
+                    .relative
+                    .iter()
+                    .flat_map(|t| t.state.map(|i| i as i64))
+                    .collect();
+                let n = entries.len();
+                let index =
+                    Tensor::<1, Int>::from_data(TensorData::new(entries, [n]), &factors.device());
+                r * factors.clone().select(1, index)
+            });
+            state = state * factors;
         }
         let objects = self.object_tokens(&state);
         let arm = match &objects {
             Some((_, arm_dim)) => state.narrow(1, 0, *arm_dim),
             None => state,
+        };
+        let arm = match relative {
+            Some(r) => Tensor::cat(vec![arm, r], 1),
+            None => arm,
         };
         let state = self.state_proj.forward(arm);
         let pos = self.token_positions.val();
@@ -1414,6 +1509,30 @@ impl Vla {
             aux,
             keypoints,
         }
+    }
+
+    /// `[B, 3·things]`: each [`Self::relative`] thing's position minus the hand's, in
+    /// decimetres, from the (normalized) state; `None` when off.
+    fn hand_relative(&self, state: &Tensor<2>) -> Option<Tensor<2>> {
+        let h = self
+            .hand_eye
+            .as_ref()
+            .filter(|_| !self.relative.is_empty())?;
+        let metres =
+            |i: usize, shift: f32, scale: f32| state.clone().narrow(1, i, 1) * scale + shift;
+        let metres = &metres;
+        let columns = self
+            .relative
+            .iter()
+            .flat_map(|t| {
+                (0..3).map(move |a| {
+                    let thing = metres(t.state[a], t.shift[a], t.scale[a]);
+                    let hand = metres(h.hand[a], h.hand_shift[a], h.hand_scale[a]);
+                    (thing - hand) * RELATIVE_PER_M
+                })
+            })
+            .collect();
+        Some(Tensor::cat(columns, 1))
     }
 
     /// Each sample's instruction features `[B, d]`. An instruction encoded before
@@ -2679,6 +2798,78 @@ mod tests {
         assert_eq!(values(valid), [0.0]);
         let near: Vec<f32> = near.into_data().convert::<f32>().try_into_vec().unwrap();
         assert!(near.iter().all(|v| v.is_finite()), "{near:?}");
+    }
+
+    /// A two-camera model with the calibrated lift whose perceived entries are one thing's
+    /// lifted x, y, z after the 7 arm entries.
+    fn calibrated(hand_relative: bool) -> VlaConfig {
+        VlaConfig {
+            keypoints: 2,
+            aux_dim: 3,
+            perceived: 3,
+            state_dim: 10,
+            pixel_targets: 1,
+            pixel_cameras: vec![0, 1],
+            lift_reads_arm: true,
+            aux_select: vec![3, 4, 5],
+            hand_eye: Some(hand_eye()),
+            state_gate: true,
+            hand_relative,
+            ..tiny()
+        }
+    }
+
+    #[test]
+    fn the_state_token_can_read_things_relative_to_the_hand() {
+        let device = Device::flex();
+        let model = Vla::new(&calibrated(true), 3, &device).unwrap();
+        let state = Tensor::<2>::from_data(
+            TensorData::new(
+                vec![0.5f32, 0.1, 0.33, 1.0, 0.0, 0.0, 0.0, 0.53, 0.06, 0.03],
+                [1, 10],
+            ),
+            &device,
+        );
+        let rel: Vec<f32> = model
+            .hand_relative(&state)
+            .unwrap()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .unwrap();
+        for (a, b) in rel.iter().zip([0.3f32, -0.4, -3.0]) {
+            assert!((a - b).abs() < 1e-5, "{rel:?}: decimetres from the hand");
+        }
+        // The whole model runs with the wider state token, and without the option the
+        // token is as before.
+        let out = model.predict(batch(&calibrated(true), 2, &device), None);
+        assert_eq!(out.dims(), [2, 4, 7]);
+        let plain = Vla::new(&calibrated(false), 3, &device).unwrap();
+        assert!(plain.hand_relative(&state).is_none());
+        assert!(plain.num_params() < model.num_params());
+        // It needs the calibration, and a lifted thing among the perceived entries.
+        let e = Vla::new(
+            &VlaConfig {
+                hand_eye: None,
+                ..calibrated(true)
+            },
+            3,
+            &device,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("hand–eye calibration"), "{e}");
+        let e = Vla::new(
+            &VlaConfig {
+                aux_select: vec![0, 1, 2],
+                ..calibrated(true)
+            },
+            3,
+            &device,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no lifted thing"), "{e}");
     }
 
     #[test]

@@ -992,6 +992,14 @@ pub fn train(
         }
         model_config.validate()?;
     }
+    if model_config.hand_relative && model_config.hand_eye.is_none() {
+        // Like the lift, fall back rather than fail: the option only helps where the
+        // geometry is known.
+        on_event(Event::Warning(
+            "hand_relative is off: it needs a hand–eye calibration of a camera on the hand, and there is none",
+        ));
+        model_config.hand_relative = false;
+    }
     let batcher = Batcher::new(&model_config, pretrained)?
         .with_aux_weight(config.aux_weight)
         .with_pixel_weight(config.pixel_weight);
