@@ -103,8 +103,14 @@ pub struct EvalConfig {
     pub workers: usize,
     /// Rollout videos per task and split: this many successes and this many failures.
     pub videos_per_outcome: usize,
-    /// Actions executed per chunk before re-planning (receding horizon).
-    pub execute: usize,
+    /// How the policy's chunks become actions: `mode = "temporal_ensemble"` with `decay`
+    /// (every step queries; the chunks covering it are averaged, weights exp(-decay·i), i = 0
+    /// the oldest) or `mode = "receding_horizon"` with `execute` (that many actions of each
+    /// chunk, then re-plan).
+    pub execution: Execution,
+    /// Replaced by `execution`; read only to say so.
+    #[serde(default, skip_serializing)]
+    pub execute: Option<usize>,
 }
 
 impl Default for MultiplyConfig {
@@ -132,7 +138,8 @@ impl Default for EvalConfig {
             episodes_per_task: 10,
             workers: 0,
             videos_per_outcome: 1,
-            execute: 8,
+            execution: Execution::ENSEMBLE,
+            execute: None,
         }
     }
 }
@@ -267,13 +274,15 @@ impl FlywheelConfig {
         );
         // Before any stage runs, not after minutes of capture and multiply.
         self.train.validate().context("in [train]")?;
-        anyhow::ensure!(self.eval.execute > 0, "eval.execute must be at least 1");
-        anyhow::ensure!(
-            self.eval.execute <= self.train.model.chunk,
-            "eval.execute = {} is more than the policy's chunk ({} actions)",
-            self.eval.execute,
-            self.train.model.chunk
-        );
+        if let Some(n) = self.eval.execute {
+            anyhow::bail!(
+                "eval.execute = {n}: replaced by [eval.execution] — mode = \"receding_horizon\" with execute = {n}, or mode = \"temporal_ensemble\" with decay = 0.1 (the default)"
+            );
+        }
+        self.eval
+            .execution
+            .check(self.train.model.chunk)
+            .map_err(|e| anyhow::anyhow!("eval.execution: {e}"))?;
         anyhow::ensure!(
             !self.eval.splits.is_empty(),
             "eval.splits is empty; known splits: {}",
@@ -773,9 +782,7 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
                 episodes_per_task: config.eval.episodes_per_task,
                 seed: config.seed,
                 env: config.env(),
-                execution: Execution::RecedingHorizon {
-                    execute: config.eval.execute,
-                },
+                execution: config.eval.execution,
                 workers: config.eval.workers,
                 videos_per_outcome: config.eval.videos_per_outcome,
             };
@@ -892,8 +899,20 @@ mod tests {
         let e = format!("{:#}", c.check().unwrap_err());
         assert!(e.contains("sideways") && e.contains("eval.splits"), "{e}");
         let mut c = FlywheelConfig::default();
-        c.eval.execute = 99;
-        assert!(c.check().unwrap_err().to_string().contains("chunk"));
+        c.eval.execution = Execution::RecedingHorizon { execute: 99 };
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("eval.execution") && e.contains("chunk"), "{e}");
+        let mut c = FlywheelConfig::default();
+        c.eval.execution = Execution::TemporalEnsemble { decay: f32::NAN };
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("decay = NaN"), "{e}");
+        // A config from before [eval.execution] is told what replaced its key.
+        let old: FlywheelConfig = toml::from_str("[eval]\nexecute = 8\n").unwrap();
+        let e = old.check().unwrap_err().to_string();
+        assert!(
+            e.contains("eval.execute = 8") && e.contains("receding_horizon"),
+            "{e}"
+        );
         let c = FlywheelConfig {
             tasks: vec!["juggle".into()],
             ..Default::default()

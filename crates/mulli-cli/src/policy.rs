@@ -369,12 +369,19 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
     };
     let execution = match (args.execute, args.ensemble) {
         (_, Some(decay)) => Execution::TemporalEnsemble { decay },
-        (Some(execute), None) => {
-            anyhow::ensure!(execute > 0, "--execute must be at least 1");
-            Execution::RecedingHorizon { execute }
-        }
+        (Some(execute), None) => Execution::RecedingHorizon { execute },
         (None, None) => default_execution,
     };
+    if let Some(flag) = match (args.execute, args.ensemble) {
+        (_, Some(_)) => Some("--ensemble"),
+        (Some(_), None) => Some("--execute"),
+        (None, None) => None,
+    } {
+        // Any chunk length: the executor clamps to the policy's; only the values are checked.
+        execution
+            .check(usize::MAX)
+            .map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+    }
     let instructions = match &args.instructions {
         Some(path) => mulli_eval::load_instructions(path)?,
         None => Vec::new(),

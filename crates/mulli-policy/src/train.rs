@@ -1049,9 +1049,7 @@ pub fn train(
             .text_encoder_dir
             .as_ref()
             .map(|d| d.canonicalize().unwrap_or_else(|_| d.clone())),
-        execution: mulli_core::Execution::RecedingHorizon {
-            execute: (model_config.chunk * 4 / 5).max(1),
-        },
+        execution: mulli_core::Execution::ENSEMBLE,
         params,
         training: TrainingSummary {
             datasets: data_paths.iter().map(|p| p.display().to_string()).collect(),
