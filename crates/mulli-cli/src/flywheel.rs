@@ -92,6 +92,9 @@ fn is_zero_f64(x: &f64) -> bool {
 pub struct MultiplyConfig {
     /// Generated demos per task (0 = no multiplication).
     pub per_task: usize,
+    /// Share of generated scenes with strong visual randomization (other colours, stripes
+    /// and checkers, strong lighting; `mulli synth --strong-visuals`).
+    pub strong_visuals: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -115,7 +118,10 @@ pub struct EvalConfig {
 
 impl Default for MultiplyConfig {
     fn default() -> Self {
-        MultiplyConfig { per_task: 50 }
+        MultiplyConfig {
+            per_task: 50,
+            strong_visuals: 0.25,
+        }
     }
 }
 
@@ -236,7 +242,10 @@ impl FlywheelConfig {
                 episodes_per_task: 3,
                 ..d.capture
             },
-            multiply: MultiplyConfig { per_task: 2 },
+            multiply: MultiplyConfig {
+                per_task: 2,
+                ..Default::default()
+            },
             train: TrainConfig {
                 steps: 30,
                 control_steps: 30,
@@ -266,6 +275,11 @@ impl FlywheelConfig {
         anyhow::ensure!(
             self.eval.episodes_per_task > 0,
             "eval.episodes_per_task = 0: evaluate at least one episode per task and split"
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.multiply.strong_visuals),
+            "multiply.strong_visuals = {}: a share of the generated scenes, between 0 and 1",
+            self.multiply.strong_visuals
         );
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.capture.slip),
@@ -646,6 +660,7 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
                     seed: config.seed,
                     tasks: config.tasks.clone(),
                     success_tail: config.capture.success_tail,
+                    strong_visual_fraction: config.multiply.strong_visuals,
                     ..Default::default()
                 };
                 let pb = crate::progress::bar(config.multiply.per_task * n_tasks, "multiply");

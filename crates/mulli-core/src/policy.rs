@@ -249,12 +249,21 @@ mod tests {
     fn execution_modes_are_checked_against_the_chunk() {
         assert_eq!(Execution::ENSEMBLE.check(10), Ok(()));
         assert_eq!(Execution::RecedingHorizon { execute: 10 }.check(10), Ok(()));
-        let e = Execution::RecedingHorizon { execute: 0 }.check(10).unwrap_err();
+        let e = Execution::RecedingHorizon { execute: 0 }
+            .check(10)
+            .unwrap_err();
         assert!(e.contains("execute = 0"), "{e}");
-        let e = Execution::RecedingHorizon { execute: 11 }.check(10).unwrap_err();
-        assert!(e.contains("execute = 11") && e.contains("10 actions"), "{e}");
+        let e = Execution::RecedingHorizon { execute: 11 }
+            .check(10)
+            .unwrap_err();
+        assert!(
+            e.contains("execute = 11") && e.contains("10 actions"),
+            "{e}"
+        );
         for bad in [-0.1, f32::NAN, f32::INFINITY] {
-            let e = Execution::TemporalEnsemble { decay: bad }.check(10).unwrap_err();
+            let e = Execution::TemporalEnsemble { decay: bad }
+                .check(10)
+                .unwrap_err();
             assert!(e.contains(&format!("decay = {bad}")), "{e}");
         }
     }

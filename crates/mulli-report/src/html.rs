@@ -95,6 +95,20 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// How the evaluation executed the policy's action chunks, in words (`settings.execution`;
+/// empty for an `eval_info.json` that does not say).
+fn execution(v: &Value) -> String {
+    match (v["mode"].as_str(), &v["execute"], &v["decay"]) {
+        (Some("receding_horizon"), n, _) => {
+            format!(" · {} actions of each chunk, then re-plan", s(n))
+        }
+        (Some("temporal_ensemble"), _, d) => {
+            format!(" · chunks ensembled every step (decay {})", s(d))
+        }
+        _ => String::new(),
+    }
+}
+
 pub fn document(p: &Parts) -> Result<String, ReportError> {
     let mut h = String::new();
     let _ = write!(
@@ -107,11 +121,12 @@ pub fn document(p: &Parts) -> Result<String, ReportError> {
     let _ = write!(h, "<h1>{}</h1>", escape(p.title));
     let _ = write!(
         h,
-        "<p class=\"sub\">policy <code>{}</code> · suite {} · episodes per task and split: {} · seed {} · mulli {}</p>",
+        "<p class=\"sub\">policy <code>{}</code> · suite {} · episodes per task and split: {} · seed {}{} · mulli {}</p>",
         escape(&s(&settings["policy"])),
         escape(&s(&settings["suite"])),
         escape(&s(&settings["episodes_per_task"])),
         escape(&s(&settings["seed"])),
+        escape(&execution(&settings["execution"])),
         escape(&s(&settings["mulli_version"]))
     );
     headline(&mut h, info);

@@ -30,7 +30,8 @@ fn eval_info(success: [bool; 2], pc: f64, video: Option<&str>) -> serde_json::Va
             {"split": "korean", "episodes": 1, "successes": 0, "rate": 0.0, "ci": [0.0, 0.8]}
         ],
         "pc_success_ci95": [9.0, 90.0],
-        "settings": {"policy": "runs/x", "suite": "kitchen-v1-single", "episodes_per_task": 1, "seed": 1, "mulli_version": "0.1.0"}
+        "settings": {"policy": "runs/x", "suite": "kitchen-v1-single", "episodes_per_task": 1, "seed": 1, "mulli_version": "0.1.0",
+                     "execution": {"mode": "temporal_ensemble", "decay": 0.1}}
     })
 }
 
@@ -75,6 +76,10 @@ fn renders_a_self_contained_page_from_eval_info() {
         "the headline is eval_info's pc_success"
     );
     assert!(html.contains("data:video/mp4;base64,"));
+    assert!(
+        html.contains("chunks ensembled every step (decay 0.1)"),
+        "the execution mode is in the subtitle"
+    );
     assert!(html.contains("<svg") && html.contains("val loss"));
     assert!(!html.contains("<script"), "no scripts in the report");
     assert!(
