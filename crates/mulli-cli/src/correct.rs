@@ -58,10 +58,12 @@ pub fn run(args: CorrectArgs) -> Result<ExitCode> {
     let device = mulli_policy::device(&args.device)?;
     let spec = VlaPolicy::load(&args.policy, &device)?.spec().clone();
     let execution = match args.execute {
-        Some(0) => anyhow::bail!("--execute must be at least 1"),
         Some(execute) => Execution::RecedingHorizon { execute },
         None => spec.execution,
     };
+    execution
+        .check(spec.model.chunk)
+        .map_err(|e| anyhow::anyhow!("--execute: {e}"))?;
     let mut env = crate::policy::env_for_size(spec.model.image_size);
     env.success_tail = args.success_tail;
     let opts = CorrectOptions {

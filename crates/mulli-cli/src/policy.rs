@@ -367,16 +367,12 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
         }
         (None, None) => anyhow::bail!("--policy RUN or --server URL is required"),
     };
-    let execution = match (args.execute, args.ensemble) {
-        (_, Some(decay)) => Execution::TemporalEnsemble { decay },
-        (Some(execute), None) => Execution::RecedingHorizon { execute },
-        (None, None) => default_execution,
+    let (execution, flag) = match (args.execute, args.ensemble) {
+        (_, Some(decay)) => (Execution::TemporalEnsemble { decay }, Some("--ensemble")),
+        (Some(execute), None) => (Execution::RecedingHorizon { execute }, Some("--execute")),
+        (None, None) => (default_execution, None),
     };
-    if let Some(flag) = match (args.execute, args.ensemble) {
-        (_, Some(_)) => Some("--ensemble"),
-        (Some(_), None) => Some("--execute"),
-        (None, None) => None,
-    } {
+    if let Some(flag) = flag {
         // Any chunk length: the executor clamps to the policy's; only the values are checked.
         execution
             .check(usize::MAX)
