@@ -2,9 +2,12 @@
 """PyTorch twin of the mulli VLA policy, for a side-by-side CPU speed check against burn.
 
 Mirrors crates/mulli-policy/src/model.rs (the transformer-fusion VLA: GroupNorm CNN image
-tokens, a one-layer pre-norm text encoder pooled to one token, a state token, H learned
-action queries, a 3-layer pre-norm transformer over all 62 tokens and a linear action head,
-with an L1 head or a pi0-style flow-matching head). It measures
+tokens, or with --stem patch the 2x2 patch-merging stem, a one-layer pre-norm text encoder
+pooled to one token, a state token, H learned action queries, a 3-layer pre-norm transformer
+over all 62 tokens and a linear action head, with an L1 head or a pi0-style flow-matching
+head). The model-size flags mirror `mulli bench --model FILE`, so other sizes (the
+flywheel's: --image-size 64 --d-model 96 --fusion-layers 2 --ff 256 --conv-channels
+32,32,64,64 --stem patch) can be compared too. It measures
 
   train   steady-state training samples/s: forward + loss + backward + clip_grad_norm_(1.0)
           + AdamW step on one fixed random batch (data loading is not part of it), timed
@@ -87,6 +90,35 @@ def conv_out(size: int) -> int:
     return (size - 3) // 2 + 1
 
 
+class PatchMerge(nn.Module):
+    """One patch-merging stage of mulli's `stem = "patch"` (model.rs `PatchBlock`):
+    channels-last [N, S, S, C] -> [N, S/2, S/2, C'], each output cell a Linear of its 2x2
+    block, then LayerNorm and ReLU; an odd last row and column are dropped. `impl` picks how
+    PyTorch computes the merge: "reshape" (the same permute + Linear as mulli) or "conv"
+    (the equivalent Conv2d(k=2, s=2) on a channels-first view); the benchmark reports the
+    faster, so the baseline is PyTorch at its best."""
+
+    def __init__(self, c_in: int, c_out: int, impl: str):
+        super().__init__()
+        self.impl = impl
+        if impl == "conv":
+            self.merge = nn.Conv2d(c_in, c_out, kernel_size=2, stride=2, bias=True)
+        else:
+            self.merge = nn.Linear(4 * c_in, c_out)
+        self.norm = nn.LayerNorm(c_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, s, _, c = x.shape
+        h = s // 2
+        x = x[:, : 2 * h, : 2 * h]
+        if self.impl == "conv":
+            y = self.merge(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        else:
+            blocks = x.reshape(n, h, 2, h, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(n, h, h, 4 * c)
+            y = self.merge(blocks)
+        return torch.relu(self.norm(y))
+
+
 def sinusoidal(t: Tensor, dim: int) -> Tensor:
     """[B] times in [0, 1] -> [B, dim]: half sin, half cos of t * 1000 * freq_k."""
     half = dim // 2
@@ -106,17 +138,23 @@ class Vla(nn.Module):
         self.cameras = a.cameras
 
         # Image encoder, shared across cameras.
+        self.stem = a.stem
         blocks: list[nn.Module] = []
         c_in, side = 3, a.image_size
         for c_out in a.conv_channels:
-            blocks += [
-                nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=0, bias=True),
-                nn.GroupNorm(8, c_out, affine=True),
-                nn.ReLU(),
-            ]
-            c_in, side = c_out, conv_out(side)
+            if a.stem == "conv":
+                blocks += [
+                    nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=0, bias=True),
+                    nn.GroupNorm(8, c_out, affine=True),
+                    nn.ReLU(),
+                ]
+                side = conv_out(side)
+            else:
+                blocks.append(PatchMerge(c_in, c_out, a.patch_impl))
+                side //= 2
+            c_in = c_out
         if side < 1:
-            raise SystemExit(f"image_size {a.image_size} too small for {len(a.conv_channels)} conv blocks")
+            raise SystemExit(f"image_size {a.image_size} too small for {len(a.conv_channels)} stem stages")
         self.cnn = nn.Sequential(*blocks)
         self.patches = side * side
         self.image_proj = nn.Linear(c_in, d)
@@ -150,8 +188,13 @@ class Vla(nn.Module):
         mask 1 = real token); text_index [B] (row of each sample); state [B, state_dim].
         Returns the observation prefix [B, cams * patches + 2, d]."""
         b, cams, ch, h, w = images.shape
-        x = self.cnn(images.reshape(b * cams, ch, h, w) * 2.0 - 1.0)  # [B*cams, C, s, s]
-        x = x.flatten(2).transpose(1, 2)  # [B*cams, s*s, C], row-major over H then W
+        x = images.reshape(b * cams, ch, h, w) * 2.0 - 1.0
+        if self.stem == "conv":
+            x = self.cnn(x)  # [B*cams, C, s, s]
+            x = x.flatten(2).transpose(1, 2)  # [B*cams, s*s, C], row-major over H then W
+        else:
+            x = self.cnn(x.permute(0, 2, 3, 1))  # channels-last [B*cams, s, s, C]
+            x = x.flatten(1, 2)  # [B*cams, s*s, C]
         img = self.image_proj(x).reshape(b, cams * self.patches, -1) + self.image_pos
 
         emb = self.tokens(text_ids) + self.text_pos[: text_ids.shape[1]]
@@ -252,6 +295,10 @@ def main() -> None:
     g.add_argument("--heads", type=int, default=4)
     g.add_argument("--ff", type=int, default=512)
     g.add_argument("--fusion-layers", type=int, default=3)
+    g.add_argument("--stem", choices=["conv", "patch"], default="conv",
+                   help="image stem: 3x3 stride-2 convolutions + GroupNorm, or 2x2 patch merging + LayerNorm")
+    g.add_argument("--patch-impl", choices=["reshape", "conv"], default="reshape",
+                   help="how PyTorch computes a patch merge (same maths; pick the faster)")
     g.add_argument("--conv-channels", type=lambda s: [int(c) for c in s.split(",")], default=[32, 64, 64, 64])
     a = p.parse_args()
     if a.text_len < 2 or a.d_model % 2 or a.d_model % a.heads or any(c % 8 for c in a.conv_channels):

@@ -138,7 +138,58 @@ impl From<HeadArg> for mulli_policy::Head {
     }
 }
 
+/// One line naming the machine a benchmark ran on: numbers from another CPU kind are not
+/// comparable, and the SIMD level also decides which kernels `gemm` and burn-flex run (so
+/// training runs on two kinds of machine differ in their last bits).
+pub fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| cpu_model(&info))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let threads = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{model}, {threads} hardware threads, SIMD {}", simd_level())
+}
+
+/// `model name` of the first processor in `/proc/cpuinfo`, with the x86 family and model
+/// numbers that tell CPU generations of the same marketing name apart.
+fn cpu_model(info: &str) -> Option<String> {
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let name = field("model name")?;
+    Some(match (field("cpu family"), field("model")) {
+        (Some(family), Some(model)) => format!("{name} (family {family}, model {model})"),
+        _ => name,
+    })
+}
+
+fn simd_level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "AVX-512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "AVX2+FMA";
+        }
+        "SSE"
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        "NEON"
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "scalar"
+    }
+}
+
 pub fn run(cmd: BenchCmd) -> Result<ExitCode> {
+    println!("machine: {}", machine());
     match cmd {
         BenchCmd::Serve {
             clients,
@@ -421,4 +472,23 @@ fn peak_rss_mib() -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_model_names_the_generation() {
+        let info = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n\
+                    model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\nmodel name\t: other\n";
+        assert_eq!(
+            cpu_model(info).as_deref(),
+            Some("AMD EPYC (family 25, model 1)")
+        );
+        // Without family and model (e.g. some ARM kernels) the name alone; none at all: None.
+        assert_eq!(cpu_model("model name : X\n").as_deref(), Some("X"));
+        assert_eq!(cpu_model("Hardware : foo\n"), None);
+        assert!(machine().contains("hardware threads, SIMD "));
+    }
 }

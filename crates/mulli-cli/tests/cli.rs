@@ -205,6 +205,8 @@ fn bench_measures_a_model_from_a_file_and_names_bad_ones() {
     assert!(out.contains("samples/s"), "{out}");
     let out = ok(&["bench", "infer", "--model", s(&model), "--calls", "2"]);
     assert!(out.contains("p50"), "{out}");
+    // Every benchmark names the machine it ran on (numbers are per CPU kind).
+    assert!(out.starts_with("machine: "), "{out}");
 
     std::fs::write(&model, "stem = \"pyramid\"\n").unwrap();
     let o = mulli(&["bench", "train", "--model", s(&model), "--steps", "1"]);
