@@ -46,20 +46,11 @@ from torch import Tensor, nn
 # Byte-level tokenizer (crates/mulli-policy/src/tokenizer.rs): ids 0..255 are bytes.
 BOS, EOS, PAD, VOCAB = 256, 257, 258, 259
 
-INSTRUCTIONS = [
-    "pick up the red block and place it in the bowl",
-    "open the top drawer",
-    "close the microwave door",
-    "push the green button",
-    "stack the blue cube on the yellow cube",
-    "put the sponge in the sink",
-    "서랍을 열어줘",
-    "빨간 컵을 접시 위에 올려놔",
-    "turn the faucet handle to the left",
-    "slide the window open",
-    "pick the screwdriver from the table",
-    "move the mug next to the kettle",
-]
+
+def instruction(i: int) -> str:
+    """The i-th distinct instruction of a batch: the strings of mulli's synthetic batches
+    (`HostBatch::synthetic`), so both sides encode the same number of tokens."""
+    return f"put the object {i} in the basket"
 
 
 def tokenize(text: str, max_len: int) -> tuple[list[int], int]:
@@ -248,12 +239,12 @@ class Vla(nn.Module):
 def make_obs(a: argparse.Namespace, b: int) -> tuple[Tensor, ...]:
     s = a.image_size
     n_text = min(a.distinct_texts, b)
-    # Distinct strings; past the built-in list, numbered variants keep them distinct.
-    texts = [INSTRUCTIONS[i % len(INSTRUCTIONS)] + (f" #{i}" if i >= len(INSTRUCTIONS) else "")
-             for i in range(n_text)]
+    texts = [instruction(i) for i in range(n_text)]
     rows = [tokenize(t, a.text_len) for t in texts]
-    ids = torch.tensor([r[0] for r in rows], dtype=torch.int64)
-    mask = torch.tensor([[1.0 if k < r[1] else 0.0 for k in range(a.text_len)] for r in rows])
+    # Padded to the longest instruction, as mulli's batcher does (padding is masked anyway).
+    n = max(r[1] for r in rows)
+    ids = torch.tensor([r[0][:n] for r in rows], dtype=torch.int64)
+    mask = torch.tensor([[1.0 if k < r[1] else 0.0 for k in range(n)] for r in rows])
     index = torch.arange(b, dtype=torch.int64) % n_text
     images = torch.rand(b, a.cameras, 3, s, s)
     state = torch.randn(b, a.state_dim)

@@ -474,13 +474,17 @@ impl Batcher {
                 index: index_t(),
             });
         }
-        let len = self.tokenizer.max_len;
+        // Padded only to the longest instruction here, not to `text_len`: padding is masked
+        // out of attention and pooling, so the encoding is the same (to rounding), and a
+        // 17-token "open the drawer" no longer runs the text encoder over 64 positions.
+        let encoded: Vec<(Vec<u32>, usize)> =
+            texts.iter().map(|t| self.tokenizer.encode(t)).collect();
+        let len = encoded.iter().map(|(_, n)| *n).max().unwrap_or(2);
         let mut ids = Vec::with_capacity(texts.len() * len);
         let mut mask = Vec::with_capacity(texts.len() * len);
-        for t in texts {
-            let (tok, n) = self.tokenizer.encode(t);
-            ids.extend(tok.iter().map(|&v| i64::from(v)));
-            mask.extend((0..len).map(|k| if k < n { 1.0f32 } else { 0.0 }));
+        for (tok, n) in &encoded {
+            ids.extend(tok[..len].iter().map(|&v| i64::from(v)));
+            mask.extend((0..len).map(|k| if k < *n { 1.0f32 } else { 0.0 }));
         }
         Ok(TextInput::Bytes {
             tokens: Tensor::from_data(TensorData::new(ids, [texts.len(), len]), device),
@@ -1576,5 +1580,63 @@ mod tests {
         // Unset, it stays out of saved configs (and stage hashes).
         let text = toml::to_string(&TrainConfig::default()).unwrap();
         assert!(!text.contains("lifted_share"), "{text}");
+    }
+
+    /// Instructions are padded to the batch's longest, not to `text_len`, and encode the
+    /// same as fully padded ones: padding is masked out of attention and pooling.
+    #[test]
+    fn instructions_pad_to_the_longest_and_encode_as_if_fully_padded() {
+        let config = VlaConfig {
+            cameras: 1,
+            image_size: 16,
+            text_len: 40,
+            d_model: 16,
+            n_heads: 2,
+            d_ff: 32,
+            n_layers: 1,
+            text_layers: 2,
+            conv_channels: vec![8, 8],
+            ..VlaConfig::default()
+        };
+        let device = Device::flex();
+        let model = Vla::new(&config, 5, &device).unwrap();
+        let batcher = Batcher::new(&config, None).unwrap();
+        let texts = vec!["open it".to_string(), "서랍을 열어줘".to_string()];
+        let trimmed = batcher.text(&texts, &[0, 1], &device).unwrap();
+        let TextInput::Bytes { tokens, .. } = &trimmed else {
+            panic!("a byte-level model gets byte tokens");
+        };
+        // "서랍을 열어줘": 19 UTF-8 bytes + BOS + EOS.
+        assert_eq!(tokens.dims(), [2, 21]);
+        let tok = ByteTokenizer::new(config.text_len);
+        let (mut ids, mut mask) = (Vec::new(), Vec::new());
+        for t in &texts {
+            let (v, n) = tok.encode(t);
+            ids.extend(v.iter().map(|&i| i64::from(i)));
+            mask.extend((0..config.text_len).map(|k| if k < n { 1.0f32 } else { 0.0 }));
+        }
+        let full = TextInput::Bytes {
+            tokens: Tensor::from_data(TensorData::new(ids, [2, config.text_len]), &device),
+            mask: Tensor::from_data(TensorData::new(mask, [2, config.text_len]), &device),
+            index: Tensor::from_data(TensorData::new(vec![0i64, 1], [2]), &device),
+        };
+        let a = host_values(model.encode_text(trimmed).flatten(0, 1));
+        let b = host_values(model.encode_text(full).flatten(0, 1));
+        assert_eq!(a.len(), 2 * config.d_model);
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst < 1e-5,
+            "trimmed and padded encodings differ by {worst}"
+        );
+        // One long instruction keeps its full length (truncated at `text_len`).
+        let long = vec!["x".repeat(100)];
+        let TextInput::Bytes { tokens, .. } = batcher.text(&long, &[0], &device).unwrap() else {
+            panic!("byte tokens");
+        };
+        assert_eq!(tokens.dims(), [1, config.text_len]);
     }
 }
