@@ -2008,7 +2008,7 @@ fn time_embedding(t: &[f32], d: usize) -> Vec<f32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ByteTokenizer;
     use burn::optim::{AdamWConfig, GradientsParams};

@@ -1587,16 +1587,9 @@ mod tests {
     #[test]
     fn instructions_pad_to_the_longest_and_encode_as_if_fully_padded() {
         let config = VlaConfig {
-            cameras: 1,
-            image_size: 16,
             text_len: 40,
-            d_model: 16,
-            n_heads: 2,
-            d_ff: 32,
-            n_layers: 1,
             text_layers: 2,
-            conv_channels: vec![8, 8],
-            ..VlaConfig::default()
+            ..crate::model::tests::tiny()
         };
         let device = Device::flex();
         let model = Vla::new(&config, 5, &device).unwrap();
