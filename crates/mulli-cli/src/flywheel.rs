@@ -81,6 +81,16 @@ pub struct CaptureConfig {
     /// are not re-targeted by the multiply stage.
     #[serde(skip_serializing_if = "is_zero_f64")]
     pub slip: f64,
+    /// Probability per demo that it starts from a missed grasp: the hand beside the object,
+    /// closed on nothing and lifted, then the expert opening it and grasping again
+    /// (`mulli sim record --recover`). The multiply stage does not re-target such demos.
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub recover: f64,
+    /// Probability per demo that it starts off centre: the open hand low beside the
+    /// object, then the expert rising, re-centring and grasping (`mulli sim record
+    /// --off-centre`; with `recover` at most 1). Not re-targeted by the multiply stage.
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub off_centre: f64,
 }
 
 fn is_zero_f64(x: &f64) -> bool {
@@ -137,6 +147,8 @@ impl Default for CaptureConfig {
             success_tail: 10,
             dart: false,
             slip: 0.0,
+            recover: 0.0,
+            off_centre: 0.0,
         }
     }
 }
@@ -289,6 +301,18 @@ impl FlywheelConfig {
             (0.0..=1.0).contains(&self.capture.slip),
             "capture.slip = {}: a probability, between 0 and 1",
             self.capture.slip
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.capture.recover),
+            "capture.recover = {}: a probability, between 0 and 1",
+            self.capture.recover
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.capture.off_centre)
+                && self.capture.recover + self.capture.off_centre <= 1.0,
+            "capture.off_centre = {}: a probability, between 0 and 1, and with capture.recover ({}) at most 1",
+            self.capture.off_centre,
+            self.capture.recover
         );
         // Before any stage runs, not after minutes of capture and multiply.
         self.train.validate().context("in [train]")?;
@@ -576,11 +600,16 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
         None => {
             let t = Instant::now();
             let episodes = config.capture.episodes_per_task * n_tasks;
-            let slip = if config.capture.slip > 0.0 {
-                format!(", slip {}", config.capture.slip)
-            } else {
-                String::new()
-            };
+            let mut slip = String::new();
+            if config.capture.slip > 0.0 {
+                slip += &format!(", slip {}", config.capture.slip);
+            }
+            if config.capture.recover > 0.0 {
+                slip += &format!(", recover {}", config.capture.recover);
+            }
+            if config.capture.off_centre > 0.0 {
+                slip += &format!(", off centre {}", config.capture.off_centre);
+            }
             capture.header(&format!(
                 "{episodes} scripted demos ({} per task, noise {} m/step{slip})",
                 config.capture.episodes_per_task, config.capture.noise
@@ -596,6 +625,8 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
                 keep_failures: false,
                 dart: config.capture.dart,
                 slip: config.capture.slip,
+                recover: config.capture.recover,
+                off_centre: config.capture.off_centre,
                 split: Split::Train,
                 env: EnvConfig {
                     success_tail: config.capture.success_tail,
@@ -611,11 +642,13 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
             )
             .with_context(|| format!("recording demos into {}", capture_data.display()))?;
             pb.finish_and_clear();
-            let slipped = if report.slipped > 0 {
-                format!(", {} with a slipped grasp", report.slipped)
-            } else {
-                String::new()
-            };
+            let mut slipped = String::new();
+            if report.slipped > 0 {
+                slipped += &format!(", {} with a slipped grasp", report.slipped);
+            }
+            if report.recovered > 0 {
+                slipped += &format!(", {} from a missed grasp or off centre", report.recovered);
+            }
             println!(
                 "          {} episodes{slipped}, {} frames ({} expert attempts) in {:.0} s",
                 report.episodes,
@@ -941,6 +974,14 @@ mod tests {
         c.capture.slip = -0.1;
         let e = c.check().unwrap_err().to_string();
         assert!(e.contains("capture.slip = -0.1"), "{e}");
+        let mut c = FlywheelConfig::default();
+        c.capture.recover = 1.5;
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("capture.recover = 1.5"), "{e}");
+        let mut c = FlywheelConfig::default();
+        (c.capture.recover, c.capture.off_centre) = (0.5, 0.6);
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("capture.off_centre = 0.6"), "{e}");
         let mut c = FlywheelConfig::default();
         c.train.lifted_share = Some(2.0);
         let e = format!("{:#}", c.check().unwrap_err());

@@ -103,6 +103,16 @@ pub enum SimCmd {
         /// closes on it, so the demo shows the expert's second grasp (0 to 1).
         #[arg(long, default_value_t = 0.0)]
         slip: f64,
+        /// Probability per episode that it starts from a missed grasp: unrecorded, the
+        /// hand goes down beside the object, closes on nothing and lifts; the demo is the
+        /// expert opening the hand and grasping again (0 to 1; grasping tasks only).
+        #[arg(long, default_value_t = 0.0)]
+        recover: f64,
+        /// Probability per episode that it starts off centre: unrecorded, the open hand
+        /// goes down beside the object; the demo is the expert rising, re-centring and
+        /// grasping (0 to 1, with --recover at most 1; grasping tasks only).
+        #[arg(long, default_value_t = 0.0)]
+        off_centre: f64,
         /// Which layouts, phrasings and scene variations: train (default; EN + KO training
         /// phrasings), or an evaluation split (seen_layouts, held_out_layouts,
         /// held_out_phrasings, korean, distractors, visual_changes).
@@ -152,6 +162,8 @@ pub fn run(cmd: SimCmd) -> Result<ExitCode> {
             keep_failures,
             dart,
             slip,
+            recover,
+            off_centre,
             split,
             force,
             append,
@@ -168,6 +180,8 @@ pub fn run(cmd: SimCmd) -> Result<ExitCode> {
                 keep_failures,
                 dart,
                 slip,
+                recover,
+                off_centre,
                 split: Split::from_id(&split)?,
                 env: EnvConfig {
                     success_tail,
@@ -355,6 +369,12 @@ fn record(out: &Path, opts: &RecordOptions, mode: WriteMode) -> Result<ExitCode>
         println!(
             "{} episodes with a slipped first grasp (--slip)",
             report.slipped
+        );
+    }
+    if report.recovered > 0 {
+        println!(
+            "{} episodes start from a missed grasp or off centre (--recover, --off-centre)",
+            report.recovered
         );
     }
     for (task, t) in &report.per_task {

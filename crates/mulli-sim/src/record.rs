@@ -39,6 +39,23 @@ pub struct RecordOptions {
     /// finds the gripper empty, opens and grasps again. Why: a policy whose grasp misses
     /// must have seen a second attempt, and scripted demos never miss. 0 = never.
     pub slip: f64,
+    /// Probability per episode that it starts from a missed grasp: before recording, the
+    /// hand goes down 4–9 cm beside the task's object, closes on nothing and lifts 4–16 cm
+    /// ([`miss_grasp`]); the recording starts there, with the expert opening the hand and
+    /// grasping. Why: a policy's grasp that misses closes on nothing and lifts the empty
+    /// hand, and then hovers until the time runs out (docs/benchmarks.md, session 21):
+    /// scripted demos never show that state, nor the way out of it. 0 = never. Only tasks
+    /// whose expert can take over midway ([`crate::tasks::Task::expert_resumes`]) and that
+    /// grasp an object.
+    pub recover: f64,
+    /// Probability per episode that it starts off centre: before recording, the open hand
+    /// goes down 4–9 cm beside the task's object, to 1–8 cm above the grasp; the
+    /// recording starts there, with the expert rising along its funnel and coming down
+    /// onto the object. Why: a policy comes down beside the object and keeps going down,
+    /// and scripted demos are always centred by then, so they never show that a low hand
+    /// off centre must rise and re-centre first. Drawn with [`Self::recover`]: the two
+    /// together at most 1. Same tasks as `recover`.
+    pub off_centre: f64,
     pub split: Split,
     pub env: EnvConfig,
 }
@@ -54,6 +71,8 @@ impl Default for RecordOptions {
             keep_failures: false,
             dart: false,
             slip: 0.0,
+            recover: 0.0,
+            off_centre: 0.0,
             split: Split::Train,
             env: EnvConfig::default(),
         }
@@ -76,6 +95,10 @@ pub struct RecordReport {
     pub attempts: usize,
     /// Written episodes whose object slipped away from the first grasp ([`RecordOptions::slip`]).
     pub slipped: usize,
+    /// Written episodes that start from a missed grasp or off centre
+    /// ([`RecordOptions::recover`], [`RecordOptions::off_centre`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub recovered: usize,
     pub per_task: BTreeMap<String, TaskTally>,
 }
 
@@ -89,6 +112,13 @@ pub struct Rollout {
     pub steps: usize,
     /// The object slipped away from the first grasp ([`RecordOptions::slip`]).
     pub slipped: bool,
+    /// The episode starts from a missed grasp or off centre ([`RecordOptions::recover`],
+    /// [`RecordOptions::off_centre`]).
+    pub recovered: bool,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The dataset features a recording writes.
@@ -176,12 +206,85 @@ pub struct RolloutOptions {
     pub dart: bool,
     /// [`RecordOptions::slip`].
     pub slip: f64,
+    /// [`RecordOptions::recover`].
+    pub recover: f64,
+    /// [`RecordOptions::off_centre`].
+    pub off_centre: f64,
 }
 
 /// Slide distance range (m) of a slip: beyond the grasp radius of every object, so the
 /// closing hand finds nothing, and beyond one step of the hand, so re-targeting can tell
 /// the jump from carrying (`mulli-synth` leaves such demos out).
 const SLIP_DISTANCE: (f32, f32) = (0.05, 0.07);
+
+/// How far beside the object (m) a missed grasp goes down: beyond every object's grasp
+/// radius, within the policy's misses (median 6–9 cm in the traces of sessions 18 and 21).
+const MISS_ASIDE: (f64, f64) = (0.04, 0.09);
+/// How high (m) the empty hand lifts after a missed grasp: a policy's empty hand hovers
+/// 10–15 cm up.
+const MISS_LIFT: (f64, f64) = (0.04, 0.16);
+/// How high above the grasp (m) an off-centre start leaves the open hand: where the
+/// policy's hand is still coming down beside the object.
+const OFF_CENTRE_HEIGHT: (f64, f64) = (0.01, 0.08);
+
+/// A perturbed start: down beside the object (`aside` m in the direction `angle`), then,
+/// for a missed grasp (`close`), close and lift by `lift` m; otherwise stop `lift` m above
+/// the grasp height, the hand open.
+struct Miss {
+    angle: f64,
+    aside: f64,
+    lift: f64,
+    close: bool,
+}
+
+/// Drive `env` through a missed grasp of `object` without recording it (see
+/// [`RecordOptions::recover`], [`RecordOptions::off_centre`]): down beside the object, then
+/// close and lift, or stop above the grasp height. Returns the observation after it, or `None` when the episode ended on the way.
+fn miss_grasp(
+    env: &mut KitchenEnv,
+    object: crate::objects::ObjectKind,
+    miss: &Miss,
+) -> Result<Option<Observation>, SimError> {
+    use crate::expert::{CLOSE, OPEN, SPEED, Target, reached, servo, tool};
+    let Some(pose) = env.scene().object_pose(object) else {
+        return Ok(Some(env.observe()));
+    };
+    let c = pose.translation.as_dvec3();
+    let (_, rot) = tool(env.scene());
+    let (sin, cos) = miss.angle.sin_cos();
+    let low = glam::DVec3::new(
+        c.x + miss.aside * cos,
+        c.y + miss.aside * sin,
+        (c.z - 0.01).max(crate::env::MIN_TCP_Z + 0.004),
+    );
+    let high = low + glam::DVec3::Z * miss.lift;
+    // (target, gripper, at most this many steps, stop once within this distance)
+    let legs: &[_] = if miss.close {
+        &[
+            (low, OPEN, 90, 0.01),
+            (low, CLOSE, 8, 0.0),
+            (high, CLOSE, 40, 0.01),
+        ]
+    } else {
+        &[(high, OPEN, 90, 0.01)]
+    };
+    let mut last = None;
+    for &(pos, gripper, steps, tol) in legs {
+        let target = Target { pos, rot, gripper };
+        for _ in 0..steps {
+            if tol > 0.0 && reached(env.scene(), &target, tol) {
+                break;
+            }
+            let action = servo(env.scene(), &target, SPEED);
+            let result = env.step(&action)?;
+            if result.terminated || result.truncated {
+                return Ok(None);
+            }
+            last = Some(result.observation);
+        }
+    }
+    Ok(Some(last.unwrap_or_else(|| env.observe())))
+}
 
 /// One episode of `spec` driven by the (noisy) scripted expert.
 pub fn rollout_with(
@@ -211,6 +314,46 @@ pub fn rollout_with(
     let mut was_closing = false;
     let mut frames = Vec::new();
     let mut obs = env.observe();
+    let mut recovered = false;
+    if opts.recover + opts.off_centre > 0.0
+        && spec.task.expert_resumes()
+        && let Some(object) = spec.task.target_object()
+    {
+        let mut rng = rng::substream(spec.seed, "record-recover", 0);
+        let u: f64 = rng.random();
+        if u < opts.recover + opts.off_centre {
+            let close = u < opts.recover;
+            let miss = Miss {
+                angle: rng.random_range(0.0..std::f64::consts::TAU),
+                aside: rng.random_range(MISS_ASIDE.0..=MISS_ASIDE.1),
+                lift: if close {
+                    rng.random_range(MISS_LIFT.0..=MISS_LIFT.1)
+                } else {
+                    rng.random_range(OFF_CENTRE_HEIGHT.0..=OFF_CENTRE_HEIGHT.1)
+                },
+                close,
+            };
+            match miss_grasp(&mut env, object, &miss)? {
+                Some(o) => {
+                    obs = o;
+                    recovered = true;
+                }
+                // The miss ran the episode out (a blocked arm): nothing to record.
+                None => {
+                    return Ok(Rollout {
+                        spec_index: index,
+                        task_id: spec.task.id().to_string(),
+                        frames,
+                        success: false,
+                        failure: None,
+                        steps: 0,
+                        slipped,
+                        recovered: true,
+                    });
+                }
+            }
+        }
+    }
     loop {
         let (clean, action) = expert.act_both(env.scene());
         let closing = action[6] > 0.0;
@@ -243,6 +386,7 @@ pub fn rollout_with(
                 failure: result.info.failure,
                 steps: result.info.step,
                 slipped,
+                recovered,
             });
         }
     }
@@ -266,6 +410,19 @@ pub fn record(
         return Err(SimError::Config(format!(
             "noise = {}: must be between 0 and {MAX_NOISE} m per step",
             opts.noise
+        )));
+    }
+    for (name, p) in [("recover", opts.recover), ("off_centre", opts.off_centre)] {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(SimError::Config(format!(
+                "{name} = {p}: a probability, between 0 and 1"
+            )));
+        }
+    }
+    if opts.recover + opts.off_centre > 1.0 {
+        return Err(SimError::Config(format!(
+            "recover = {} and off_centre = {}: one draw per episode picks either, so together at most 1",
+            opts.recover, opts.off_centre
         )));
     }
     if !(0.0..=1.0).contains(&opts.slip) {
@@ -313,6 +470,8 @@ pub fn record(
                     capture: true,
                     dart: opts.dart,
                     slip: opts.slip,
+                    recover: opts.recover,
+                    off_centre: opts.off_centre,
                 };
                 rollout_with(&spec, i, &env, &ro)
             })
@@ -338,6 +497,7 @@ pub fn record(
                 tally.written += 1;
                 report.episodes += 1;
                 report.slipped += usize::from(r.slipped);
+                report.recovered += usize::from(r.recovered);
                 report.frames += r.frames.len();
                 progress(report.episodes, opts.episodes);
             }

@@ -263,3 +263,105 @@ fn a_slipped_grasp_is_followed_by_a_second_one() {
         .to_string();
     assert!(e.contains("slip = 1.5"), "{e}");
 }
+
+/// `recover`: a grasping task's demo starts from a missed grasp — the hand closed on
+/// nothing, lifted, beside the object — and shows the expert opening it and grasping; the
+/// demo still succeeds. `off_centre`: it starts with the open hand low beside the object.
+/// Tasks without a grasp (the drawer) start as usual. The same seed
+/// gives the same bytes, and an out-of-range probability is refused by name.
+#[test]
+fn a_demo_can_start_from_a_missed_grasp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = RecordOptions {
+        recover: 1.0,
+        ..options(4)
+    };
+    let a = tmp.path().join("a");
+    let report = record(&a, &opts, WriteMode::Create, |_, _| {}).unwrap();
+    assert_eq!(report.episodes, 4, "{report:?}");
+    let apples = report.per_task["pick_up_apple"].written;
+    assert!(apples >= 1, "{report:?}");
+    assert_eq!(
+        report.recovered, apples,
+        "every apple demo starts from a miss"
+    );
+
+    let ds = Dataset::open(&a).unwrap();
+    let state = ds.table.f32s("observation.state").unwrap();
+    let action = ds.table.f32s("action").unwrap();
+    let names = mulli_sim::env::state_names();
+    let at = |n: &str| names.iter().position(|x| x == n).unwrap();
+    let (g, z) = (at("gripper_width"), at("ee_z"));
+    let (sw, aw) = (names.len(), action.len() / ds.table.len);
+    let mut from_a_miss = 0;
+    for pos in 0..ds.episodes.len() {
+        let (from, to) = ds.episode_rows(pos).unwrap();
+        let width = state[from * sw + g];
+        if width > 0.07 {
+            continue; // a drawer demo: starts at rest, hand open
+        }
+        from_a_miss += 1;
+        assert!(
+            width < 0.01,
+            "episode {pos}: starts closed on nothing ({width} m)"
+        );
+        assert!(
+            state[from * sw + z] > 0.05,
+            "episode {pos}: starts with the hand lifted"
+        );
+        // The expert opens first, then closes again on the apple.
+        let gripper: Vec<f32> = (from..to).map(|r| action[r * aw + 6]).collect();
+        let opened = gripper.iter().position(|&a| a < 0.0).expect("opens");
+        assert!(
+            gripper[opened..].iter().any(|&a| a > 0.0),
+            "episode {pos}: grasps again"
+        );
+    }
+    assert_eq!(from_a_miss, apples, "the drawer demos start open");
+
+    let b = tmp.path().join("b");
+    record(&b, &opts, WriteMode::Create, |_, _| {}).unwrap();
+    assert!(files(&a) == files(&b), "same seed, same bytes");
+
+    // Off centre: the apple demos start with the open hand low beside the apple.
+    let off = RecordOptions {
+        recover: 0.0,
+        off_centre: 1.0,
+        ..opts.clone()
+    };
+    let c = tmp.path().join("c");
+    let report = record(&c, &off, WriteMode::Create, |_, _| {}).unwrap();
+    let apples = report.per_task["pick_up_apple"].written;
+    assert!(apples >= 1 && report.recovered == apples, "{report:?}");
+    let ds = Dataset::open(&c).unwrap();
+    let state = ds.table.f32s("observation.state").unwrap();
+    let low = (0..ds.episodes.len())
+        .map(|pos| ds.episode_rows(pos).unwrap().0)
+        .filter(|&from| state[from * sw + z] < 0.2)
+        .inspect(|&from| assert!(state[from * sw + g] > 0.07, "open hand"))
+        .count();
+    assert_eq!(low, apples, "only the apple demos start low");
+
+    for (bad, needle) in [
+        (
+            RecordOptions {
+                recover: -0.5,
+                ..opts.clone()
+            },
+            "recover = -0.5",
+        ),
+        (
+            RecordOptions {
+                recover: 0.6,
+                off_centre: 0.6,
+                ..opts.clone()
+            },
+            "together at most 1",
+        ),
+    ] {
+        let e = record(&tmp.path().join("d"), &bad, WriteMode::Create, |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{e}");
+    }
+}

@@ -133,6 +133,9 @@ pub fn load(root: &Path) -> Result<SourceSet, SynthError> {
         .iter()
         .map(|n| ee_at(n).ok_or_else(|| bad(STATE, format!("no '{n}' among its names"))))
         .collect::<Result<_, _>>()?;
+    let rest = mulli_sim::robot::forward(&mulli_sim::robot::HOME)
+        .tcp
+        .translation;
     let fps = ds.fps();
     if fps == 0 || !mulli_sim::scene::PHYSICS_HZ.is_multiple_of(fps) {
         return Err(bad(
@@ -220,6 +223,19 @@ pub fn load(root: &Path) -> Result<SourceSet, SynthError> {
             skipped.push((ep.index, "non-finite values".into()));
             continue;
         }
+        let away = demo.eef[0].pos.distance(rest);
+        if away > STARTS_AT_REST {
+            skipped.push((
+                ep.index,
+                format!(
+                    "it starts {:.0} cm from the rest pose (a demo that starts mid-task, such \
+                     as `recover` or `off_centre`): re-targeting starts every demo from the \
+                     rest pose",
+                    100.0 * away
+                ),
+            ));
+            continue;
+        }
         if let Some((name, frame, d)) = first_jump(&demo.env, &expected) {
             skipped.push((
                 ep.index,
@@ -242,6 +258,10 @@ pub fn load(root: &Path) -> Result<SourceSet, SynthError> {
         skipped,
     })
 }
+
+/// A source demo must start with the tool within this distance (m) of the rest pose
+/// (`mulli sim record --recover` and `--off-centre` demos start elsewhere).
+const STARTS_AT_REST: f64 = 0.05;
 
 /// Largest horizontal distance (m) a thing moves between two frames by itself: one step
 /// of the hand (`MAX_DPOS`) with margin.

@@ -188,10 +188,11 @@ fn a_success_tail_carries_over_to_generated_demos() {
 
 /// Demos whose object slipped away from the first grasp (`slip`) are left out of the
 /// sources, with a reason that names the object and the frame; the others are used.
+/// Demos that start from a missed grasp (`recover`) are not sources either: they start
+/// with the hand closed, away from the rest pose every generated demo starts from.
 #[test]
-fn slipped_demos_are_not_sources() {
+fn slipped_and_recovering_demos_are_not_sources() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("source");
     let mut env = EnvConfig::default();
     env.cameras.width = 32;
     env.cameras.height = 32;
@@ -203,15 +204,30 @@ fn slipped_demos_are_not_sources() {
         env,
         ..RecordOptions::default()
     };
-    let report = record(&src, &opts, WriteMode::Create, |_, _| {}).unwrap();
-    assert!(report.slipped > 0 && report.slipped < 4, "{report:?}");
-    let source = load(&src).unwrap();
-    assert_eq!(source.demos.len(), 4 - report.slipped);
-    assert_eq!(source.skipped.len(), report.slipped);
-    for (_, why) in &source.skipped {
-        assert!(
-            why.starts_with("cube jumped") && why.contains("slip"),
-            "{why}"
-        );
+    for (name, opts, why) in [
+        ("slip", opts.clone(), "cube jumped"),
+        (
+            "recover",
+            RecordOptions {
+                slip: 0.0,
+                recover: 0.5,
+                ..opts
+            },
+            "it starts",
+        ),
+    ] {
+        let src = tmp.path().join(name);
+        let report = record(&src, &opts, WriteMode::Create, |_, _| {}).unwrap();
+        let perturbed = report.slipped + report.recovered;
+        assert!(perturbed > 0 && perturbed < 4, "{name}: {report:?}");
+        let source = load(&src).unwrap();
+        assert_eq!(source.demos.len(), 4 - perturbed, "{name}");
+        assert_eq!(source.skipped.len(), perturbed, "{name}");
+        for (_, reason) in &source.skipped {
+            assert!(
+                reason.starts_with(why) && reason.contains(name),
+                "{name}: {reason}"
+            );
+        }
     }
 }
