@@ -837,6 +837,8 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
                 execution: config.eval.execution,
                 workers: config.eval.workers,
                 videos_per_outcome: config.eval.videos_per_outcome,
+                // 660 episodes × ~150 queries: ~150 MB; `mulli eval --trace` when needed.
+                trace: false,
             };
             let report = crate::policy::eval_policy(&run_dir, &config.device, &opts)?;
             crate::policy::print_split_scores(&report);

@@ -91,6 +91,11 @@ pub struct EvalArgs {
     /// Rollout videos kept per task and split: this many successes and this many failures.
     #[arg(long, default_value_t = 2)]
     pub videos: usize,
+    /// Also write trace.jsonl into --out: at every policy query, the tool's position, the
+    /// fingers' opening and what the policy perceived next to the truth (perceiving
+    /// policies), one JSON object per line.
+    #[arg(long, requires = "out")]
+    pub trace: bool,
     /// Parallel evaluation workers, each with its own copy of the policy (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
@@ -409,6 +414,7 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
         execution,
         workers: args.workers,
         videos_per_outcome: if args.out.is_some() { args.videos } else { 0 },
+        trace: args.trace,
     };
     let report = match (&args.server, &args.policy) {
         // One connection per worker; the chunks are executed here, the server keeps no

@@ -180,6 +180,25 @@ fn bad_inputs_fail_with_clear_messages() {
         "train=0:9",
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("beyond the 2 episodes"));
+
+    // A trace goes into an evaluation directory: without --out there is nowhere to put it.
+    let o = mulli(&["eval", "--policy", s(&demo), "--trace"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--out"), "{err}");
+    // Perturbed demo starts are probabilities, and together at most 1.
+    let o = mulli(&[
+        "sim",
+        "record",
+        "--recover",
+        "0.7",
+        "--off-centre",
+        "0.7",
+        "--out",
+        s(&tmp.path().join("r")),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("together at most 1"), "{err}");
 }
 
 #[test]

@@ -306,6 +306,18 @@ pub fn write_eval_dir(
         let poster = path.with_extension("png");
         std::fs::write(&poster, png).map_err(io(format!("cannot write {}", poster.display())))?;
     }
+    if !report.traces.is_empty() {
+        let path = dir.join("trace.jsonl");
+        let mut text = Vec::new();
+        for t in &report.traces {
+            serde_json::to_writer(&mut text, t).expect("a trace serializes");
+            text.push(b'\n');
+        }
+        let tmp = dir.join("trace.jsonl.tmp");
+        std::fs::write(&tmp, text).map_err(io(format!("cannot write {}", tmp.display())))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(io(format!("cannot rename into {}", path.display())))?;
+    }
     let info = EvalInfo::new(report, settings);
     let json = serde_json::to_vec_pretty(&info).expect("eval info serializes");
     let tmp = dir.join("eval_info.json.tmp");

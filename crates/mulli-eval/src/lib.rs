@@ -53,6 +53,8 @@ pub struct EvalOptions {
     /// Keep rollout videos of up to this many successes and this many failures per task and
     /// split (0 = no videos).
     pub videos_per_outcome: usize,
+    /// Keep a [`QueryTrace`] of every policy query ([`EvalReport::traces`], `trace.jsonl`).
+    pub trace: bool,
 }
 
 impl Default for EvalOptions {
@@ -68,6 +70,7 @@ impl Default for EvalOptions {
             execution: Execution::default(),
             workers: 1,
             videos_per_outcome: 0,
+            trace: false,
         }
     }
 }
@@ -155,6 +158,24 @@ pub struct EpisodeVideo {
     pub poster: Vec<u8>,
 }
 
+/// One policy query: where the hand was and what the policy perceived, next to the truth.
+/// Why: whether a failed grasp was the perception's fault or the control's is read from
+/// these (docs/benchmarks.md, session 21), not from the success rate.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct QueryTrace {
+    /// Index of the episode in [`EvalReport::episodes`].
+    pub episode: usize,
+    /// Control step of the query (0 = the episode's first observation).
+    pub step: usize,
+    /// Tool centre (m, world frame) and the fingers' opening (m).
+    pub tool: [f32; 3],
+    pub gripper_m: f32,
+    /// Each environment-state entry the policy perceived (`cube.x`, …): `[perceived,
+    /// true]`, the truth `null` when the observation did not carry it. Empty for a policy
+    /// that perceives nothing.
+    pub perceived: BTreeMap<String, [Option<f32>; 2]>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct EvalReport {
     /// In a fixed order: split, then task, then (custom) instruction, then index.
@@ -162,6 +183,9 @@ pub struct EvalReport {
     pub scores: Vec<TaskScore>,
     pub split_scores: Vec<SplitScore>,
     pub videos: Vec<EpisodeVideo>,
+    /// Every policy query of every episode, in episode order, when
+    /// [`EvalOptions::trace`] is set.
+    pub traces: Vec<QueryTrace>,
     /// Wall-clock seconds of the whole evaluation.
     pub eval_s: f64,
     pub workers: usize,
@@ -426,6 +450,7 @@ where
 struct Rollout {
     result: EpisodeResult,
     video: Option<(Mp4H264Writer, Vec<u8>)>,
+    trace: Vec<QueryTrace>,
 }
 
 fn run_episode<P: Policy>(
@@ -475,6 +500,7 @@ fn run_episode<P: Policy>(
     let target_kind = spec.task.target_object();
     let target = target_kind.map(|o| o.id());
     let mut perception_errors = Vec::new();
+    let mut trace = Vec::new();
     let (success, failure, steps) = loop {
         if let Some(v) = &mut video {
             v.push(&obs)?;
@@ -490,6 +516,22 @@ fn run_episode<P: Policy>(
             // The field is evaluated only when debug logging is on.
             tracing::debug!(task = %job.task.id(), index = job.index, step = env.steps(), err_cm = 100.0 * e, hand_cm = ?hand_to_target_cm(&env, target_kind), "perceived the target");
             perception_errors.push(e);
+        }
+        if opts.trace && exec.queries() > queries {
+            let scene = env.scene();
+            let t = scene.tcp().translation;
+            trace.push(QueryTrace {
+                episode: 0, // set in `score`, which knows the episode's place
+                step: env.steps(),
+                tool: [t.x as f32, t.y as f32, t.z as f32],
+                gripper_m: scene.gripper_width(),
+                perceived: exec
+                    .policy()
+                    .perceived()
+                    .into_iter()
+                    .map(|p| (p.name, [Some(p.value), p.truth]))
+                    .collect(),
+            });
         }
         let r = env.step(&action).map_err(|e| policy_err(Box::new(e)))?;
         sum_reward += f64::from(r.reward);
@@ -521,6 +563,7 @@ fn run_episode<P: Policy>(
             perceived_err_m: median(perception_errors),
         },
         video: video.map(|v| (v.writer, v.last)),
+        trace,
     })
 }
 
@@ -633,6 +676,9 @@ fn score(rollouts: Vec<Rollout>, per_outcome: usize) -> EvalReport {
                 });
             }
         }
+        report
+            .traces
+            .extend(r.trace.into_iter().map(|t| QueryTrace { episode: i, ..t }));
         report.episodes.push(r.result);
     }
     // Groups in first-appearance order: the order the options listed splits and tasks.

@@ -1,7 +1,7 @@
 //! The harness end to end in the real kitchen: a policy that replays the scripted expert
 //! succeeds, one that stands still fails with a timeout (with its hand closed: a missed
 //! grasp), workers do not change results, and
-//! eval_info.json agrees with the report and the videos on disk.
+//! eval_info.json agrees with the report and the videos on disk; a trace has every query.
 
 mod common;
 
@@ -236,4 +236,107 @@ fn a_failing_policy_stops_the_evaluation_with_its_error() {
         e.contains("worker") && e.contains("camera unplugged"),
         "{e}"
     );
+}
+
+/// A replaying policy that reports having perceived `cube.x` as its own query count in the
+/// episode, next to a fixed truth: what the trace must carry through.
+struct Perceives {
+    inner: Replay,
+    queries: usize,
+}
+
+impl Policy for Perceives {
+    type Error = Infallible;
+    fn reset(&mut self) {
+        self.inner.reset();
+        self.queries = 0;
+    }
+    fn act(&mut self, obs: &Observation) -> Result<ActionChunk, Infallible> {
+        self.queries += 1;
+        self.inner.act(obs)
+    }
+    fn perceived(&self) -> Vec<mulli_core::Perceived> {
+        vec![mulli_core::Perceived {
+            name: "cube.x".into(),
+            value: self.queries as f32,
+            truth: Some(0.5),
+        }]
+    }
+}
+
+/// `trace`: one row per policy query, in episode order, with the step, the tool, the
+/// fingers and what the policy perceived next to the truth; `trace.jsonl` holds the same
+/// rows. Without `trace` there are none and no file.
+#[test]
+fn a_trace_has_every_query() {
+    let opts = EvalOptions {
+        tasks: vec!["pick_up_cube".into()],
+        splits: vec![Split::SeenLayouts],
+        videos_per_outcome: 0,
+        trace: true,
+        ..options(2)
+    };
+    let plans = Arc::new(expert_plans(&opts));
+    let report = evaluate(
+        |_| {
+            Ok::<_, Infallible>(Perceives {
+                inner: Replay::new(plans.clone()),
+                queries: 0,
+            })
+        },
+        &opts,
+        |_, _, _| {},
+    )
+    .unwrap();
+    assert_eq!(report.episodes.len(), 2);
+    for (i, e) in report.episodes.iter().enumerate() {
+        assert!(e.success);
+        let rows: Vec<_> = report.traces.iter().filter(|t| t.episode == i).collect();
+        assert_eq!(rows.len(), e.policy_queries, "episode {i}");
+        for (k, t) in rows.iter().enumerate() {
+            assert_eq!(t.step, 4 * k, "a query every 4 steps (execute 4)");
+            assert_eq!(t.perceived["cube.x"], [Some(k as f32 + 1.0), Some(0.5)]);
+            assert!(
+                t.tool[2] > 0.0 && (-0.001..=0.081).contains(&t.gripper_m),
+                "{t:?}"
+            );
+        }
+        // The replayed expert closes its hand on the cube: the last rows show it.
+        assert!(rows.last().unwrap().gripper_m < rows[0].gripper_m);
+    }
+    assert!(
+        report
+            .traces
+            .windows(2)
+            .all(|w| w[0].episode <= w[1].episode)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let settings = EvalSettings::new("trace", &opts, &report);
+    write_eval_dir(dir.path(), &report, settings).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("trace.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), report.traces.len());
+    assert_eq!(lines[1]["step"], 4);
+    assert_eq!(lines[1]["perceived"]["cube.x"][0], 2.0);
+
+    let plain = run_replay(
+        &EvalOptions {
+            trace: false,
+            ..opts.clone()
+        },
+        &plans,
+    );
+    assert!(plain.traces.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    write_eval_dir(
+        dir.path(),
+        &plain,
+        EvalSettings::new("plain", &opts, &plain),
+    )
+    .unwrap();
+    assert!(!dir.path().join("trace.jsonl").exists());
 }
