@@ -41,7 +41,7 @@ pub struct RecordOptions {
     pub slip: f64,
     /// Probability per episode that it starts from a missed grasp: before recording, the
     /// hand goes down 4–9 cm beside the task's object, closes on nothing and lifts 4–16 cm
-    /// ([`miss_grasp`]); the recording starts there, with the expert opening the hand and
+    /// ([`perturbed_start`]); the recording starts there, with the expert opening the hand and
     /// grasping. Why: a policy's grasp that misses closes on nothing and lifts the empty
     /// hand, and then hovers until the time runs out (docs/benchmarks.md, session 21):
     /// scripted demos never show that state, nor the way out of it. 0 = never. Only tasks
@@ -217,8 +217,9 @@ pub struct RolloutOptions {
 /// the jump from carrying (`mulli-synth` leaves such demos out).
 const SLIP_DISTANCE: (f32, f32) = (0.05, 0.07);
 
-/// How far beside the object (m) a missed grasp goes down: beyond every object's grasp
-/// radius, within the policy's misses (median 6–9 cm in the traces of sessions 18 and 21).
+/// How far beside the object (m) a perturbed start goes down: beyond every object's grasp
+/// radius, within the policy's misses (medians of 4.7 and 8.9 cm in the traces of sessions
+/// 21 and 18).
 const MISS_ASIDE: (f64, f64) = (0.04, 0.09);
 /// How high (m) the empty hand lifts after a missed grasp: a policy's empty hand hovers
 /// 10–15 cm up.
@@ -230,20 +231,21 @@ const OFF_CENTRE_HEIGHT: (f64, f64) = (0.01, 0.08);
 /// A perturbed start: down beside the object (`aside` m in the direction `angle`), then,
 /// for a missed grasp (`close`), close and lift by `lift` m; otherwise stop `lift` m above
 /// the grasp height, the hand open.
-struct Miss {
+struct Perturbation {
     angle: f64,
     aside: f64,
     lift: f64,
     close: bool,
 }
 
-/// Drive `env` through a missed grasp of `object` without recording it (see
+/// Drive `env` through a perturbed start near `object` without recording it (see
 /// [`RecordOptions::recover`], [`RecordOptions::off_centre`]): down beside the object, then
-/// close and lift, or stop above the grasp height. Returns the observation after it, or `None` when the episode ended on the way.
-fn miss_grasp(
+/// close and lift, or stop above the grasp height. Returns the observation after it, or
+/// `None` when the episode ended on the way.
+fn perturbed_start(
     env: &mut KitchenEnv,
     object: crate::objects::ObjectKind,
-    miss: &Miss,
+    miss: &Perturbation,
 ) -> Result<Option<Observation>, SimError> {
     use crate::expert::{CLOSE, OPEN, SPEED, Target, reached, servo, tool};
     let Some(pose) = env.scene().object_pose(object) else {
@@ -323,7 +325,7 @@ pub fn rollout_with(
         let u: f64 = rng.random();
         if u < opts.recover + opts.off_centre {
             let close = u < opts.recover;
-            let miss = Miss {
+            let miss = Perturbation {
                 angle: rng.random_range(0.0..std::f64::consts::TAU),
                 aside: rng.random_range(MISS_ASIDE.0..=MISS_ASIDE.1),
                 lift: if close {
@@ -333,7 +335,7 @@ pub fn rollout_with(
                 },
                 close,
             };
-            match miss_grasp(&mut env, object, &miss)? {
+            match perturbed_start(&mut env, object, &miss)? {
                 Some(o) => {
                     obs = o;
                     recovered = true;
