@@ -600,18 +600,18 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
         None => {
             let t = Instant::now();
             let episodes = config.capture.episodes_per_task * n_tasks;
-            let mut slip = String::new();
+            let mut perturbations = String::new();
             if config.capture.slip > 0.0 {
-                slip += &format!(", slip {}", config.capture.slip);
+                perturbations += &format!(", slip {}", config.capture.slip);
             }
             if config.capture.recover > 0.0 {
-                slip += &format!(", recover {}", config.capture.recover);
+                perturbations += &format!(", recover {}", config.capture.recover);
             }
             if config.capture.off_centre > 0.0 {
-                slip += &format!(", off centre {}", config.capture.off_centre);
+                perturbations += &format!(", off centre {}", config.capture.off_centre);
             }
             capture.header(&format!(
-                "{episodes} scripted demos ({} per task, noise {} m/step{slip})",
+                "{episodes} scripted demos ({} per task, noise {} m/step{perturbations})",
                 config.capture.episodes_per_task, config.capture.noise
             ));
             clear_partial(&capture.dir())?;

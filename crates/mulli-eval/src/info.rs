@@ -313,16 +313,21 @@ pub fn write_eval_dir(
             serde_json::to_writer(&mut text, t).expect("a trace serializes");
             text.push(b'\n');
         }
-        let tmp = dir.join("trace.jsonl.tmp");
-        std::fs::write(&tmp, text).map_err(io(format!("cannot write {}", tmp.display())))?;
-        std::fs::rename(&tmp, &path)
-            .map_err(io(format!("cannot rename into {}", path.display())))?;
+        write_through_temp(&path, &text)?;
     }
     let info = EvalInfo::new(report, settings);
     let json = serde_json::to_vec_pretty(&info).expect("eval info serializes");
-    let tmp = dir.join("eval_info.json.tmp");
-    std::fs::write(&tmp, json).map_err(io(format!("cannot write {}", tmp.display())))?;
-    std::fs::rename(&tmp, &info_path)
-        .map_err(io(format!("cannot rename into {}", info_path.display())))?;
+    write_through_temp(&info_path, &json)?;
     Ok(info_path)
+}
+
+/// Write `bytes` to `path` through `<path>.tmp` and a rename, so an interrupted write
+/// never leaves a partial file under the final name.
+fn write_through_temp(path: &Path, bytes: &[u8]) -> Result<(), EvalError> {
+    let io = |context: String| move |source| EvalError::Io { context, source };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(io(format!("cannot write {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(io(format!("cannot rename into {}", path.display())))
 }
