@@ -200,6 +200,14 @@ pub struct VlaConfig {
     /// control otherwise forms from two separately normalized inputs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hand_relative: bool,
+    /// With [`Self::hand_relative`]: the state token also reads `tanh(d / relative_near)`
+    /// of each relative coordinate `d` (metres), so a centimetre near the object moves the
+    /// input as much as a decimetre far from it. Why: near the object the flywheel's
+    /// control comes straight down whatever offset it perceives (docs/benchmarks.md,
+    /// session 22); in decimetres the offsets a grasp must correct are a tenth of a unit.
+    /// Measured there: the descent stayed the same, so it stays off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_near: Option<f32>,
     pub head: Head,
     /// Euler steps of the flow head at inference.
     pub flow_steps: usize,
@@ -329,6 +337,7 @@ impl Default for VlaConfig {
             state_gate_reads_state: false,
             images_perception_only: false,
             hand_relative: false,
+            relative_near: None,
             head: Head::L1,
             flow_steps: 5,
             text_encoder: TextEncoderKind::Bytes,
@@ -454,6 +463,14 @@ impl VlaConfig {
         }
         if let Some(h) = &self.hand_eye {
             h.validate(self)?;
+        }
+        if let Some(near) = self.relative_near
+            && !(near > 0.0 && near.is_finite() && self.hand_relative)
+        {
+            return Err(PolicyError::Config(format!(
+                "relative_near = {near}: must be a positive number of metres, with hand_relative = true (now {})",
+                self.hand_relative
+            )));
         }
         if self.hand_relative && !self.object_tokens.is_empty() {
             return Err(PolicyError::Config(
@@ -1067,6 +1084,11 @@ pub struct Vla {
     /// The same for the entries the lift places ([`Self::with_perceived_share`]).
     #[module(skip)]
     lifted_share: f32,
+    /// Training only: the largest |prediction − truth| a perceived entry may take where the
+    /// predictions replace the truth, per entry in normalized units (infinite = no cap;
+    /// empty = off; see [`Self::with_perceived_cap`]).
+    #[module(skip)]
+    perceived_cap: Vec<f32>,
     #[module(skip)]
     aux_select: Vec<i64>,
     #[module(skip)]
@@ -1075,6 +1097,9 @@ pub struct Vla {
     /// ([`VlaConfig::hand_relative`]); empty = off.
     #[module(skip)]
     relative: Vec<RelativeThing>,
+    /// [`VlaConfig::relative_near`] in decimetres.
+    #[module(skip)]
+    relative_near: Option<f32>,
 }
 
 /// A lifted thing's entries in the state and their map to metres
@@ -1356,7 +1381,8 @@ impl Vla {
             bytes,
             text_proj,
             state_proj: LinearConfig::new(
-                config.state_dim - config.object_tokens.iter().sum::<usize>() + 3 * relative.len(),
+                config.state_dim - config.object_tokens.iter().sum::<usize>()
+                    + 3 * relative.len() * if config.relative_near.is_some() { 2 } else { 1 },
                 d,
             )
             .init(device),
@@ -1393,9 +1419,11 @@ impl Vla {
             keypoint_stage: config.keypoint_stage,
             perceived_share: 0.5,
             lifted_share: 0.5,
+            perceived_cap: Vec::new(),
             aux_select: config.aux_select.iter().map(|&i| i as i64).collect(),
             hand_eye: config.hand_eye.clone(),
             relative,
+            relative_near: config.relative_near.map(|m| m * RELATIVE_PER_M),
         };
         seeded_init(&mut model, seed);
         Ok(model)
@@ -1460,10 +1488,19 @@ impl Vla {
                         TensorData::new(self.perceived_mask(b), [b, k]),
                         &state.device(),
                     );
-                    let mixed = state
-                        .clone()
-                        .narrow(1, sd - k, k)
-                        .mask_where(mask, pred.clone().detach());
+                    let truth = state.clone().narrow(1, sd - k, k);
+                    let mut pred = pred.clone().detach();
+                    if self.perceived_cap.len() == k {
+                        let cap = Tensor::<2>::from_data(
+                            TensorData::new(self.perceived_cap.clone(), [1, k]),
+                            &state.device(),
+                        )
+                        .expand([b, k]);
+                        pred = pred
+                            .max_pair(truth.clone() - cap.clone())
+                            .min_pair(truth.clone() + cap);
+                    }
+                    let mixed = truth.mask_where(mask, pred);
                     Tensor::cat(vec![state.narrow(1, 0, sd - k), mixed], 1)
                 }
             };
@@ -1488,6 +1525,8 @@ impl Vla {
             });
             state = state * factors;
         }
+        // After the gate, so a gated-off thing stays 0 in both.
+        let relative = relative.map(|r| self.with_near(r));
         let objects = self.object_tokens(&state);
         let arm = match &objects {
             Some((_, arm_dim)) => state.narrow(1, 0, *arm_dim),
@@ -1533,6 +1572,18 @@ impl Vla {
             })
             .collect();
         Some(Tensor::cat(columns, 1))
+    }
+
+    /// The relative columns `[B, n]` (decimetres), followed by their near encoding
+    /// ([`VlaConfig::relative_near`]) when it is on: `[B, 2n]`.
+    fn with_near(&self, relative: Tensor<2>) -> Tensor<2> {
+        match self.relative_near {
+            Some(near) => {
+                let n = burn::tensor::activation::tanh(relative.clone() / near);
+                Tensor::cat(vec![relative, n], 1)
+            }
+            None => relative,
+        }
     }
 
     /// Each sample's instruction features `[B, d]`. An instruction encoded before
@@ -1845,6 +1896,19 @@ impl Vla {
         self.perceived_share = share.clamp(0.0, 1.0);
         self.lifted_share = lifted.unwrap_or(share).clamp(0.0, 1.0);
         self
+    }
+
+    /// Caps how far a prediction that replaces the truth in training may be from it: entry
+    /// `j` of the perceived entries to `truth ± cap[j]` (normalized units; `f32::INFINITY`
+    /// leaves an entry as predicted). Empty = no cap. Training only, like the shares.
+    pub fn with_perceived_cap(mut self, cap: Vec<f32>) -> Self {
+        self.perceived_cap = cap;
+        self
+    }
+
+    /// The cap of [`Self::with_perceived_cap`] (empty when off).
+    pub fn perceived_cap(&self) -> &[f32] {
+        &self.perceived_cap
     }
 
     /// Which perceived entries of a training batch of `b` samples get the predictions,
@@ -2844,6 +2908,55 @@ pub(crate) mod tests {
         // token is as before.
         let out = model.predict(batch(&calibrated(true), 2, &device), None);
         assert_eq!(out.dims(), [2, 4, 7]);
+        // The near encoding: 2 cm is 0.2 dm, so 0.3 dm reads tanh(1.5).
+        let near_config = VlaConfig {
+            relative_near: Some(0.02),
+            ..calibrated(true)
+        };
+        let near = Vla::new(&near_config, 3, &device).unwrap();
+        let both: Vec<f32> = near
+            .with_near(near.hand_relative(&state).unwrap())
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .unwrap();
+        let want = [0.3f32, -0.4, -3.0, 1.5f32.tanh(), -(2.0f32.tanh()), -1.0];
+        for (a, b) in both.iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "{both:?} against {want:?}");
+        }
+        assert_eq!(
+            near.predict(batch(&near_config, 2, &device), None).dims(),
+            [2, 4, 7]
+        );
+        assert_eq!(
+            near.num_params() - model.num_params(),
+            3 * near_config.d_model
+        );
+        assert_eq!(
+            model.with_near(model.hand_relative(&state).unwrap()).dims(),
+            [1, 3]
+        );
+        for bad in [Some(0.0), Some(-0.01), Some(f32::NAN)] {
+            let e = VlaConfig {
+                relative_near: bad,
+                ..calibrated(true)
+            }
+            .validate()
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("relative_near = ") && e.contains("positive"),
+                "{e}"
+            );
+        }
+        let e = VlaConfig {
+            relative_near: Some(0.02),
+            ..calibrated(false)
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("hand_relative = true (now false)"), "{e}");
         let plain = Vla::new(&calibrated(false), 3, &device).unwrap();
         assert!(plain.hand_relative(&state).is_none());
         assert!(plain.num_params() < model.num_params());
@@ -3082,6 +3195,30 @@ pub(crate) mod tests {
         };
         let e = lone.validate().unwrap_err().to_string();
         assert!(e.contains("set state_gate = true too"), "{e}");
+    }
+
+    /// A cap of 0 puts the truth back where predictions replace it; an infinite one leaves
+    /// the predictions as they are.
+    #[test]
+    fn a_cap_keeps_replaced_predictions_near_the_truth() {
+        let device = Device::flex();
+        let config = perceiving();
+        let model = Vla::new(&config, 3, &device).unwrap();
+        let input = batch(&config, 4, &device);
+        let target = random([4, config.chunk, config.action_dim], false, &device);
+        let valid = Tensor::<2>::ones([4, config.chunk], &device);
+        let loss = |m: Vla| {
+            m.loss(input.clone(), target.clone(), valid.clone(), None)
+                .into_scalar::<f32>()
+        };
+        let truth = loss(model.clone().with_perceived_share(0.0, None));
+        let predicted = loss(model.clone().with_perceived_share(1.0, None));
+        assert!((truth - predicted).abs() > 1e-4, "{truth} vs {predicted}");
+        let all = model.clone().with_perceived_share(1.0, None);
+        let zero = loss(all.clone().with_perceived_cap(vec![0.0; config.perceived]));
+        assert!((zero - truth).abs() < 1e-5, "{zero} vs {truth}");
+        let open = loss(all.with_perceived_cap(vec![f32::INFINITY; config.perceived]));
+        assert!((open - predicted).abs() < 1e-5, "{open} vs {predicted}");
     }
 
     #[test]
