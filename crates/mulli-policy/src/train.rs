@@ -245,6 +245,12 @@ impl TrainConfig {
                 "perceived_error_cap = {cap}: must be a positive number of metres (or left out)"
             )));
         }
+        if self.perceived_error_cap.is_some() && self.env_state != EnvState::Perceived {
+            // It only acts on perceived entries: set alone, it would silently do nothing.
+            return Err(PolicyError::Config(
+                "perceived_error_cap is set but env_state is not \"perceived\": it caps perceived positions, so it needs env_state = \"perceived\"".into(),
+            ));
+        }
         if !(self.pixel_weight >= 0.0 && self.pixel_weight.is_finite()) {
             return Err(PolicyError::Config(format!(
                 "pixel_weight = {}: must be a finite number ≥ 0",
@@ -1665,6 +1671,7 @@ mod tests {
         ] {
             let c = TrainConfig {
                 perceived_error_cap: cap,
+                env_state: EnvState::Perceived,
                 ..TrainConfig::default()
             };
             match (c.validate(), bad) {
@@ -1673,6 +1680,12 @@ mod tests {
                 (r, _) => panic!("{cap:?}: {r:?}"),
             }
         }
+        let alone = TrainConfig {
+            perceived_error_cap: Some(0.02),
+            ..TrainConfig::default()
+        };
+        let e = alone.validate().unwrap_err().to_string();
+        assert!(e.contains("needs env_state = \"perceived\""), "{e}");
         let text = toml::to_string(&TrainConfig::default()).unwrap();
         assert!(!text.contains("perceived_error_cap"), "{text}");
         // 2 cm over a scale of 0.1 m is 0.2 normalized; the door's angle is not capped.
