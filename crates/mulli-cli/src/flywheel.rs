@@ -1,12 +1,13 @@
 //! `mulli flywheel`: the main job. Capture scripted demos in the kitchen → multiply them →
-//! train a policy → evaluate it on every split → write the HTML report.
+//! train a policy → (rounds of: let it drive, record the expert's corrections, train
+//! again) → evaluate the last policy on every split → write the HTML report.
 //!
 //! Every stage writes into `OUT/<stage>-<hash>/`, where the hash covers the stage's own
 //! config and the hashes of the stages it reads, and marks itself complete by writing
 //! `stage.json` last. A rerun with the same config reuses complete stages; a changed config
 //! gets new directories (old results stay on disk); a killed run picks up where it stopped
-//! (training resumes from its last checkpoint, bit for bit; an interrupted capture or
-//! evaluation — minutes at most — is redone).
+//! (training resumes from its last checkpoint, bit for bit; an interrupted capture,
+//! correction or evaluation — minutes at most — is redone).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -58,6 +59,8 @@ pub struct FlywheelConfig {
     /// The policy and its training (`mulli train --print-config`); the cameras are recorded
     /// at `train.model.image_size`.
     pub train: TrainConfig,
+    /// DAgger-style rounds after training: the policy drives, the expert takes over.
+    pub correct: CorrectConfig,
     pub eval: EvalConfig,
 }
 
@@ -109,6 +112,36 @@ pub struct MultiplyConfig {
     /// policy succeeds in 52.9% and 57.1% of 660 episodes (seeds 0, 1) against 56.8% and
     /// 60.6%, with no gain on the visual-changes split (docs/benchmarks.md, session 19).
     pub strong_visuals: f64,
+}
+
+/// Rounds of correction (`mulli correct`, then `mulli train` again): the trained policy
+/// drives in the training layouts, the scripted expert takes over at a random point, and
+/// the episodes the expert completes join the generated demos (or the captured ones when
+/// nothing is generated); the policy is then trained again from scratch on them. The
+/// corrections show the way back from where the policy's own errors lead, which scripted
+/// demos never do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorrectConfig {
+    /// Rounds of correct → retrain (0 = none: the first policy is evaluated).
+    pub rounds: usize,
+    /// Attempts per task and round; each writes at most one episode.
+    pub attempts_per_task: usize,
+    /// The expert's action noise once it has taken over (m per step).
+    pub noise: f64,
+    /// Earliest and latest takeover, as shares of the task's step budget.
+    pub takeover: [f64; 2],
+}
+
+impl Default for CorrectConfig {
+    fn default() -> Self {
+        CorrectConfig {
+            rounds: 0,
+            attempts_per_task: 30,
+            noise: 0.002,
+            takeover: [0.1, 0.8],
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -229,6 +262,7 @@ impl Default for FlywheelConfig {
                 model,
                 ..TrainConfig::default()
             },
+            correct: CorrectConfig::default(),
             eval: EvalConfig::default(),
         }
     }
@@ -274,6 +308,12 @@ impl FlywheelConfig {
                 model,
                 ..d.train
             },
+            // One round with 2 attempts per task: the correct and retrain stages run too.
+            correct: CorrectConfig {
+                rounds: 1,
+                attempts_per_task: 2,
+                ..d.correct
+            },
             eval: EvalConfig {
                 episodes_per_task: 1,
                 ..d.eval
@@ -316,6 +356,11 @@ impl FlywheelConfig {
         );
         // Before any stage runs, not after minutes of capture and multiply.
         self.train.validate().context("in [train]")?;
+        if self.correct.rounds > 0 {
+            self.correct_options(1)
+                .check()
+                .map_err(|e| anyhow::anyhow!("in [correct]: {e}"))?;
+        }
         if let Some(n) = self.eval.execute {
             anyhow::bail!(
                 "eval.execute = {n}: replaced by [eval.execution] — mode = \"receding_horizon\" with execute = {n}, or mode = \"temporal_ensemble\" with decay = 0.1 (the default)"
@@ -347,6 +392,29 @@ impl FlywheelConfig {
             .iter()
             .map(|s| Split::from_id(s).map_err(Into::into))
             .collect()
+    }
+
+    /// The options of correction round `round` (1-based). Round 1 uses the flywheel's
+    /// seed; later rounds draw other takeover points and expert noise.
+    fn correct_options(&self, round: usize) -> mulli_eval::CorrectOptions {
+        let seed = match round {
+            0 | 1 => self.seed,
+            r => mulli_core::rng::derive_seed(self.seed, "flywheel/correct/round", r as u64),
+        };
+        mulli_eval::CorrectOptions {
+            suite: self.suite.clone(),
+            tasks: self.tasks.clone(),
+            attempts_per_task: self.correct.attempts_per_task,
+            seed,
+            env: EnvConfig {
+                success_tail: self.capture.success_tail,
+                ..self.env()
+            },
+            execution: self.eval.execution,
+            workers: self.eval.workers,
+            noise: self.correct.noise,
+            takeover: (self.correct.takeover[0], self.correct.takeover[1]),
+        }
     }
 
     fn env(&self) -> EnvConfig {
@@ -405,7 +473,13 @@ pub struct FlywheelRecord {
 /// the receptacle instead of stopping above them; eval 3: a grasping task that timed out
 /// after the hand closed is a `missed_grasp` (session 18). Later stages hash the earlier
 /// ones' hashes, so a bump reruns everything downstream.
-const RECIPES: [(&str, u32); 4] = [("capture", 5), ("multiply", 3), ("train", 3), ("eval", 3)];
+const RECIPES: [(&str, u32); 5] = [
+    ("capture", 5),
+    ("multiply", 3),
+    ("train", 3),
+    ("correct", 1),
+    ("eval", 3),
+];
 
 fn recipe(stage: &str) -> u32 {
     RECIPES
@@ -475,7 +549,8 @@ impl Stage<'_> {
         println!("[{}/{}] {:<9} {what}", self.number, self.of, self.name);
     }
 
-    fn cached(&self) -> Option<StageRun> {
+    /// The stage's run and summary when a complete one with this hash is on disk.
+    fn cached(&self) -> Option<(StageRun, serde_json::Value)> {
         let rec = read_record(&self.dir())?;
         if rec.hash != self.hash {
             return None;
@@ -485,14 +560,15 @@ impl Stage<'_> {
             self.dir().display(),
             rec.seconds
         ));
-        Some(StageRun {
+        let run = StageRun {
             stage: self.name.into(),
             status: "cached".into(),
             dir: Some(self.rel()),
             hash: Some(self.hash.clone()),
             seconds: rec.seconds,
             note: None,
-        })
+        };
+        Some((run, rec.summary))
     }
 
     fn finish(
@@ -575,6 +651,8 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
         config.device
     );
     let mut stages = Vec::new();
+    // capture, multiply, train, (correct, train) per round, eval, report.
+    let of = 5 + 2 * config.correct.rounds;
 
     // 1. Capture.
     let n_tasks = Suite::named(&config.suite)?
@@ -592,11 +670,11 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
             }),
         ),
         number: 1,
-        of: 5,
+        of,
     };
     let capture_data = capture.dir().join("dataset");
     let run = match capture.cached() {
-        Some(r) => r,
+        Some((r, _)) => r,
         None => {
             let t = Instant::now();
             let episodes = config.capture.episodes_per_task * n_tasks;
@@ -662,6 +740,7 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
     stages.push(run);
 
     // 2. Multiply: MimicGen-style re-targeting of the captured demos to new layouts.
+    // The datasets training reads, and their stages' hashes.
     let mut data = vec![capture_data.clone()];
     let mut upstream = vec![capture.hash.clone()];
     if config.multiply.per_task > 0 {
@@ -676,11 +755,11 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
                 }),
             ),
             number: 2,
-            of: 5,
+            of,
         };
         let synth_data = multiply.dir().join("dataset");
         let run = match multiply.cached() {
-            Some(r) => r,
+            Some((r, _)) => r,
             None => {
                 let t = Instant::now();
                 multiply.header(&format!(
@@ -727,7 +806,7 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
         data.push(synth_data);
         upstream.push(multiply.hash.clone());
     } else {
-        println!("[2/5] multiply  skipped: multiply.per_task = 0");
+        println!("[2/{of}] multiply  skipped: multiply.per_task = 0");
         stages.push(StageRun {
             stage: "multiply".into(),
             status: "skipped".into(),
@@ -739,83 +818,128 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
     }
 
     // 3. Train.
-    let train = Stage {
-        out: &out,
-        name: "train",
-        hash: stage_hash(
-            "train",
-            &serde_json::json!({"data": upstream, "train": config.train, "device": config.device}),
-        ),
-        number: 3,
-        of: 5,
-    };
-    let run_dir = train.dir().join("run");
-    let run = match train.cached() {
-        Some(r) => r,
-        None => {
-            let t = Instant::now();
-            let resume = mulli_policy::checkpoint::checkpoint_dir(&run_dir).is_some();
-            if resume {
-                train.header("resuming from the last checkpoint");
-            } else {
-                let control = match config.train.control_steps {
-                    0 => String::new(),
-                    n => format!(" + {n} control steps"),
-                };
-                train.header(&format!(
-                    "{} steps{control}, batch {}, on {}",
-                    config.train.steps, config.train.batch_size, config.device
-                ));
-                clear_partial(&train.dir())?;
-                std::fs::create_dir_all(train.dir())?;
-            }
-            let spec = crate::policy::train_with_progress(
-                &run_dir,
-                &data,
-                (!resume).then(|| config.train.clone()),
-                resume,
-                &config.device,
-            )?;
-            println!(
-                "          {} steps: loss {}, val loss {} in {:.0} s",
-                spec.training.step,
-                spec.training
-                    .last_loss
-                    .map_or("-".into(), |l| format!("{l:.4}")),
-                spec.training
-                    .last_val_loss
-                    .map_or("-".into(), |l| format!("{l:.4}")),
-                t.elapsed().as_secs_f64()
-            );
-            train.finish(
-                t,
-                if resume { "resumed" } else { "ran" },
-                serde_json::json!({
-                    "steps": spec.training.step,
-                    "last_loss": spec.training.last_loss,
-                    "last_val_loss": spec.training.last_val_loss,
-                }),
-            )?
-        }
-    };
+    let mut number = 3;
+    let (run, mut policy_hash, mut run_dir) =
+        train_stage(&out, &config, &data, &upstream, number, of)?;
     stages.push(run);
 
-    // 4. Evaluate.
+    // 4. Correct and train again, round by round.
+    for round in 1..=config.correct.rounds {
+        number += 1;
+        let base = data.last().expect("the captured demos at least").clone();
+        let correct = Stage {
+            out: &out,
+            name: "correct",
+            hash: stage_hash(
+                "correct",
+                &serde_json::json!({
+                    "policy": [policy_hash], "base": upstream.last(), "round": round,
+                    "suite": config.suite, "tasks": config.tasks, "seed": config.seed,
+                    "success_tail": config.capture.success_tail,
+                    "execution": config.eval.execution,
+                    "attempts_per_task": config.correct.attempts_per_task,
+                    "noise": config.correct.noise, "takeover": config.correct.takeover,
+                }),
+            ),
+            number,
+            of,
+        };
+        let corrected = correct.dir().join("dataset");
+        let (run, summary) = match correct.cached() {
+            Some(cached) => cached,
+            None => {
+                let t = Instant::now();
+                let opts = config.correct_options(round);
+                // The drawer and fridge experts cannot take over midway: no attempts there.
+                let resumable = Suite::named(&config.suite)?
+                    .with_tasks(&config.tasks)?
+                    .tasks
+                    .iter()
+                    .filter(|t| t.expert_resumes())
+                    .count();
+                correct.header(&format!(
+                    "round {round}: {} attempts ({} per task on {resumable} tasks), the expert takes over after {:.0}–{:.0}% of the budget",
+                    opts.attempts_per_task * resumable,
+                    opts.attempts_per_task,
+                    100.0 * opts.takeover.0,
+                    100.0 * opts.takeover.1
+                ));
+                clear_partial(&correct.dir())?;
+                // The corrections join a copy of the last dataset (the generated demos),
+                // so task-balanced sampling weighs them as part of it, not as a dataset
+                // of their own (which would draw as often as all captured demos).
+                crate::files::copy_dir(&base, &corrected)?;
+                let summary = match crate::correct::run_correct(
+                    &run_dir,
+                    &config.device,
+                    &opts,
+                    &corrected,
+                    mulli_data::WriteMode::Append,
+                ) {
+                    Ok(report) => serde_json::to_value(&report)?,
+                    Err(e) => match e.downcast::<mulli_eval::EvalError>() {
+                        Ok(mulli_eval::EvalError::NothingCorrected { report, .. }) => {
+                            std::fs::remove_dir_all(&corrected)
+                                .with_context(|| format!("removing {}", corrected.display()))?;
+                            let mut v = serde_json::to_value(&*report)?;
+                            v["nothing_corrected"] = true.into();
+                            v
+                        }
+                        Ok(other) => return Err(other.into()),
+                        Err(e) => return Err(e),
+                    },
+                };
+                let run = correct.finish(t, "ran", summary.clone())?;
+                (run, summary)
+            }
+        };
+        let note = correct_note(round, &summary);
+        println!("          {note}");
+        stages.push(StageRun {
+            note: Some(note),
+            ..run
+        });
+        number += 1;
+        if summary["nothing_corrected"] == true {
+            println!("[{number}/{of}] train     skipped: nothing to correct");
+            stages.push(StageRun {
+                stage: "train".into(),
+                status: "skipped".into(),
+                dir: None,
+                hash: None,
+                seconds: 0.0,
+                note: Some(format!("round {round}: nothing to correct")),
+            });
+            break;
+        }
+        // Train again from scratch on the captured demos and the corrected copy.
+        *data.last_mut().expect("non-empty") = corrected;
+        *upstream.last_mut().expect("non-empty") = correct.hash.clone();
+        let (run, hash, dir) = train_stage(&out, &config, &data, &upstream, number, of)?;
+        stages.push(StageRun {
+            note: Some(format!("round {round}: with the corrections")),
+            ..run
+        });
+        (policy_hash, run_dir) = (hash, dir);
+    }
+    number = of - 1;
+
+    // 5. Evaluate the last policy.
     let eval = Stage {
         out: &out,
         name: "eval",
         hash: stage_hash(
             "eval",
             &serde_json::json!({
-                "policy": [train.hash], "suite": config.suite, "tasks": config.tasks,
+                "policy": [policy_hash], "suite": config.suite, "tasks": config.tasks,
                 "seed": config.seed, "eval": config.eval,
             }),
         ),
-        number: 4,
-        of: 5,
+        number,
+        of,
     };
     let run = match eval.cached() {
-        Some(r) => r,
+        Some((r, _)) => r,
         None => {
             let t = Instant::now();
             let splits = config.splits()?;
@@ -858,7 +982,7 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
     };
     stages.push(run);
 
-    // 5. Report (always re-rendered: it is derived from the stages above).
+    // 6. Report (always re-rendered: it is derived from the stages above).
     let t = Instant::now();
     let mut record = FlywheelRecord {
         mulli_version: env!("CARGO_PKG_VERSION").into(),
@@ -886,13 +1010,98 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
     record.total_s = started.elapsed().as_secs_f64();
     std::fs::write(&record_path, serde_json::to_vec_pretty(&record)?)
         .with_context(|| format!("writing {}", record_path.display()))?;
-    println!("[5/5] report    {}", report_path.display());
+    println!("[{of}/{of}] report    {}", report_path.display());
     println!(
         "flywheel done in {:.0} s; a rerun reuses every stage whose inputs are unchanged ({})",
         record.total_s,
         out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The train stage on `data` (whose stages hashed to `upstream`): its run, hash and run
+/// directory.
+fn train_stage(
+    out: &Path,
+    config: &FlywheelConfig,
+    data: &[PathBuf],
+    upstream: &[String],
+    number: usize,
+    of: usize,
+) -> Result<(StageRun, String, PathBuf)> {
+    let train = Stage {
+        out,
+        name: "train",
+        hash: stage_hash(
+            "train",
+            &serde_json::json!({"data": upstream, "train": config.train, "device": config.device}),
+        ),
+        number,
+        of,
+    };
+    let run_dir = train.dir().join("run");
+    let run = match train.cached() {
+        Some((r, _)) => r,
+        None => {
+            let t = Instant::now();
+            let resume = mulli_policy::checkpoint::checkpoint_dir(&run_dir).is_some();
+            if resume {
+                train.header("resuming from the last checkpoint");
+            } else {
+                let control = match config.train.control_steps {
+                    0 => String::new(),
+                    n => format!(" + {n} control steps"),
+                };
+                train.header(&format!(
+                    "{} steps{control}, batch {}, on {}",
+                    config.train.steps, config.train.batch_size, config.device
+                ));
+                clear_partial(&train.dir())?;
+                std::fs::create_dir_all(train.dir())?;
+            }
+            let spec = crate::policy::train_with_progress(
+                &run_dir,
+                data,
+                (!resume).then(|| config.train.clone()),
+                resume,
+                &config.device,
+            )?;
+            println!(
+                "          {} steps: {} in {:.0} s",
+                spec.training.step,
+                crate::policy::losses(&spec.training),
+                t.elapsed().as_secs_f64()
+            );
+            train.finish(
+                t,
+                if resume { "resumed" } else { "ran" },
+                serde_json::json!({
+                    "steps": spec.training.step,
+                    "last_loss": spec.training.last_loss,
+                    "last_val_loss": spec.training.last_val_loss,
+                }),
+            )?
+        }
+    };
+    Ok((run, train.hash, run_dir))
+}
+
+/// One line on what a correction round came to (from its stage summary).
+fn correct_note(round: usize, summary: &serde_json::Value) -> String {
+    let n = |k: &str| summary[k].as_u64().unwrap_or(0);
+    let sum = |k: &str| -> u64 {
+        summary["per_task"]
+            .as_object()
+            .map_or(0, |m| m.values().map(|t| t[k].as_u64().unwrap_or(0)).sum())
+    };
+    format!(
+        "round {round}: {} corrected episodes ({} frames) from {} attempts; the policy had succeeded before the takeover in {}, held an object in {}",
+        n("episodes"),
+        n("frames"),
+        n("attempts"),
+        sum("policy_succeeded"),
+        sum("holding"),
+    )
 }
 
 /// Overlays `over` onto `base`, table by table (so a file can set one key of `[train]`).
@@ -985,11 +1194,53 @@ mod tests {
         let e = c.check().unwrap_err().to_string();
         assert!(e.contains("capture.off_centre = 0.6"), "{e}");
         let mut c = FlywheelConfig::default();
+        (c.correct.rounds, c.correct.takeover) = (1, [0.9, 0.2]);
+        let e = c.check().unwrap_err().to_string();
+        assert!(
+            e.contains("[correct]") && e.contains("takeover = (0.9, 0.2)"),
+            "{e}"
+        );
+        (c.correct.takeover, c.correct.attempts_per_task) = ([0.1, 0.8], 0);
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("attempts_per_task = 0"), "{e}");
+        // Without rounds the options are not used, so not checked.
+        c.correct.rounds = 0;
+        c.check().unwrap();
+        let mut c = FlywheelConfig::default();
         c.train.lifted_share = Some(2.0);
         let e = format!("{:#}", c.check().unwrap_err());
         assert!(
             e.contains("[train]") && e.contains("lifted_share = 2"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn correction_rounds_share_the_config_but_not_the_seed() {
+        let c = FlywheelConfig {
+            seed: 7,
+            ..FlywheelConfig::default()
+        };
+        let (one, two, three) = (
+            c.correct_options(1),
+            c.correct_options(2),
+            c.correct_options(3),
+        );
+        assert_eq!(one.seed, 7, "round 1 is what `mulli correct --seed 7` does");
+        assert!(two.seed != 7 && three.seed != 7 && two.seed != three.seed);
+        assert_eq!(one.attempts_per_task, 30);
+        assert_eq!(one.env.success_tail, c.capture.success_tail);
+        assert_eq!(one.env.cameras.width, c.train.model.image_size);
+        assert_eq!(one.execution, c.eval.execution);
+        let note = correct_note(
+            2,
+            &serde_json::json!({"episodes": 3, "frames": 120, "attempts": 10,
+                "per_task": {"a": {"policy_succeeded": 4, "holding": 1},
+                             "b": {"policy_succeeded": 2, "holding": 0}}}),
+        );
+        assert_eq!(
+            note,
+            "round 2: 3 corrected episodes (120 frames) from 10 attempts; the policy had succeeded before the takeover in 6, held an object in 1"
         );
     }
 
@@ -1001,7 +1252,7 @@ mod tests {
         assert_ne!(a, stage_hash("eval", &serde_json::json!({"steps": 1})));
         assert_eq!(a.len(), 16);
         // Every stage the flywheel hashes has a recipe version.
-        for stage in ["capture", "multiply", "train", "eval"] {
+        for stage in ["capture", "multiply", "train", "correct", "eval"] {
             assert!(recipe(stage) >= 1, "{stage} has no recipe version");
         }
     }

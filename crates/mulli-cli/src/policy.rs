@@ -141,14 +141,9 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
     }
     let spec = train_with_progress(&args.out, &args.data, config, args.resume, &args.device)?;
     println!(
-        "trained {} steps: loss {}, val loss {}",
+        "trained {} steps: {}",
         spec.training.step,
-        spec.training
-            .last_loss
-            .map_or("-".into(), |l| format!("{l:.4}")),
-        spec.training
-            .last_val_loss
-            .map_or("-".into(), |l| format!("{l:.4}")),
+        losses(&spec.training)
     );
     println!("policy: {}/checkpoint", args.out.display());
     println!("metrics: {}/metrics.jsonl", args.out.display());
@@ -436,6 +431,12 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
 }
 
 /// `mulli_policy::train` with a progress bar (loss, validation, lr, samples/s, ETA).
+/// "loss L, val loss V" of a training's last logged step ("-" where there is none).
+pub fn losses(t: &mulli_policy::checkpoint::TrainingSummary) -> String {
+    let f = |l: Option<f32>| l.map_or("-".into(), |l| format!("{l:.4}"));
+    format!("loss {}, val loss {}", f(t.last_loss), f(t.last_val_loss))
+}
+
 pub fn train_with_progress(
     out: &Path,
     data: &[PathBuf],

@@ -71,13 +71,15 @@ fn flywheel_inputs(out: &Path) -> Result<ReportInputs> {
         .with_context(|| format!("reading {}", record_path.display()))?;
     let record: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("parsing {}", record_path.display()))?;
+    // The last stage of that name that has a directory: after correction rounds, the
+    // policy that was evaluated is the last one trained.
     let stage_dir = |name: &str| -> Option<PathBuf> {
         record["stages"]
             .as_array()?
             .iter()
-            .find(|s| s["stage"] == name)?
-            .get("dir")?
-            .as_str()
+            .filter(|s| s["stage"] == name)
+            .filter_map(|s| s["dir"].as_str())
+            .next_back()
             .map(|d| out.join(d))
     };
     let eval_dir = stage_dir("eval").with_context(|| {

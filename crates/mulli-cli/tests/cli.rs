@@ -610,7 +610,7 @@ fn quick_flywheel_runs_every_stage_and_caches_them() {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("fw");
     let out = ok(&["flywheel", "--quick", "--out", s(&out_dir)]);
-    for stage in ["capture", "multiply", "train", "eval", "report"] {
+    for stage in ["capture", "multiply", "train", "correct", "eval", "report"] {
         assert!(out.contains(stage), "{stage}: {out}");
     }
     let record: serde_json::Value =
@@ -625,11 +625,42 @@ fn quick_flywheel_runs_every_stage_and_caches_them() {
             .unwrap();
         out_dir.join(st["dir"].as_str().unwrap())
     };
-    // The captured and the generated datasets are valid LeRobot datasets.
-    for stage in ["capture", "multiply"] {
+    // The captured, the generated and the corrected datasets are valid LeRobot datasets.
+    for stage in ["capture", "multiply", "correct"] {
         let v = ok(&["dataset", "validate", s(&dir(stage).join("dataset"))]);
         assert!(v.contains("ok") || v.contains("valid"), "{v}");
     }
+    // The corrections are appended to a copy of the generated demos, which stay as they were.
+    let episodes = |stage: &str| -> u64 {
+        let info: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir(stage).join("dataset/meta/info.json")).unwrap(),
+        )
+        .unwrap();
+        info["total_episodes"].as_u64().unwrap()
+    };
+    let correct: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir("correct").join("stage.json")).unwrap())
+            .unwrap();
+    let written = correct["summary"]["episodes"].as_u64().unwrap();
+    assert!(written > 0, "{correct}");
+    assert_eq!(episodes("correct"), episodes("multiply") + written);
+    // The stages run in order, and the policy evaluated is the one trained with them.
+    let names: Vec<&str> = record["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "capture", "multiply", "train", "correct", "train", "eval", "report"
+        ]
+    );
+    let last_train = record["stages"][4]["dir"].as_str().unwrap();
+    assert_ne!(last_train, record["stages"][2]["dir"].as_str().unwrap());
+    let eval_info = std::fs::read_to_string(dir("eval").join("eval_info.json")).unwrap();
+    assert!(eval_info.contains(last_train), "{eval_info}");
     // The policy loads.
     let info = ok(&["policy", "info", s(&dir("train").join("run"))]);
     assert!(info.contains("parameters"), "{info}");
@@ -662,7 +693,7 @@ fn quick_flywheel_runs_every_stage_and_caches_them() {
 
     // Same config again: every stage is cached.
     let again = ok(&["flywheel", "--quick", "--out", s(&out_dir)]);
-    assert_eq!(again.matches("cached").count(), 4, "{again}");
+    assert_eq!(again.matches("cached").count(), 6, "{again}");
     // One changed key: capture and multiply stay cached, training and evaluation run again,
     // in new directories.
     let cfg = tmp.path().join("fw.toml");
@@ -686,7 +717,7 @@ fn quick_flywheel_runs_every_stage_and_caches_them() {
                 .starts_with("train-")
         })
         .count();
-    assert_eq!(trains, 2, "the first run's training is kept");
+    assert_eq!(trains, 4, "the first run's trainings are kept");
     // Bad configs are named.
     std::fs::write(&cfg, "[eval]\nsplits = [\"upside_down\"]\n").unwrap();
     let o = mulli(&[

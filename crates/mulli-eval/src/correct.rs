@@ -69,7 +69,8 @@ impl Default for CorrectOptions {
 }
 
 impl CorrectOptions {
-    fn check(&self) -> Result<(), EvalError> {
+    /// The errors [`correct`] would give for these options, before any attempt runs.
+    pub fn check(&self) -> Result<(), EvalError> {
         let bad = |m: String| Err(EvalError::Options(m));
         if self.attempts_per_task == 0 {
             return bad("attempts_per_task = 0: make at least one attempt per task".into());
@@ -233,12 +234,11 @@ where
             drop(writer);
             let _ = std::fs::remove_dir_all(out);
         }
-        return Err(EvalError::Options(format!(
-            "none of the {} attempts gave a corrected episode (per task: {}); nothing written to {}",
-            report.attempts,
-            serde_json::to_string(&report.per_task).unwrap_or_default(),
-            out.display()
-        )));
+        report.seconds = start.elapsed().as_secs_f64();
+        return Err(EvalError::NothingCorrected {
+            report: Box::new(report),
+            out: out.display().to_string(),
+        });
     }
     writer.finalize().map_err(sim)?;
     report.seconds = start.elapsed().as_secs_f64();

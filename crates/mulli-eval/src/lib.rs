@@ -246,6 +246,17 @@ pub enum EvalError {
     Video(String),
     #[error("instructions file {path}: {message}")]
     Instructions { path: String, message: String },
+    /// Every correction attempt ended without an episode to write (the policy succeeded
+    /// before the takeover, held an object, or the expert failed). The report says which.
+    #[error(
+        "none of the {attempts} attempts gave a corrected episode (per task: {per_task}); nothing written to {out}",
+        attempts = report.attempts,
+        per_task = serde_json::to_string(&report.per_task).unwrap_or_default()
+    )]
+    NothingCorrected {
+        report: Box<crate::correct::CorrectReport>,
+        out: String,
+    },
 }
 
 /// One episode to run.

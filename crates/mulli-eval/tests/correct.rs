@@ -166,6 +166,15 @@ fn solved_and_holding_attempts_write_nothing() {
     let out = tmp.path().join("solved");
     let err = run_replay(&opts, &solved, &out);
     assert!(err.to_string().contains("none of the 2 attempts"), "{err}");
+    // Typed, so a caller (the flywheel) can keep its policy instead of failing.
+    match &err {
+        EvalError::NothingCorrected { report, .. } => {
+            assert_eq!(report.attempts, 2);
+            assert_eq!(report.per_task["pick_up_cube"].policy_succeeded, 2);
+            assert_eq!(report.episodes, 0);
+        }
+        other => panic!("expected NothingCorrected, got {other:?}"),
+    }
     assert!(!out.exists(), "no half-made dataset is left behind");
 
     // Cut just after the hand closed on the cube: it holds it, not yet lifted.
