@@ -34,6 +34,11 @@ pub struct CorrectArgs {
     /// Earliest and latest takeover, as shares of the task's step budget.
     #[arg(long, num_args = 2, value_names = ["MIN", "MAX"], default_values_t = [0.1, 0.8])]
     pub takeover: Vec<f64>,
+    /// `time`: take over at the drawn step; `under-funnel`: as soon as the empty hand goes
+    /// under the grasp expert's funnel beside the object (a human stepping in before a
+    /// missed grasp), at the drawn step at the latest.
+    #[arg(long, default_value = "time", value_parser = ["time", "under-funnel"])]
+    pub trigger: String,
     /// Steps each episode keeps recording after the task first succeeds (as the demos
     /// it is trained with; see `mulli sim record --success-tail`).
     #[arg(long, default_value_t = 0)]
@@ -76,6 +81,7 @@ pub fn run(args: CorrectArgs) -> Result<ExitCode> {
         workers: args.workers,
         noise: args.noise,
         takeover: (args.takeover[0], args.takeover[1]),
+        trigger: args.trigger.parse()?,
     };
     let report = run_correct(
         &args.policy,
@@ -127,9 +133,9 @@ pub fn run_correct(
 /// One line per task: attempts, episodes written and why the others were not.
 pub fn print_report(report: &mulli_eval::CorrectReport) {
     println!(
-        "| task | attempts | written (frames) | policy succeeded | holding at takeover | expert failed |"
+        "| task | attempts | under the funnel | written (frames) | policy succeeded | holding at takeover | expert failed |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (task, t) in &report.per_task {
         let failed: usize = t.expert_failed.values().sum();
         let why = t
@@ -139,8 +145,9 @@ pub fn print_report(report: &mulli_eval::CorrectReport) {
             .collect::<Vec<_>>()
             .join(", ");
         println!(
-            "| {task} | {} | {} ({}) | {} | {} | {failed}{} |",
+            "| {task} | {} | {} | {} ({}) | {} | {} | {failed}{} |",
             t.attempts,
+            t.under_funnel,
             t.written,
             t.frames,
             t.policy_succeeded,

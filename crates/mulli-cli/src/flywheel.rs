@@ -131,6 +131,9 @@ pub struct CorrectConfig {
     pub noise: f64,
     /// Earliest and latest takeover, as shares of the task's step budget.
     pub takeover: [f64; 2],
+    /// `"time"` (at a drawn step) or `"under_funnel"` (as soon as the empty hand goes under
+    /// the grasp expert's funnel beside the object, at the drawn step at the latest).
+    pub trigger: mulli_eval::Trigger,
 }
 
 impl Default for CorrectConfig {
@@ -140,6 +143,7 @@ impl Default for CorrectConfig {
             attempts_per_task: 30,
             noise: 0.002,
             takeover: [0.1, 0.8],
+            trigger: mulli_eval::Trigger::Time,
         }
     }
 }
@@ -414,6 +418,7 @@ impl FlywheelConfig {
             workers: self.eval.workers,
             noise: self.correct.noise,
             takeover: (self.correct.takeover[0], self.correct.takeover[1]),
+            trigger: self.correct.trigger,
         }
     }
 
@@ -827,20 +832,22 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
     for round in 1..=config.correct.rounds {
         number += 1;
         let base = data.last().expect("the captured demos at least").clone();
+        let mut key = serde_json::json!({
+            "policy": [policy_hash], "base": upstream.last(), "round": round,
+            "suite": config.suite, "tasks": config.tasks, "seed": config.seed,
+            "success_tail": config.capture.success_tail,
+            "execution": config.eval.execution,
+            "attempts_per_task": config.correct.attempts_per_task,
+            "noise": config.correct.noise, "takeover": config.correct.takeover,
+        });
+        // Keyed only when not the default, so rounds cached before the option stay valid.
+        if config.correct.trigger != mulli_eval::Trigger::Time {
+            key["trigger"] = config.correct.trigger.as_str().into();
+        }
         let correct = Stage {
             out: &out,
             name: "correct",
-            hash: stage_hash(
-                "correct",
-                &serde_json::json!({
-                    "policy": [policy_hash], "base": upstream.last(), "round": round,
-                    "suite": config.suite, "tasks": config.tasks, "seed": config.seed,
-                    "success_tail": config.capture.success_tail,
-                    "execution": config.eval.execution,
-                    "attempts_per_task": config.correct.attempts_per_task,
-                    "noise": config.correct.noise, "takeover": config.correct.takeover,
-                }),
-            ),
+            hash: stage_hash("correct", &key),
             number,
             of,
         };
@@ -858,9 +865,14 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
                     .filter(|t| t.expert_resumes())
                     .count();
                 correct.header(&format!(
-                    "round {round}: {} attempts ({} per task on {resumable} tasks), the expert takes over after {:.0}–{:.0}% of the budget",
+                    "round {round}: {} attempts ({} per task on {resumable} tasks), the expert takes over {}after {:.0}–{:.0}% of the budget",
                     opts.attempts_per_task * resumable,
                     opts.attempts_per_task,
+                    match opts.trigger {
+                        mulli_eval::Trigger::Time => "",
+                        mulli_eval::Trigger::UnderFunnel =>
+                            "where the empty hand goes under the funnel, at the latest ",
+                    },
                     100.0 * opts.takeover.0,
                     100.0 * opts.takeover.1
                 ));
@@ -1095,12 +1107,16 @@ fn correct_note(round: usize, summary: &serde_json::Value) -> String {
             .map_or(0, |m| m.values().map(|t| t[k].as_u64().unwrap_or(0)).sum())
     };
     format!(
-        "round {round}: {} corrected episodes ({} frames) from {} attempts; the policy had succeeded before the takeover in {}, held an object in {}",
+        "round {round}: {} corrected episodes ({} frames) from {} attempts; the policy had succeeded before the takeover in {}, held an object in {}{}",
         n("episodes"),
         n("frames"),
         n("attempts"),
         sum("policy_succeeded"),
         sum("holding"),
+        match sum("under_funnel") {
+            0 => String::new(),
+            k => format!("; under the funnel in {k}"),
+        },
     )
 }
 
@@ -1153,6 +1169,15 @@ mod tests {
         merge(&mut base, toml::from_str("[eval]\nepisodez = 3\n").unwrap());
         let e = base.try_into::<FlywheelConfig>().unwrap_err().to_string();
         assert!(e.contains("episodez"), "{e}");
+        let c: FlywheelConfig = toml::from_str("[correct]\ntrigger = \"under_funnel\"\n").unwrap();
+        assert_eq!(c.correct.trigger, mulli_eval::Trigger::UnderFunnel);
+        let e = toml::from_str::<FlywheelConfig>("[correct]\ntrigger = \"often\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("trigger") && e.contains("often") && e.contains("under_funnel"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1241,6 +1266,15 @@ mod tests {
         assert_eq!(
             note,
             "round 2: 3 corrected episodes (120 frames) from 10 attempts; the policy had succeeded before the takeover in 6, held an object in 1"
+        );
+        let note = correct_note(
+            1,
+            &serde_json::json!({"episodes": 3, "frames": 120, "attempts": 10,
+                "per_task": {"a": {"policy_succeeded": 4, "holding": 1, "under_funnel": 2}}}),
+        );
+        assert!(
+            note.ends_with("held an object in 1; under the funnel in 2"),
+            "{note}"
         );
     }
 

@@ -12,9 +12,15 @@
 //! the takeover (a fresh expert would let go of it and start over: a label that contradicts
 //! every demo), or where the expert then fails, write nothing; the report counts each.
 //!
+//! When the expert takes over is the [`Trigger`]: at a drawn step (a random part of the
+//! budget), or where a human operator would step in, the moment the policy's empty hand goes
+//! under the grasp expert's funnel beside the object ([`Trigger::UnderFunnel`]). That is
+//! the state where the policy's grasps go wrong (docs/benchmarks.md, sessions 21–22) and
+//! that no demo visits, so those corrections are the labels the demos lack.
+//!
 //! Deterministic like evaluation: attempt `i` of a task has its own layout, takeover step,
-//! policy seed and expert noise, and episodes are written in attempt order whatever the
-//! number of workers.
+//! trigger depth, policy seed and expert noise, and episodes are written in attempt order
+//! whatever the number of workers.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,7 +33,7 @@ use mulli_data::{DatasetWriter, WriteMode, WriterOptions};
 use mulli_sim::expert::{Expert, NoisyExpert};
 use mulli_sim::record::{MAX_NOISE, features, frame};
 use mulli_sim::{EnvConfig, KitchenEnv, ObjectKind, Split, Suite, Task};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{EvalError, run_pool};
 
@@ -48,8 +54,50 @@ pub struct CorrectOptions {
     /// The expert's action noise (m per step; see [`NoisyExpert`]).
     pub noise: f64,
     /// The expert takes over after a uniformly drawn share of the task's step budget in
-    /// `[takeover.0, takeover.1]`.
+    /// `[takeover.0, takeover.1]`, or earlier where the [`Trigger`] says so.
     pub takeover: (f64, f64),
+    pub trigger: Trigger,
+}
+
+/// When the expert takes an attempt over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// At the drawn step ([`CorrectOptions::takeover`]).
+    #[default]
+    Time,
+    /// As soon as the hand, holding nothing, is under the grasp expert's funnel beside the
+    /// task's object by more than a depth drawn per attempt in [`UNDER_FUNNEL`]
+    /// ([`mulli_sim::tasks::under_funnel`]); at the drawn step if that never happens
+    /// before it. Tasks without an object to grasp take over at the drawn step.
+    UnderFunnel,
+}
+
+/// Range (m) of the depth under the funnel at which [`Trigger::UnderFunnel`] fires: a
+/// centimetre is within the policy's usual imprecision on a good approach; at 4 cm the hand
+/// is well into the 3–10 cm band where the missed grasps come down beside the object.
+pub const UNDER_FUNNEL: (f64, f64) = (0.01, 0.04);
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Time => "time",
+            Trigger::UnderFunnel => "under_funnel",
+        }
+    }
+}
+
+impl std::str::FromStr for Trigger {
+    type Err = EvalError;
+    fn from_str(s: &str) -> Result<Self, EvalError> {
+        match s {
+            "time" => Ok(Trigger::Time),
+            "under_funnel" | "under-funnel" => Ok(Trigger::UnderFunnel),
+            other => Err(EvalError::Options(format!(
+                "trigger = {other:?}: expected \"time\" or \"under_funnel\""
+            ))),
+        }
+    }
 }
 
 impl Default for CorrectOptions {
@@ -64,6 +112,7 @@ impl Default for CorrectOptions {
             workers: 0,
             noise: 0.002,
             takeover: (0.1, 0.8),
+            trigger: Trigger::Time,
         }
     }
 }
@@ -102,8 +151,16 @@ pub struct CorrectTally {
     pub policy_succeeded: usize,
     /// The hand held an object at the takeover.
     pub holding: usize,
+    /// The expert took over as the hand went under its funnel ([`Trigger::UnderFunnel`]),
+    /// whatever came of it.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub under_funnel: usize,
     /// The expert took over and did not succeed (by failure reason).
     pub expert_failed: BTreeMap<String, usize>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -185,7 +242,7 @@ where
     let mut writer = DatasetWriter::create(out, &features(&env), wopts).map_err(sim)?;
     // Episodes are written in attempt order: finished attempts wait here for the ones
     // before them.
-    let mut pending: BTreeMap<usize, Outcome> = BTreeMap::new();
+    let mut pending: BTreeMap<usize, (Outcome, bool)> = BTreeMap::new();
     let mut next_write = 0;
     let total = attempts.len();
     let mut done = 0;
@@ -195,17 +252,18 @@ where
         opts.workers,
         &attempts,
         |exec, attempt| run_attempt(exec, attempt, opts, &env),
-        |j, outcome| {
+        |j, (outcome, triggered)| {
             done += 1;
             progress(done, total);
-            pending.insert(j, outcome);
-            while let Some(outcome) = pending.remove(&next_write) {
+            pending.insert(j, (outcome, triggered));
+            while let Some((outcome, triggered)) = pending.remove(&next_write) {
                 let tally = report
                     .per_task
                     .entry(attempts[next_write].task.id().to_string())
                     .or_default();
                 next_write += 1;
                 tally.attempts += 1;
+                tally.under_funnel += usize::from(triggered);
                 report.attempts += 1;
                 match outcome {
                     Outcome::PolicySucceeded => tally.policy_succeeded += 1,
@@ -262,12 +320,27 @@ pub fn takeover_step(opts: &CorrectOptions, task: &dyn Task, index: u64) -> usiz
     (share * budget).round() as usize
 }
 
+/// How far under the funnel the hand must be for [`Trigger::UnderFunnel`] to take attempt
+/// `index` over (m, drawn in [`UNDER_FUNNEL`]).
+pub fn trigger_depth(opts: &CorrectOptions, task: &dyn Task, index: u64) -> f64 {
+    let mut rng = rng::substream(opts.seed, &format!("correct/depth/{}", task.id()), index);
+    rng.random_range(UNDER_FUNNEL.0..=UNDER_FUNNEL.1)
+}
+
+/// Whether the hand, holding nothing, is more than `depth` under the grasp expert's funnel
+/// beside `object`.
+fn under_funnel(scene: &mulli_sim::scene::Scene, object: ObjectKind, depth: f64) -> bool {
+    !ObjectKind::ALL.iter().any(|&k| scene.is_grasped(k))
+        && mulli_sim::tasks::under_funnel(scene, object).is_some_and(|(d, _)| d > depth)
+}
+
+/// One attempt: its outcome, and whether the [`Trigger::UnderFunnel`] fired.
 fn run_attempt<P: Policy>(
     exec: &mut ChunkExecutor<P>,
     attempt: &Attempt,
     opts: &CorrectOptions,
     env_config: &EnvConfig,
-) -> Result<Outcome, EvalError> {
+) -> Result<(Outcome, bool), EvalError> {
     let task = &attempt.task;
     // A one-task suite: attempt i of a task has the same layout whatever tasks run with it.
     let one = Suite {
@@ -292,23 +365,39 @@ fn run_attempt<P: Policy>(
         index: attempt.index,
         source,
     };
+    let watch = match opts.trigger {
+        Trigger::Time => None,
+        Trigger::UnderFunnel => task
+            .target_object()
+            .map(|o| (o, trigger_depth(opts, task.as_ref(), attempt.index))),
+    };
+    let mut triggered = false;
     let mut obs = env.observe();
     for _ in 0..takeover {
+        if let Some((object, depth)) = watch
+            && under_funnel(env.scene(), object, depth)
+        {
+            triggered = true;
+            break;
+        }
         let action = exec
             .next_action(&obs)
             .map_err(|e| policy_err(Box::new(e)))?;
         let r = env.step(&action).map_err(|e| policy_err(Box::new(e)))?;
         if r.info.success {
-            return Ok(Outcome::PolicySucceeded);
+            return Ok((Outcome::PolicySucceeded, false));
         }
         if r.terminated || r.truncated {
             let why = r.info.failure.map_or("ended", |f| f.as_str());
-            return Ok(Outcome::ExpertFailed(format!("{why} before the takeover")));
+            return Ok((
+                Outcome::ExpertFailed(format!("{why} before the takeover")),
+                false,
+            ));
         }
         obs = r.observation;
     }
     if ObjectKind::ALL.iter().any(|&k| env.scene().is_grasped(k)) {
-        return Ok(Outcome::Holding);
+        return Ok((Outcome::Holding, false));
     }
     let mut expert: Box<dyn Expert> = task.expert_from(env.scene());
     if opts.noise > 0.0 {
@@ -322,11 +411,12 @@ fn run_attempt<P: Policy>(
         let r = env.step(&action)?;
         frames.push(frame(&spec.instruction, &mut obs, env_state, &action, &r));
         if r.terminated || r.truncated {
-            return Ok(if r.info.success {
+            let outcome = if r.info.success {
                 Outcome::Corrected(frames)
             } else {
                 Outcome::ExpertFailed(r.info.failure.map_or("failed", |f| f.as_str()).into())
-            });
+            };
+            return Ok((outcome, triggered));
         }
         obs = r.observation;
     }

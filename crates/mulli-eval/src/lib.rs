@@ -28,7 +28,7 @@ use mulli_data::video::{EncodedPacket, Mp4H264Writer};
 use mulli_sim::{EnvConfig, KitchenEnv, SimError, Split, Suite, Task};
 use serde::Serialize;
 
-pub use correct::{CorrectOptions, CorrectReport, correct};
+pub use correct::{CorrectOptions, CorrectReport, Trigger, correct};
 pub use info::{EvalInfo, write_eval_dir};
 pub use instructions::{CustomInstruction, load_instructions};
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use common::{Plans, Replay, Still};
 use mulli_core::{Execution, Value};
 use mulli_data::{Dataset, WriteMode};
-use mulli_eval::{CorrectOptions, CorrectReport, EvalError, correct};
+use mulli_eval::{CorrectOptions, CorrectReport, EvalError, Trigger, correct};
 use mulli_sim::expert::CLOSE;
 use mulli_sim::{EnvConfig, Split};
 
@@ -34,6 +34,7 @@ fn options(
         workers,
         noise: 0.002,
         takeover,
+        trigger: Trigger::Time,
     }
 }
 
@@ -188,6 +189,74 @@ fn solved_and_holding_attempts_write_nothing() {
     let out = tmp.path().join("holding");
     let err = run_replay(&opts, &closed, &out);
     assert!(err.to_string().contains("\"holding\":2"), "{err}");
+}
+
+#[test]
+fn an_empty_hand_under_the_funnel_is_taken_over_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = CorrectOptions {
+        trigger: Trigger::UnderFunnel,
+        ..options(&["pick_up_cube"], 2, (0.9, 0.9), 1)
+    };
+    // The expert's own plan, pushed 6 cm sideways on the way: it comes down beside the cube.
+    let beside = plans(&opts, |mut a| {
+        for step in a.iter_mut().take(20) {
+            step[0] += 0.003;
+        }
+        a
+    });
+    let run = |opts: &CorrectOptions, out: &str| {
+        correct(
+            |_| Ok::<_, Infallible>(Replay::new(beside.clone())),
+            opts,
+            &tmp.path().join(out),
+            WriteMode::Create,
+            |_, _| {},
+        )
+        .unwrap()
+    };
+    let report = run(&opts, "under");
+    let t = &report.per_task["pick_up_cube"];
+    assert_eq!((t.attempts, t.under_funnel, t.written), (2, 2, 2), "{t:?}");
+    // Each corrected episode starts there: the hand low and off the cube, the expert then
+    // rising back onto its funnel.
+    let ds = Dataset::open(tmp.path().join("under")).unwrap();
+    let names = mulli_sim::env::environment_state_names();
+    let at = |n: &str| names.iter().position(|x| x == n).unwrap();
+    let col = ds.table.column("observation.environment_state").unwrap();
+    for e in 0..ds.episodes.len() {
+        let (from, _) = ds.episode_rows(e).unwrap();
+        let Value::F32(s) = col.value(from) else {
+            panic!("environment_state is f32")
+        };
+        let lateral = (s[at("ee.x")] - s[at("cube.x")]).hypot(s[at("ee.y")] - s[at("cube.y")]);
+        let height = s[at("ee.z")] - s[at("cube.z")];
+        assert!(
+            lateral > 0.02 && height < 0.09,
+            "episode {e} starts {lateral} m beside, {height} m above the cube"
+        );
+    }
+    // The same policy with the time trigger is taken over late, after its miss.
+    let late = run(
+        &CorrectOptions {
+            trigger: Trigger::Time,
+            ..opts.clone()
+        },
+        "late",
+    );
+    assert_eq!(late.per_task["pick_up_cube"].under_funnel, 0);
+    assert!(ds.len() != late.frames, "the takeovers differ");
+    // The option's names, and a clear error for others.
+    assert_eq!(
+        "under_funnel".parse::<Trigger>().unwrap(),
+        Trigger::UnderFunnel
+    );
+    assert_eq!("time".parse::<Trigger>().unwrap(), Trigger::Time);
+    let err = "sometimes".parse::<Trigger>().unwrap_err().to_string();
+    assert!(
+        err.contains("\"sometimes\"") && err.contains("under_funnel"),
+        "{err}"
+    );
 }
 
 #[test]

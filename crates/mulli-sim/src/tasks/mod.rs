@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 pub use drawer::{CloseDrawer, OpenDrawer};
 pub use fridge::{CloseFridge, OpenFridge};
-pub use pick::PickUp;
+pub use pick::{PickUp, under_funnel};
 pub use place::Place;
 pub use store::StoreInFridge;
 

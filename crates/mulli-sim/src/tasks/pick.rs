@@ -90,6 +90,28 @@ impl Task for PickUp {
 /// Height of the approach point above the grasp.
 const APPROACH_HEIGHT: f64 = 0.1;
 
+/// Where the top-down grasp puts the tool for `object` as it lies now: over its centre,
+/// 4.5 cm below its top (or 1.2 cm below the centre for flat things), never into the table.
+pub fn grasp_point(scene: &Scene, object: ObjectKind) -> Option<DVec3> {
+    let c = scene.object_pose(object)?.translation.as_dvec3();
+    let top = c.z + object.shape().half_height() as f64;
+    let z = (top - 0.045).max(c.z - 0.012).max(0.014);
+    Some(DVec3::new(c.x, c.y, z))
+}
+
+/// How far (m) the tool is below the grasp expert's funnel over `object`, and how far
+/// beside the grasp point it is horizontally: `(depth, lateral)`, depth negative above the
+/// funnel. Why: the experts never go under their funnel, so a hand there (low beside the
+/// object, the policy's commonest way to miss a grasp) is a state no demo shows; the
+/// correction stage (`mulli_eval::correct`) can take over there.
+pub fn under_funnel(scene: &Scene, object: ObjectKind) -> Option<(f64, f64)> {
+    let grasp = grasp_point(scene, object)?;
+    let (p, _) = tool(scene);
+    let lateral = (p.x - grasp.x).hypot(p.y - grasp.y);
+    let funnel = grasp.z + funnel_height(lateral, 0.0, APPROACH_HEIGHT);
+    Some((funnel - p.z, lateral))
+}
+
 /// Top-down grasp-and-lift, closed-loop on the object's pose: down a funnel onto the grasp
 /// ([`funnel_height`]), close, lift; retrying when the object slips.
 pub struct TopDownGrasp {
@@ -113,11 +135,8 @@ impl TopDownGrasp {
     /// Tool target for grasping the object where it is now.
     fn grasp_pose(&mut self, scene: &Scene) -> Option<(DVec3, f64)> {
         let p = scene.object_pose(self.object)?;
-        let c = p.translation.as_dvec3();
+        let grasp = grasp_point(scene, self.object)?;
         let shape = self.object.shape();
-        let hh = shape.half_height() as f64;
-        let top = c.z + hh;
-        let z = (top - 0.045).max(c.z - 0.012).max(0.014);
         let yaw = *self.yaw.get_or_insert_with(|| {
             // Fingers across the object's narrow side for boxes; any side for round things.
             let (axis_yaw, period) = match shape {
@@ -135,7 +154,7 @@ impl TopDownGrasp {
             };
             closest_yaw(axis_yaw, period, home_yaw())
         });
-        Some((DVec3::new(c.x, c.y, z), yaw))
+        Some((grasp, yaw))
     }
 
     /// Next action; returns `None` once the object is held at carrying height.
