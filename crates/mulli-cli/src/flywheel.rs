@@ -476,13 +476,15 @@ pub struct FlywheelRecord {
 /// 13). Train 3: the wrist camera's lift follows rays from a hand–eye calibration
 /// (session 17). Capture 5: the grasping experts come down a funnel onto the object and
 /// the receptacle instead of stopping above them; eval 3: a grasping task that timed out
-/// after the hand closed is a `missed_grasp` (session 18). Later stages hash the earlier
+/// after the hand closed is a `missed_grasp` (session 18). Correct 2: where the policy
+/// holds the task's object at the takeover, the expert lifts, carries and places it
+/// instead of writing nothing (session 24). Later stages hash the earlier
 /// ones' hashes, so a bump reruns everything downstream.
 const RECIPES: [(&str, u32); 5] = [
     ("capture", 5),
     ("multiply", 3),
     ("train", 3),
-    ("correct", 1),
+    ("correct", 2),
     ("eval", 3),
 ];
 

@@ -8,9 +8,10 @@
 //! is, to a (noisy) expert that resumes its script where the demos would be in that state
 //! ([`Task::expert_from`]; tasks without one are skipped). The expert's steps from that state to success are written
 //! as an episode in the capture's dataset format, so `mulli train` takes them as one more
-//! `--data` directory. Attempts where the policy already succeeded, or holds an object at
-//! the takeover (a fresh expert would let go of it and start over: a label that contradicts
-//! every demo), or where the expert then fails, write nothing; the report counts each.
+//! `--data` directory. Where the policy holds the task's object at the takeover, the expert
+//! resumes after its grasp (lift, carry, place). Attempts where the policy already
+//! succeeded, or holds another object (no demo shows the way from there), or where the
+//! expert then fails, write nothing; the report counts each.
 //!
 //! When the expert takes over is the [`Trigger`]: at a drawn step (a random part of the
 //! budget), or where a human operator would step in, the moment the policy's empty hand goes
@@ -149,7 +150,7 @@ pub struct CorrectTally {
     pub frames: usize,
     /// The policy succeeded before the takeover: nothing to correct.
     pub policy_succeeded: usize,
-    /// The hand held an object at the takeover.
+    /// The hand held an object other than the task's at the takeover.
     pub holding: usize,
     /// The expert took over as the hand went under its funnel ([`Trigger::UnderFunnel`]),
     /// whatever came of it.
@@ -396,7 +397,11 @@ fn run_attempt<P: Policy>(
         }
         obs = r.observation;
     }
-    if ObjectKind::ALL.iter().any(|&k| env.scene().is_grasped(k)) {
+    let own = task.target_object();
+    if ObjectKind::ALL
+        .iter()
+        .any(|&k| Some(k) != own && env.scene().is_grasped(k))
+    {
         return Ok((Outcome::Holding, false));
     }
     let mut expert: Box<dyn Expert> = task.expert_from(env.scene());

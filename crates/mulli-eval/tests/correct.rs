@@ -158,6 +158,15 @@ fn the_expert_takes_over_and_its_steps_become_a_dataset() {
     );
 }
 
+/// Cut just after the hand closed on the object: it holds it, not yet lifted.
+fn just_closed(a: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+    let k = a
+        .iter()
+        .position(|a| a[6] == CLOSE)
+        .expect("the expert closes the hand");
+    a[..k + 8].to_vec()
+}
+
 #[test]
 fn solved_and_holding_attempts_write_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -178,17 +187,60 @@ fn solved_and_holding_attempts_write_nothing() {
     }
     assert!(!out.exists(), "no half-made dataset is left behind");
 
-    // Cut just after the hand closed on the cube: it holds it, not yet lifted.
-    let closed = plans(&opts, |a| {
-        let k = a
-            .iter()
-            .position(|a| a[6] == CLOSE)
-            .expect("the expert closes the hand");
-        a[..k + 8].to_vec()
-    });
+    // The policy holds the apple on a cube task (the apple expert's plan on the same
+    // layout): no demo shows the way from there.
+    let cube = plans(&opts, |a| a);
+    let apple = plans(
+        &CorrectOptions {
+            tasks: vec!["pick_up_apple".into()],
+            ..opts.clone()
+        },
+        just_closed,
+    );
+    let wrong: common::Plans = cube
+        .keys()
+        .map(|(instruction, image)| {
+            let (_, plan) = apple
+                .iter()
+                .find(|((_, i), _)| i == image)
+                .expect("the two tasks share layouts");
+            ((instruction.clone(), image.clone()), plan.clone())
+        })
+        .collect();
     let out = tmp.path().join("holding");
-    let err = run_replay(&opts, &closed, &out);
+    let err = run_replay(&opts, &Arc::new(wrong), &out);
     assert!(err.to_string().contains("\"holding\":2"), "{err}");
+}
+
+#[test]
+fn a_policy_holding_the_object_is_taken_over_after_the_grasp() {
+    let tmp = tempfile::tempdir().unwrap();
+    for task in ["pick_up_cube", "put_apple_in_bowl"] {
+        let opts = options(&[task], 2, (0.5, 0.5), 1);
+        let closed = plans(&opts, just_closed);
+        let out = tmp.path().join(task);
+        let report = correct(
+            |_| Ok::<_, Infallible>(Replay::new(closed.clone())),
+            &opts,
+            &out,
+            WriteMode::Create,
+            |_, _| {},
+        )
+        .unwrap();
+        let t = &report.per_task[task];
+        // The expert lifts (and carries and places) what the policy holds.
+        assert_eq!((t.written, t.holding), (2, 0), "{task}: {t:?}");
+        let ds = Dataset::open(&out).unwrap();
+        let grip = ds.table.column("action").unwrap();
+        for e in 0..ds.episodes.len() {
+            let (from, _) = ds.episode_rows(e).unwrap();
+            // It does not open the hand first, as a fresh expert would.
+            let Value::F32(a) = grip.value(from) else {
+                panic!("action is f32")
+            };
+            assert_eq!(a[6], CLOSE, "{task} episode {e} starts with {a:?}");
+        }
+    }
 }
 
 #[test]

@@ -124,9 +124,9 @@ pub trait Task: Send + Sync {
     fn expert_resumes(&self) -> bool {
         false
     }
-    /// An expert taking over mid-episode, from the scene as it is (nothing held): its
-    /// actions must be the same function of the state as the scripted demos' there, or the
-    /// corrections contradict the demos. The default, a fresh expert, is that where the
+    /// An expert taking over mid-episode, from the scene as it is (nothing held, or the
+    /// task's own object held): its actions must be the same function of the state as the
+    /// scripted demos' there, or the corrections contradict the demos. The default, a fresh expert, is that where the
     /// script's first phases are functions of the scene (the grasping tasks' funnel, see
     /// [`crate::expert::funnel_height`]); a script that restarts with a hidden phase (let go
     /// of the handle, go back to an approach point) is not. Only where

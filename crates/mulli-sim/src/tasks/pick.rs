@@ -85,10 +85,18 @@ impl Task for PickUp {
     fn expert_resumes(&self) -> bool {
         true
     }
+    fn expert_from(&self, scene: &Scene) -> Box<dyn Expert> {
+        Box::new(PickExpert {
+            grasp: TopDownGrasp::resumed(self.object, scene),
+            done: false,
+        })
+    }
 }
 
 /// Height of the approach point above the grasp.
 const APPROACH_HEIGHT: f64 = 0.1;
+/// [`TopDownGrasp`]'s phases: down the funnel, close, then lift.
+const LIFT_PHASE: usize = 2;
 
 /// Where the top-down grasp puts the tool for `object` as it lies now: over its centre,
 /// 4.5 cm below its top (or 1.2 cm below the centre for flat things), never into the table.
@@ -130,6 +138,18 @@ impl TopDownGrasp {
             yaw: None,
             lift_to: 0.2,
         }
+    }
+
+    /// Taking over from the scene as it is: down the funnel if the hand does not hold the
+    /// object (that phase is a function of the scene), else straight to the lift, which is
+    /// what a demo does once its hand has closed on the object. Why: a fresh expert would
+    /// open a hand that holds the object, a label no demo gives.
+    pub fn resumed(object: ObjectKind, scene: &Scene) -> Self {
+        let mut grasp = Self::new(object);
+        if scene.is_grasped(object) {
+            grasp.phases.goto(LIFT_PHASE);
+        }
+        grasp
     }
 
     /// Tool target for grasping the object where it is now.

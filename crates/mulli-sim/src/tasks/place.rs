@@ -4,7 +4,8 @@
 use super::pick::TopDownGrasp;
 use super::{FailureReason, Phrasings, Task};
 use crate::expert::{
-    CLOSE, Expert, OPEN, Phases, SPEED, Target, funnel_height, funnel_speed, reached, servo, tool,
+    CLOSE, Expert, FUNNEL_WIDE, OPEN, Phases, SPEED, Target, funnel_height, funnel_speed, reached,
+    servo, tool,
 };
 use crate::objects::{ObjectKind, Receptacle, ko_object_particle};
 use crate::scene::Scene;
@@ -133,7 +134,35 @@ impl Task for Place {
     fn expert_resumes(&self) -> bool {
         true
     }
+    /// Nothing held: a fresh expert (its grasp phase is a function of the scene). The
+    /// object held low, away from the receptacle: the lift, as after the demos' grasp.
+    /// Held up at carrying height, or over the receptacle: the carry-and-lower phase, whose
+    /// funnel is a function of the scene. (The demos pass from one to the other within
+    /// [`RESUME_CARRY_BELOW`] of the lift height, where the two differ for a step or two.)
+    fn expert_from(&self, scene: &Scene) -> Box<dyn Expert> {
+        let mut expert = PlaceExpert::new(self.object, self.target);
+        if scene.is_grasped(self.object) {
+            let (p, _) = tool(scene);
+            let over_receptacle = scene.receptacle_pose(self.target).is_some_and(|r| {
+                let c = r.translation.as_dvec3();
+                (p.x - c.x).hypot(p.y - c.y) < FUNNEL_WIDE
+            });
+            if over_receptacle || p.z > LIFT_TO - RESUME_CARRY_BELOW {
+                expert.phases.goto(1);
+            } else {
+                expert.grasp = TopDownGrasp::resumed(self.object, scene);
+                expert.grasp.lift_to = LIFT_TO;
+            }
+        }
+        Box::new(expert)
+    }
 }
+
+/// Tool height the place expert lifts a grasped object to before carrying it.
+const LIFT_TO: f64 = 0.22;
+/// A held object whose tool is within this of [`LIFT_TO`] has been lifted: an expert
+/// taking over carries it (the demos carry at 0.2 m or higher).
+const RESUME_CARRY_BELOW: f64 = 0.04;
 
 /// Pick with [`TopDownGrasp`], carry over the receptacle and down a funnel into it
 /// ([`funnel_height`]), release, retreat.
@@ -147,7 +176,7 @@ pub struct PlaceExpert {
 impl PlaceExpert {
     pub fn new(object: ObjectKind, target: Receptacle) -> Self {
         let mut grasp = TopDownGrasp::new(object);
-        grasp.lift_to = 0.22;
+        grasp.lift_to = LIFT_TO;
         Self {
             object,
             target,
@@ -244,7 +273,7 @@ impl Expert for PlaceExpert {
 impl PlaceExpert {
     fn restart(&mut self) {
         self.grasp = TopDownGrasp::new(self.object);
-        self.grasp.lift_to = 0.22;
+        self.grasp.lift_to = LIFT_TO;
         self.phases = Phases::new();
     }
 }
