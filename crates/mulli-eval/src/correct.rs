@@ -400,7 +400,7 @@ fn run_attempt<P: Policy>(
     let own = task.target_object();
     if ObjectKind::ALL
         .iter()
-        .any(|&k| Some(k) != own && env.scene().is_grasped(k))
+        .any(|&k| Some(k) != own && env.scene().holds(k))
     {
         return Ok((Outcome::Holding, false));
     }

@@ -508,6 +508,13 @@ impl Scene {
         })
     }
 
+    /// Whether the hand holds `kind`: both fingers touch it and are commanded to close.
+    /// Why not [`Self::is_grasped`] alone: an open hand coming down around the apple
+    /// touches it with both fingers before it closes.
+    pub fn holds(&self, kind: ObjectKind) -> bool {
+        self.arm.gripper_target < (robot::GRIPPER_MAX_WIDTH / 2.0) as f32 && self.is_grasped(kind)
+    }
+
     /// Moves the loose object `kind` horizontally by `offset` (m) and stops it, if the new
     /// spot is inside the placement region and clear of every other object and receptacle;
     /// returns whether it moved. Why: a recorder's perturbation (the object slips away as

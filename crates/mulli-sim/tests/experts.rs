@@ -318,7 +318,7 @@ fn an_expert_taking_over_a_held_object_lifts_and_places_it_as_the_demo_does() {
             for _ in 0..400 {
                 let scene = env.scene();
                 let expected = demo.act(scene);
-                let held = scene.is_grasped(object) && expected[6] > 0.0;
+                let held = scene.holds(object) && expected[6] > 0.0;
                 lifting |= held && expected[2] > 0.005;
                 if held && lifting {
                     let resumed = t.expert_from(scene).act(scene);
@@ -337,7 +337,8 @@ fn an_expert_taking_over_a_held_object_lifts_and_places_it_as_the_demo_does() {
                     break;
                 }
             }
-            assert!(compared > 5, "{id} seed {seed}: {compared} held steps");
+            // A pick-up ends as soon as the object is up: a few lifting steps.
+            assert!(compared >= 3, "{id} seed {seed}: {compared} held steps");
             assert!(
                 differ.len() <= 2,
                 "{id} seed {seed}: {} of {compared} held steps differ: {differ:?}",

@@ -146,7 +146,7 @@ impl TopDownGrasp {
     /// open a hand that holds the object, a label no demo gives.
     pub fn resumed(object: ObjectKind, scene: &Scene) -> Self {
         let mut grasp = Self::new(object);
-        if scene.is_grasped(object) {
+        if scene.holds(object) {
             grasp.phases.goto(LIFT_PHASE);
         }
         grasp

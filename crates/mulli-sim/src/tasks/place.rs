@@ -141,7 +141,7 @@ impl Task for Place {
     /// [`RESUME_CARRY_BELOW`] of the lift height, where the two differ for a step or two.)
     fn expert_from(&self, scene: &Scene) -> Box<dyn Expert> {
         let mut expert = PlaceExpert::new(self.object, self.target);
-        if scene.is_grasped(self.object) {
+        if scene.holds(self.object) {
             let (p, _) = tool(scene);
             let over_receptacle = scene.receptacle_pose(self.target).is_some_and(|r| {
                 let c = r.translation.as_dvec3();
