@@ -133,7 +133,7 @@ pub fn run_correct(
 /// One line per task: attempts, episodes written and why the others were not.
 pub fn print_report(report: &mulli_eval::CorrectReport) {
     println!(
-        "| task | attempts | under the funnel | written (frames) | policy succeeded | holding at takeover | expert failed |"
+        "| task | attempts | under the funnel | written (frames) | policy succeeded | holding another object | expert failed |"
     );
     println!("|---|---|---|---|---|---|---|");
     for (task, t) in &report.per_task {

@@ -1109,7 +1109,7 @@ fn correct_note(round: usize, summary: &serde_json::Value) -> String {
             .map_or(0, |m| m.values().map(|t| t[k].as_u64().unwrap_or(0)).sum())
     };
     format!(
-        "round {round}: {} corrected episodes ({} frames) from {} attempts; the policy had succeeded before the takeover in {}, held an object in {}{}",
+        "round {round}: {} corrected episodes ({} frames) from {} attempts; the policy had succeeded before the takeover in {}, held another object in {}{}",
         n("episodes"),
         n("frames"),
         n("attempts"),
@@ -1267,7 +1267,7 @@ mod tests {
         );
         assert_eq!(
             note,
-            "round 2: 3 corrected episodes (120 frames) from 10 attempts; the policy had succeeded before the takeover in 6, held an object in 1"
+            "round 2: 3 corrected episodes (120 frames) from 10 attempts; the policy had succeeded before the takeover in 6, held another object in 1"
         );
         let note = correct_note(
             1,
@@ -1275,7 +1275,7 @@ mod tests {
                 "per_task": {"a": {"policy_succeeded": 4, "holding": 1, "under_funnel": 2}}}),
         );
         assert!(
-            note.ends_with("held an object in 1; under the funnel in 2"),
+            note.ends_with("held another object in 1; under the funnel in 2"),
             "{note}"
         );
     }

@@ -247,7 +247,7 @@ pub enum EvalError {
     #[error("instructions file {path}: {message}")]
     Instructions { path: String, message: String },
     /// Every correction attempt ended without an episode to write (the policy succeeded
-    /// before the takeover, held an object, or the expert failed). The report says which.
+    /// before the takeover, held another object, or the expert failed). The report says which.
     #[error(
         "none of the {attempts} attempts gave a corrected episode (per task: {per_task}); nothing written to {out}",
         attempts = report.attempts,
