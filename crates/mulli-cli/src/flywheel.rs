@@ -978,7 +978,7 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
                 // 660 episodes × ~150 queries: ~150 MB; `mulli eval --trace` when needed.
                 trace: false,
             };
-            let report = crate::policy::eval_policy(&run_dir, &config.device, &opts)?;
+            let report = crate::policy::eval_policy(&run_dir, &config.device, &opts, &[])?;
             crate::policy::print_split_scores(&report);
             let settings =
                 mulli_eval::info::EvalSettings::new(run_dir.display().to_string(), &opts, &report);

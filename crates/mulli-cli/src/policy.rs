@@ -101,6 +101,11 @@ pub struct EvalArgs {
     pub workers: usize,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Diagnosis, not a score: give the control the true positions of these things (e.g.
+    /// `apple,cube`, or `all`) instead of what the policy perceives, to tell the failures
+    /// its perception causes from those of its control. Recorded in eval_info.json.
+    #[arg(long, value_delimiter = ',', conflicts_with = "server")]
+    pub oracle: Vec<String>,
 }
 
 fn load_config(path: Option<&Path>) -> Result<Option<TrainConfig>> {
@@ -418,12 +423,19 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
             |_| mulli_serve::RemotePolicy::connect(url, args.api_key.as_deref()),
             &opts,
         )?,
-        (None, Some(path)) => eval_policy(path, &args.device, &opts)?,
+        (None, Some(path)) => eval_policy(path, &args.device, &opts, &args.oracle)?,
         (None, None) => unreachable!("checked above"),
     };
     print_scores(&report);
+    if !args.oracle.is_empty() {
+        println!(
+            "(oracle: the control was given the true positions of {}; a diagnosis, not the policy's score)",
+            args.oracle.join(", ")
+        );
+    }
     if let Some(out) = &args.out {
-        let settings = mulli_eval::info::EvalSettings::new(name, &opts, &report);
+        let mut settings = mulli_eval::info::EvalSettings::new(name, &opts, &report);
+        settings.oracle = args.oracle.clone();
         let path = mulli_eval::write_eval_dir(out, &report, settings)?;
         println!("wrote {} ({} videos)", path.display(), report.videos.len());
     }
@@ -518,9 +530,26 @@ pub fn env_for_size(s: usize) -> EnvConfig {
 }
 
 /// Evaluates the policy of a run directory, one policy instance per worker, with a progress bar.
-pub fn eval_policy(run: &Path, device: &str, opts: &EvalOptions) -> Result<mulli_eval::EvalReport> {
+/// `oracle`: things whose true positions replace the perceived ones ([`VlaPolicy::set_oracle`]).
+pub fn eval_policy(
+    run: &Path,
+    device: &str,
+    opts: &EvalOptions,
+    oracle: &[String],
+) -> Result<mulli_eval::EvalReport> {
     let device = mulli_policy::device(device)?;
-    run_eval(|_worker| VlaPolicy::load(run, &device), opts)
+    // Checked once here, so a bad thing name is one error, not one per worker.
+    VlaPolicy::load(run, &device)?
+        .set_oracle(oracle)
+        .with_context(|| format!("--oracle {}", oracle.join(",")))?;
+    run_eval(
+        |_worker| {
+            let mut policy = VlaPolicy::load(run, &device)?;
+            policy.set_oracle(oracle)?;
+            Ok::<_, mulli_policy::PolicyError>(policy)
+        },
+        opts,
+    )
 }
 
 /// `mulli_eval::evaluate` with a progress bar.

@@ -676,6 +676,34 @@ fn quick_flywheel_runs_every_stage_and_caches_them() {
     );
     // With it, the control reads the things relative to the hand.
     assert!(info.contains("relative to the hand"), "{info}");
+    // An oracle evaluation gives the control the truth for the named things, says that it
+    // is a diagnosis and records it; an unknown thing is an error that names the known.
+    let oracle_dir = tmp.path().join("oracle");
+    let run = dir("train").join("run");
+    let eval_one = |extra: &[&str]| {
+        let mut args = vec!["eval", "--policy", s(&run), "--task", "pick_up_cube"];
+        args.extend(["--episodes", "1", "--workers", "1"]);
+        args.extend(extra);
+        mulli(&args)
+    };
+    let o = eval_one(&["--oracle", "cube,drawer", "--out", s(&oracle_dir)]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("true positions of cube, drawer"), "{text}");
+    let oracle: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(oracle_dir.join("eval_info.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        oracle["settings"]["oracle"],
+        serde_json::json!(["cube", "drawer"])
+    );
+    assert!(eval_info.contains("\"settings\"") && !eval_info.contains("\"oracle\""));
+    let o = eval_one(&["--oracle", "banana"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("`banana`") && e.contains("cube"),
+        "{e}"
+    );
     // eval_info.json covers 3 tasks × 6 splits × 1 episode and lists videos that exist.
     let eval: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir("eval").join("eval_info.json")).unwrap())

@@ -27,6 +27,10 @@ pub struct EvalSettings {
     pub workers: usize,
     pub image_size: (usize, usize),
     pub mulli_version: String,
+    /// Things whose true positions the control was given instead of its perception
+    /// (`mulli eval --oracle`): a diagnosis, not the policy's score. Empty for a real one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub oracle: Vec<String>,
 }
 
 impl EvalSettings {
@@ -46,6 +50,7 @@ impl EvalSettings {
             workers: report.workers,
             image_size: (opts.env.cameras.width, opts.env.cameras.height),
             mulli_version: env!("CARGO_PKG_VERSION").into(),
+            oracle: Vec::new(),
         }
     }
 }

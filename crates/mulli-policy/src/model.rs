@@ -1089,6 +1089,10 @@ pub struct Vla {
     /// empty = off; see [`Self::with_perceived_cap`]).
     #[module(skip)]
     perceived_cap: Vec<f32>,
+    /// Inference only: the perceived entries that keep the given (true) values instead of
+    /// the predictions, one flag per entry; empty = off (see [`Self::with_oracle`]).
+    #[module(skip)]
+    oracle: Vec<bool>,
     #[module(skip)]
     aux_select: Vec<i64>,
     #[module(skip)]
@@ -1420,6 +1424,7 @@ impl Vla {
             perceived_share: 0.5,
             lifted_share: 0.5,
             perceived_cap: Vec::new(),
+            oracle: Vec::new(),
             aux_select: config.aux_select.iter().map(|&i| i as i64).collect(),
             hand_eye: config.hand_eye.clone(),
             relative,
@@ -1480,6 +1485,20 @@ impl Vla {
             let [b, sd] = state.dims();
             let k = self.perceived;
             state = match perception {
+                Perception::Predicted if self.oracle.len() == k => {
+                    // Where the oracle says so, the given values stay: the predictions
+                    // elsewhere.
+                    let predicted: Vec<bool> = (0..b)
+                        .flat_map(|_| self.oracle.iter().map(|o| !o))
+                        .collect();
+                    let mask = Tensor::<2, Bool>::from_data(
+                        TensorData::new(predicted, [b, k]),
+                        &state.device(),
+                    );
+                    let given = state.clone().narrow(1, sd - k, k);
+                    let mixed = given.mask_where(mask, pred.clone().detach());
+                    Tensor::cat(vec![state.narrow(1, 0, sd - k), mixed], 1)
+                }
                 Perception::Predicted => {
                     Tensor::cat(vec![state.narrow(1, 0, sd - k), pred.clone().detach()], 1)
                 }
@@ -1904,6 +1923,22 @@ impl Vla {
     pub fn with_perceived_cap(mut self, cap: Vec<f32>) -> Self {
         self.perceived_cap = cap;
         self
+    }
+
+    /// At inference, keep the given values of the perceived entries flagged in `oracle`
+    /// (one flag per entry, [`VlaConfig::perceived`] of them) instead of the perception's
+    /// predictions; empty = off. Why: given the true positions of some things, an
+    /// evaluation tells how much of the failures the perception of those things causes.
+    pub fn with_oracle(mut self, oracle: Vec<bool>) -> Result<Self, PolicyError> {
+        if !oracle.is_empty() && oracle.len() != self.perceived {
+            return Err(PolicyError::Config(format!(
+                "an oracle of {} entries for a model that perceives {}",
+                oracle.len(),
+                self.perceived
+            )));
+        }
+        self.oracle = oracle;
+        Ok(self)
     }
 
     /// The cap of [`Self::with_perceived_cap`] (empty when off).
@@ -2367,6 +2402,43 @@ pub(crate) mod tests {
             let e = bad.validate().unwrap_err().to_string();
             assert!(e.contains("aux") || e.contains("perceived"), "{e}");
         }
+    }
+
+    /// With an oracle, the flagged perceived entries keep the given values (and are read);
+    /// the others still come from the aux head. A flag list of the wrong length is an error.
+    #[test]
+    fn an_oracle_keeps_the_given_values_of_its_entries() {
+        let device = Device::flex();
+        let config = perceiving();
+        let plain = Vla::new(&config, 2, &device).unwrap();
+        let model = plain.clone().with_oracle(vec![false, true, false]).unwrap();
+        let input = batch(&config, 2, &device);
+        let out = |model: &Vla, shift: Option<usize>| -> Vec<f32> {
+            let mut v: Vec<f32> = input.state.clone().into_data().try_to_vec().unwrap();
+            if let Some(col) = shift {
+                for row in 0..2 {
+                    v[row * 5 + col] += 3.0;
+                }
+            }
+            let input = VlaInput {
+                state: Tensor::from_data(TensorData::new(v, [2, 5]), &device),
+                ..input.clone()
+            };
+            model.predict(input, None).into_data().try_to_vec().unwrap()
+        };
+        let base = out(&model, None);
+        assert_ne!(out(&model, Some(3)), base, "the oracle's entry is read");
+        assert_eq!(
+            out(&model, Some(2)),
+            base,
+            "the other perceived entries are not"
+        );
+        assert_eq!(out(&model, Some(4)), base);
+        // All flags off is the plain model.
+        let off = plain.clone().with_oracle(vec![false; 3]).unwrap();
+        assert_eq!(out(&off, Some(3)), out(&plain, Some(3)));
+        let e = plain.with_oracle(vec![true; 2]).unwrap_err().to_string();
+        assert!(e.contains("2 entries") && e.contains("perceives 3"), "{e}");
     }
 
     #[test]

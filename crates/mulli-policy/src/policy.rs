@@ -33,6 +33,8 @@ pub struct VlaPolicy {
     /// The last instruction and its encoding: a robot sends the same one every step, and
     /// the text encoder is a sixth of a default VLA's batch-1 latency (docs/benchmarks.md).
     text_cache: Option<(String, Tensor<2>)>,
+    /// With [`Self::set_oracle`]: the control gets true values for some perceived entries.
+    oracle: bool,
 }
 
 impl VlaPolicy {
@@ -69,11 +71,48 @@ impl VlaPolicy {
             episodes: 0,
             perceived: Vec::new(),
             text_cache: None,
+            oracle: false,
         })
     }
 
     pub fn spec(&self) -> &PolicySpec {
         &self.spec
+    }
+
+    /// Give the control the true values of these things' perceived entries (`apple` for
+    /// `apple.x`, `apple.y`, `apple.z`, from the observation's environment state) in place
+    /// of what it perceives; `all` for every perceived entry; empty = off. The perception
+    /// still runs and is what [`Policy::perceived`] reports. Why: an evaluation with the
+    /// truth for, say, the target object tells how many of the failures its perception
+    /// causes and how many the control does (docs/benchmarks.md, session 25).
+    pub fn set_oracle(&mut self, things: &[String]) -> Result<(), PolicyError> {
+        let env = match (&self.spec.env_state, self.spec.required_env_state()) {
+            (Some(env), None) => env,
+            _ if things.is_empty() => return Ok(()),
+            _ => {
+                return Err(PolicyError::Config(
+                    "an oracle replaces perceived positions, and this policy perceives none (it reads the environment state it is given, or none)".into(),
+                ));
+            }
+        };
+        let thing = |name: &str| name.split('.').next().unwrap_or(name).to_string();
+        let known: std::collections::BTreeSet<String> =
+            env.names.iter().map(|n| thing(n)).collect();
+        if let Some(bad) = things.iter().find(|t| *t != "all" && !known.contains(*t)) {
+            return Err(PolicyError::Config(format!(
+                "oracle thing `{bad}`: this policy perceives {} (or give `all`)",
+                known.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let flags: Vec<bool> = env
+            .names
+            .iter()
+            .map(|n| things.iter().any(|t| t == "all" || *t == thing(n)))
+            .collect();
+        self.oracle = flags.iter().any(|&f| f);
+        let flags = if self.oracle { flags } else { Vec::new() };
+        self.model = self.model.clone().with_oracle(flags)?;
+        Ok(())
     }
 
     /// Seed of the flow head's noise (episode `k` after the seed uses stream `k`).
@@ -176,6 +215,20 @@ impl Policy for VlaPolicy {
 
     fn act(&mut self, obs: &Observation) -> Result<ActionChunk, PolicyError> {
         let mut state = self.check(obs)?;
+        if let (true, Some(env)) = (self.oracle, &self.spec.env_state) {
+            // Every perceived entry gets the truth here; the model keeps it only where the
+            // oracle says (`Vla::with_oracle`).
+            let truth = env.select(&obs.environment_state).map_err(|e| {
+                PolicyError::Observation(format!("the oracle needs the true positions: {e}"))
+            })?;
+            if let Some((name, v)) = env.names.iter().zip(&truth).find(|(_, v)| !v.is_finite()) {
+                return Err(PolicyError::Observation(format!(
+                    "environment_state value {name} is {v}"
+                )));
+            }
+            let n = state.len() - truth.len();
+            state[n..].copy_from_slice(&truth);
+        }
         let s = self.spec.model.image_size;
         let mut images = Vec::with_capacity(self.spec.cameras.len() * 3 * s * s);
         for name in &self.spec.cameras {

@@ -403,6 +403,34 @@ fn a_policy_can_observe_or_perceive_the_environment_state() {
         a,
         "given values are not read"
     );
+    // An oracle (`mulli eval --oracle`) gives the control the truth for named things: then
+    // the observation's values are read, and must be there.
+    let e = policy
+        .set_oracle(&["banana".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`banana`") && e.contains("blob"), "{e}");
+    policy.set_oracle(&["blob".into()]).unwrap();
+    let told = act(&mut policy, &obs).unwrap();
+    assert_ne!(told, a, "the oracle's values are read");
+    obs.environment_state[0] = 0.1;
+    assert_ne!(act(&mut policy, &obs).unwrap(), told);
+    assert_eq!(
+        policy.perceived().len(),
+        2,
+        "the perception still runs and is reported"
+    );
+    let mut blind = observation(&["front"], 24);
+    let e = act(&mut policy, &blind).unwrap_err();
+    assert!(
+        e.contains("oracle") && e.contains("environment_state has 0 values"),
+        "{e}"
+    );
+    blind.environment_state = vec![f32::NAN, 0.1, 1.0];
+    let e = act(&mut policy, &blind).unwrap_err();
+    assert!(e.contains("blob.x is NaN"), "{e}");
+    policy.set_oracle(&[]).unwrap();
+    assert_eq!(act(&mut policy, &obs).unwrap(), a, "off again");
 
     // Data without an environment state cannot train such a policy.
     let plain = dataset(tmp.path(), &["front"], 16);
