@@ -539,9 +539,11 @@ pub fn eval_policy(
 ) -> Result<mulli_eval::EvalReport> {
     let device = mulli_policy::device(device)?;
     // Checked once here, so a bad thing name is one error, not one per worker.
-    VlaPolicy::load(run, &device)?
-        .set_oracle(oracle)
-        .with_context(|| format!("--oracle {}", oracle.join(",")))?;
+    if !oracle.is_empty() {
+        VlaPolicy::load(run, &device)?
+            .set_oracle(oracle)
+            .with_context(|| format!("--oracle {}", oracle.join(",")))?;
+    }
     run_eval(
         |_worker| {
             let mut policy = VlaPolicy::load(run, &device)?;
