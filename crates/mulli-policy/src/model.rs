@@ -1941,6 +1941,11 @@ impl Vla {
         Ok(self)
     }
 
+    /// Whether [`Self::with_oracle`] set any entry.
+    pub fn has_oracle(&self) -> bool {
+        !self.oracle.is_empty()
+    }
+
     /// The cap of [`Self::with_perceived_cap`] (empty when off).
     pub fn perceived_cap(&self) -> &[f32] {
         &self.perceived_cap

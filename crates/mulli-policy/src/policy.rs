@@ -33,8 +33,6 @@ pub struct VlaPolicy {
     /// The last instruction and its encoding: a robot sends the same one every step, and
     /// the text encoder is a sixth of a default VLA's batch-1 latency (docs/benchmarks.md).
     text_cache: Option<(String, Tensor<2>)>,
-    /// With [`Self::set_oracle`]: the control gets true values for some perceived entries.
-    oracle: bool,
 }
 
 impl VlaPolicy {
@@ -71,7 +69,6 @@ impl VlaPolicy {
             episodes: 0,
             perceived: Vec::new(),
             text_cache: None,
-            oracle: false,
         })
     }
 
@@ -109,8 +106,11 @@ impl VlaPolicy {
             .iter()
             .map(|n| things.iter().any(|t| t == "all" || *t == thing(n)))
             .collect();
-        self.oracle = flags.iter().any(|&f| f);
-        let flags = if self.oracle { flags } else { Vec::new() };
+        let flags = if flags.contains(&true) {
+            flags
+        } else {
+            Vec::new()
+        };
         self.model = self.model.clone().with_oracle(flags)?;
         Ok(())
     }
@@ -215,7 +215,7 @@ impl Policy for VlaPolicy {
 
     fn act(&mut self, obs: &Observation) -> Result<ActionChunk, PolicyError> {
         let mut state = self.check(obs)?;
-        if let (true, Some(env)) = (self.oracle, &self.spec.env_state) {
+        if let (true, Some(env)) = (self.model.has_oracle(), &self.spec.env_state) {
             // Every perceived entry gets the truth here; the model keeps it only where the
             // oracle says (`Vla::with_oracle`).
             let truth = env.select(&obs.environment_state).map_err(|e| {
