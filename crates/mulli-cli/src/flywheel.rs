@@ -478,12 +478,14 @@ pub struct FlywheelRecord {
 /// the receptacle instead of stopping above them; eval 3: a grasping task that timed out
 /// after the hand closed is a `missed_grasp` (session 18). Correct 2: where the policy
 /// holds the task's object at the takeover, the expert lifts, carries and places it
-/// instead of writing nothing (session 24). Later stages hash the earlier
+/// instead of writing nothing (session 24). Train 4: the lift reads each keypoint where its
+/// camera saw it, not where the random shift of the augmentation moved it (session 26).
+/// Later stages hash the earlier
 /// ones' hashes, so a bump reruns everything downstream.
 const RECIPES: [(&str, u32); 5] = [
     ("capture", 5),
     ("multiply", 3),
-    ("train", 3),
+    ("train", 4),
     ("correct", 2),
     ("eval", 3),
 ];

@@ -207,6 +207,10 @@ pub struct HostBatch {
     /// camera, moved with that camera's random shift (empty unless
     /// [`TrainData::supervise_pixels`]).
     pub pixels: Vec<f32>,
+    /// `[B, cameras, 2]`: each camera's random shift as the (u, v) to add, in [-1, 1]
+    /// image coordinates, to a point of the shifted image to find it where the camera saw
+    /// it; empty when nothing was shifted (validation, inference, `augment.shift = 0`).
+    pub shifts: Vec<f32>,
     /// Normalized `[B, H, action_dim]`; padded steps repeat the episode's last action.
     pub action: Vec<f32>,
     /// `[B, H]`: 1 for real steps, 0 past the episode's end.
@@ -239,6 +243,7 @@ impl HostBatch {
                 .into_iter()
                 .map(|u| u * 2.0 - 1.0)
                 .collect(),
+            shifts: Vec::new(),
             action: draw(b * h * a),
             valid: vec![1.0; b * h],
             noise: draw(b * h * a),
@@ -290,6 +295,7 @@ impl HostBatch {
             state: slice(&self.state),
             aux: slice(&self.aux),
             pixels: slice(&self.pixels),
+            shifts: slice(&self.shifts),
             action: slice(&self.action),
             valid: slice(&self.valid),
             noise: slice(&self.noise),
@@ -1019,6 +1025,7 @@ impl TrainData {
             state: Vec::with_capacity(b * sd),
             aux: Vec::new(),
             pixels: Vec::new(),
+            shifts: Vec::new(),
             action: Vec::with_capacity(b * h * ad),
             valid: Vec::with_capacity(b * h),
             noise: Vec::with_capacity(b * h * ad),
@@ -1050,6 +1057,12 @@ impl TrainData {
                     jitter(&mut r, augment.contrast),
                 );
                 push_chw(&mut out.images, img, s, shift, bc);
+                if augment.shift > 0 {
+                    // The shifted image shows input pixel (x + dx, y + dy) at (x, y).
+                    let (dy, dx) = shift;
+                    out.shifts
+                        .extend([2.0 * dx as f32 / s as f32, 2.0 * dy as f32 / s as f32]);
+                }
             }
             let task = &self.tasks[src.task[row] as usize];
             // Draws only when on, so runs without it keep their random stream.
@@ -1162,7 +1175,7 @@ mod tests {
         fn split_partitions_the_rows_in_order(
             size in 1usize..20,
             parts in 1usize..24,
-            widths in proptest::collection::vec(0usize..5, 8),
+            widths in proptest::collection::vec(0usize..5, 9),
             texts in proptest::collection::vec("[a-z가-힣 ]{0,8}", 1..5),
             seed in any::<u64>(),
         ) {
@@ -1180,6 +1193,7 @@ mod tests {
                 state: col(widths[1]),
                 aux: col(widths[2]),
                 pixels: col(widths[3]),
+                shifts: col(widths[8]),
                 action: col(widths[4]),
                 valid: col(widths[5]),
                 noise: col(widths[6]),
@@ -1198,6 +1212,7 @@ mod tests {
             prop_assert_eq!(joined(|p| &p.state), b.state.clone());
             prop_assert_eq!(joined(|p| &p.aux), b.aux.clone());
             prop_assert_eq!(joined(|p| &p.pixels), b.pixels.clone());
+            prop_assert_eq!(joined(|p| &p.shifts), b.shifts.clone());
             prop_assert_eq!(joined(|p| &p.action), b.action.clone());
             prop_assert_eq!(joined(|p| &p.valid), b.valid.clone());
             prop_assert_eq!(joined(|p| &p.noise), b.noise.clone());

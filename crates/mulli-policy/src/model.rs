@@ -942,6 +942,23 @@ fn lift_by_ray(
     (near, valid.reshape([b, p]))
 }
 
+/// Keypoints `[B, N, 2]` (N = `cameras.len()` · `per`, camera-major) moved by each camera's
+/// augmentation shift `[B, all cameras·2]` (see [`VlaInput::shift`]): camera `cameras[j]`'s
+/// to keypoints `j·per..(j + 1)·per`.
+fn unshifted(xy: Tensor<3>, shift: &Tensor<2>, cameras: &[usize], per: usize) -> Tensor<3> {
+    let offsets: Vec<Tensor<3>> = cameras
+        .iter()
+        .map(|&c| {
+            shift
+                .clone()
+                .narrow(1, 2 * c, 2)
+                .unsqueeze_dim::<3>(1)
+                .repeat_dim(1, per)
+        })
+        .collect();
+    xy + Tensor::cat(offsets, 1)
+}
+
 /// Expected coordinates `[N, K, 2]` (x = column, y = row, pixel centres in [-1, 1]) of the
 /// softmax over positions of each of K heat maps `[N, S·S, K]` (row-major positions).
 fn spatial_softmax(heat: Tensor<3>, side: usize) -> Tensor<3> {
@@ -1272,6 +1289,16 @@ pub struct VlaInput {
     pub images: Option<Tensor<5>>,
     pub text: TextInput,
     pub state: Tensor<2>,
+    /// Training only: each camera's augmentation shift `[B, cameras·2]`, the (u, v) in
+    /// [-1, 1] to add to a point of the shifted image to find it where the camera saw it
+    /// (`HostBatch::shifts`). The keypoints are moved back by it before the auxiliary head
+    /// and the lift read them; the pixel loss keeps them where they are in the shifted
+    /// image. Why: the lift maps where a thing is in a camera's image to where it is on
+    /// the table, and a shifted image moves the first by up to 4 pixels (8 cm in the agent
+    /// view) without moving the second; trained on that, the lift pulls things toward the
+    /// middle of the table, most at its far edge, where the flywheel's failed grasps' objects
+    /// stand (docs/benchmarks.md, session 26). `None` = not shifted.
+    pub shift: Option<Tensor<2>>,
 }
 
 fn normal(shape: [usize; 2], device: &Device) -> Param<Tensor<2>> {
@@ -1469,9 +1496,31 @@ impl Vla {
                     let [_, sd] = input.state.dims();
                     input.state.clone().narrow(1, 0, sd - self.perceived)
                 });
+                let (xy, labelled) = match &input.shift {
+                    Some(shift) => {
+                        let [b, n] = kp.xy.dims();
+                        let cameras: Vec<usize> = (0..shift.dims()[1] / 2).collect();
+                        let per = n / (2 * cameras.len().max(1));
+                        let xy =
+                            unshifted(kp.xy.clone().reshape([b, n / 2, 2]), shift, &cameras, per)
+                                .reshape([b, n]);
+                        let labelled = kp.labelled.as_ref().map(|l| Labelled {
+                            heat: l.heat.clone(),
+                            xy: unshifted(
+                                l.xy.clone(),
+                                shift,
+                                &self.pixel_cameras,
+                                self.pixel_targets,
+                            ),
+                            seen: l.seen.clone(),
+                        });
+                        (xy, labelled)
+                    }
+                    None => (kp.xy.clone(), None),
+                };
                 Some(head.forward(
-                    kp.xy.clone(),
-                    kp.labelled.as_ref(),
+                    xy,
+                    labelled.as_ref().or(kp.labelled.as_ref()),
                     arm,
                     self.pixel_cameras.len(),
                     &self.aux_select,
@@ -2182,6 +2231,7 @@ pub(crate) mod tests {
                 index: Tensor::from_data(TensorData::new(index, [b]), device),
             },
             state: random([b, config.state_dim], false, device),
+            shift: None,
         }
     }
 
@@ -3098,6 +3148,61 @@ pub(crate) mod tests {
         assert!(!json.contains("hand_eye"));
         let back: VlaConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back.hand_eye, None);
+    }
+
+    /// Each labelled camera's keypoints move by that camera's own shift, whatever order the
+    /// cameras are labelled in; a model given a shift perceives differently (its lift reads
+    /// the moved keypoints), while its pixel loss stays on the shifted image's keypoints.
+    #[test]
+    fn keypoints_move_back_by_their_cameras_shift() {
+        let device = Device::flex();
+        let xy = Tensor::<3>::zeros([1, 4, 2], &device);
+        let shift = Tensor::<2>::from_data(
+            TensorData::new(vec![0.1f32, 0.2, 0.3, 0.4, 0.5, 0.6], [1, 6]),
+            &device,
+        );
+        let moved: Vec<f32> = unshifted(xy, &shift, &[2, 0], 2)
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        assert_eq!(moved, [0.5, 0.6, 0.5, 0.6, 0.1, 0.2, 0.1, 0.2]);
+
+        let config = VlaConfig {
+            cameras: 2,
+            stem: ImageStem::Patch,
+            keypoints: 3,
+            pixel_targets: 2,
+            pixel_cameras: vec![1, 0],
+            aux_dim: 2,
+            aux_select: vec![2, 3, 4, 5],
+            perceived: 4,
+            state_dim: 6,
+            ..tiny()
+        };
+        let model = Vla::new(&config, 4, &device).unwrap();
+        let input = batch(&config, 2, &device);
+        let run = |shift: Option<Vec<f32>>| {
+            let input = VlaInput {
+                shift: shift.map(|v| Tensor::from_data(TensorData::new(v, [2, 4]), &device)),
+                ..input.clone()
+            };
+            let e = model.encode_parts(input, Perception::Predicted);
+            let aux: Vec<f32> = e.aux.unwrap().into_data().try_to_vec().unwrap();
+            let kp = e.keypoints.unwrap();
+            let xy: Vec<f32> = kp.labelled.unwrap().xy.into_data().try_to_vec().unwrap();
+            (aux, xy)
+        };
+        let (plain, xy) = run(None);
+        assert_eq!(run(Some(vec![0.0; 8])), (plain.clone(), xy.clone()));
+        let (moved, moved_xy) = run(Some(vec![0.125, 0.0, 0.0, -0.125, 0.0, 0.0, 0.0, 0.0]));
+        assert_eq!(
+            moved_xy, xy,
+            "the pixel loss reads the shifted image's keypoints"
+        );
+        assert_ne!(
+            moved, plain,
+            "the auxiliary head and the lift read the moved ones"
+        );
     }
 
     #[test]

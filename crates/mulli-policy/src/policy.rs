@@ -246,6 +246,7 @@ impl Policy for VlaPolicy {
             state,
             aux: Vec::new(),
             pixels: Vec::new(),
+            shifts: Vec::new(),
             action: Vec::new(),
             valid: Vec::new(),
             noise: Vec::new(),

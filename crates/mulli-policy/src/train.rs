@@ -542,6 +542,12 @@ impl Batcher {
                 TensorData::new(b.state.clone(), [b.size, self.state_dim]),
                 device,
             ),
+            shift: (!b.shifts.is_empty() && !stateless).then(|| {
+                Tensor::from_data(
+                    TensorData::new(b.shifts.clone(), [b.size, b.shifts.len() / b.size.max(1)]),
+                    device,
+                )
+            }),
         })
     }
 

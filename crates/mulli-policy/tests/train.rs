@@ -932,3 +932,86 @@ fn control_steps_train_the_policy_from_states_alone() {
         "{e}"
     );
 }
+
+/// A randomly shifted image moves its pixel labels, and the batch says by how much, per
+/// sample and camera: a label of the shifted batch plus its camera's shift is the same label
+/// unshifted — where the lift must read a keypoint to place the thing on the table.
+#[test]
+fn a_batch_says_how_far_each_camera_was_shifted() {
+    use mulli_policy::data::{Augment, LoadOptions, Norms, TrainData};
+    use mulli_policy::{NormMode, Normalizer};
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = DemoSpec {
+        pixel_labels: true,
+        cameras: vec!["front".into(), "wrist".into()],
+        ..env_spec((4, 8), 29)
+    };
+    let dir = write_demo(&tmp.path().join("data"), &spec);
+    let options = LoadOptions {
+        image_size: 24,
+        chunk: 2,
+        val_fraction: 0.0,
+        seed: 0,
+        max_memory_mb: 256,
+        cameras: None,
+    };
+    let mut data = TrainData::load(&[dir], &options, |_| {}).unwrap();
+    data.observe_env_state("").unwrap();
+    let source = data.supervise_pixels().unwrap();
+    let identity = |n: usize| Normalizer::new(NormMode::MeanStd, &vec![0.0; n], &vec![1.0; n]);
+    let (state, action) = (
+        identity(data.layout.state_dim).unwrap(),
+        identity(3).unwrap(),
+    );
+    let norms = Norms {
+        state: &state,
+        action: &action,
+        aux: None,
+    };
+    let samples: Vec<_> = data.train_samples().collect();
+    let shifted = Augment {
+        shift: 3,
+        ..Augment::default()
+    };
+    let plain = Augment {
+        shift: 0,
+        ..shifted.clone()
+    };
+    let a = data.batch(&samples, norms, &shifted, 5, ("test", 0));
+    let b = data.batch(&samples, norms, &plain, 5, ("test", 0));
+    let (cams, things) = (2, source.things.len());
+    assert_eq!(a.shifts.len(), samples.len() * cams * 2);
+    assert!(b.shifts.is_empty(), "nothing shifted, nothing to undo");
+    let step = 2.0 / 24.0;
+    assert!(
+        a.shifts.iter().all(|s| s.abs() <= 3.0 * step + 1e-6)
+            && a.shifts.iter().any(|s| s.abs() > 0.5 * step),
+        "{:?}",
+        a.shifts
+    );
+    let mut compared = 0;
+    for i in 0..samples.len() {
+        for c in 0..cams {
+            let (du, dv) = (
+                a.shifts[(i * cams + c) * 2],
+                a.shifts[(i * cams + c) * 2 + 1],
+            );
+            for t in 0..things {
+                let at = ((i * cams + c) * things + t) * 2;
+                let (u, v) = (b.pixels[at], b.pixels[at + 1]);
+                if !(u.is_finite() && v.is_finite()) {
+                    continue;
+                }
+                assert!(
+                    (a.pixels[at] + du - u).abs() < 1e-5
+                        && (a.pixels[at + 1] + dv - v).abs() < 1e-5,
+                    "sample {i}, camera {c}: ({}, {}) + ({du}, {dv}) vs ({u}, {v})",
+                    a.pixels[at],
+                    a.pixels[at + 1]
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > samples.len(), "{compared} labels compared");
+}
