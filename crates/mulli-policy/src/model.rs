@@ -3170,11 +3170,11 @@ pub(crate) mod tests {
         let config = VlaConfig {
             cameras: 2,
             stem: ImageStem::Patch,
-            keypoints: 3,
+            keypoints: 4,
             pixel_targets: 2,
             pixel_cameras: vec![1, 0],
-            aux_dim: 2,
-            aux_select: vec![2, 3, 4, 5],
+            aux_dim: 4,
+            aux_select: vec![4, 5, 6, 7],
             perceived: 4,
             state_dim: 6,
             ..tiny()
