@@ -1044,7 +1044,10 @@ impl TrainData {
                 } else {
                     (0, 0)
                 };
-                shifts.push(shift);
+                // The shifted image shows input pixel (x + dx, y + dy) at (x, y): every
+                // thing in it moves by (-dx, -dy) pixels, 2/s per pixel in [-1, 1] units.
+                let (dy, dx) = shift;
+                shifts.push((2.0 * dx as f32 / s as f32, 2.0 * dy as f32 / s as f32));
                 let jitter = |r: &mut rng::Rng, x: f32| {
                     if x > 0.0 {
                         r.random_range(1.0 - x..=1.0 + x)
@@ -1058,10 +1061,8 @@ impl TrainData {
                 );
                 push_chw(&mut out.images, img, s, shift, bc);
                 if augment.shift > 0 {
-                    // The shifted image shows input pixel (x + dx, y + dy) at (x, y).
-                    let (dy, dx) = shift;
-                    out.shifts
-                        .extend([2.0 * dx as f32 / s as f32, 2.0 * dy as f32 / s as f32]);
+                    let (du, dv) = shifts[shifts.len() - 1];
+                    out.shifts.extend([du, dv]);
                 }
             }
             let task = &self.tasks[src.task[row] as usize];
@@ -1095,13 +1096,10 @@ impl TrainData {
                 out.aux.extend(x);
             }
             if let (true, true, Some(px)) = (images, self.pixels_on, &self.layout.pixel_source) {
-                // The shifted image shows input pixel (x + dx, y + dy) at (x, y), so every
-                // thing moves by (-dx, -dy) pixels: 2/s per pixel in [-1, 1] coordinates.
                 let n = px.cameras.len() * px.things.len() * 2;
                 let labels = src.pixels[row * n..(row + 1) * n].chunks_exact(px.things.len() * 2);
                 for ((_, ci), labels) in px.cameras.iter().zip(labels) {
-                    let (dy, dx) = shifts[*ci];
-                    let (du, dv) = (2.0 * dx as f32 / s as f32, 2.0 * dy as f32 / s as f32);
+                    let (du, dv) = shifts[*ci];
                     for uv in labels.chunks_exact(2) {
                         out.pixels.extend([uv[0] - du, uv[1] - dv]);
                     }
