@@ -47,6 +47,15 @@ pub enum PolicyCmd {
         /// Run directory or checkpoint directory.
         run: PathBuf,
     },
+    /// What a trained policy reads of its state for an instruction: which things each of
+    /// its slots points at and how far its gate opens each state entry.
+    Explain {
+        /// Run directory or checkpoint directory.
+        run: PathBuf,
+        /// Instructions to explain (repeatable), in any language.
+        #[arg(long = "instruction", required = true)]
+        instructions: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -158,7 +167,72 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
 pub fn run(cmd: PolicyCmd) -> Result<ExitCode> {
     match cmd {
         PolicyCmd::Info { run } => info(&run),
+        PolicyCmd::Explain { run, instructions } => explain(&run, &instructions),
     }
+}
+
+fn explain(run: &Path, instructions: &[String]) -> Result<ExitCode> {
+    let device = mulli_policy::device("cpu")?;
+    let policy = VlaPolicy::load(run, &device)
+        .with_context(|| format!("loading the policy in {}", run.display()))?;
+    let spec = policy.spec();
+    if !spec.model.state_gate && spec.model.slots == 0 {
+        anyhow::bail!(
+            "{}: this policy has neither a state gate nor slots (state_gate = false, slots = 0): it reads its whole state for every instruction",
+            run.display()
+        );
+    }
+    let state_name = |i: usize| {
+        (spec.state_names.as_ref())
+            .and_then(|n| n.get(i).cloned())
+            .unwrap_or_else(|| format!("#{i}"))
+    };
+    for instruction in instructions {
+        let reading = policy
+            .read_instruction(instruction)
+            .with_context(|| format!("reading the instruction {instruction:?}"))?;
+        println!("{instruction:?}");
+        let thing = |k: usize| {
+            spec.pixel_things
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| format!("thing {k}"))
+        };
+        for (j, weights) in reading.slots.iter().enumerate() {
+            let mut order: Vec<usize> = (0..weights.len()).collect();
+            order.sort_by(|&a, &b| weights[b].total_cmp(&weights[a]));
+            let top: Vec<String> = order
+                .iter()
+                .take(3)
+                .map(|&t| format!("{} {:.2}", thing(reading.things[t]), weights[t]))
+                .collect();
+            println!("  slot {}     {}", j + 1, top.join(", "));
+        }
+        if let Some(gate) = &reading.gate {
+            let reads = if spec.model.state_gate_reads_state {
+                " (at the mean state; it also reads the state)"
+            } else {
+                ""
+            };
+            let m = &spec.model;
+            let (low, high) = if m.state_gate_linear {
+                ("0".to_string(), "unbounded (linear)".to_string())
+            } else {
+                let f = m.state_gate_floor;
+                (format!("{f}"), format!("{}", 2.0 - f))
+            };
+            println!("  gate{reads}: {low} = closed, 1 = as trained without it, {high} = widest");
+            let cells: Vec<String> = gate
+                .iter()
+                .enumerate()
+                .map(|(i, g)| format!("{:>18} {g:4.2}", state_name(i)))
+                .collect();
+            for row in cells.chunks(4) {
+                println!("  {}", row.join(" "));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn info(run: &Path) -> Result<ExitCode> {
@@ -298,6 +372,12 @@ fn info(run: &Path) -> Result<ExitCode> {
                 if spec.model.hand_relative {
                     println!(
                         "control    also reads each lifted thing's position relative to the hand (decimetres)"
+                    );
+                }
+                if spec.model.slots > 0 {
+                    println!(
+                        "control    and {} instruction-chosen slot(s): a softmax over those things, from the instruction",
+                        spec.model.slots
                     );
                 }
             }

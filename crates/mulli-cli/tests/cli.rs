@@ -452,6 +452,17 @@ fn train_info_and_eval_a_policy_end_to_end() {
     );
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert!(metrics.contains("aux_loss"), "{metrics}");
+    // `policy explain` shows a gate or slots; this policy has neither, and says so.
+    let o = mulli(&[
+        "policy",
+        "explain",
+        s(&run),
+        "--instruction",
+        "open the drawer",
+    ]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("neither a state gate nor slots"), "{e}");
 
     let eval_dir = tmp.path().join("eval");
     let instructions = tmp.path().join("mine.toml");
@@ -680,6 +691,37 @@ fn quick_flywheel_runs_every_stage_and_caches_them() {
     // is a diagnosis and records it; an unknown thing is an error that names the known.
     let oracle_dir = tmp.path().join("oracle");
     let run = dir("train").join("run");
+    // `policy explain`: for each instruction (any language), the gate on every state entry,
+    // each a factor in [0, 2]; the default has no slots, so none are listed.
+    let explain = ok(&[
+        "policy",
+        "explain",
+        s(&run),
+        "--instruction",
+        "put the apple in the bowl",
+        "--instruction",
+        "사과를 그릇에 담아",
+    ]);
+    assert!(
+        explain.contains("\"put the apple in the bowl\"")
+            && explain.contains("\"사과를 그릇에 담아\""),
+        "{explain}"
+    );
+    assert!(!explain.contains("  slot "), "{explain}");
+    let gates: Vec<f32> = explain
+        .lines()
+        .filter(|l| !l.starts_with('"') && !l.contains("gate"))
+        .flat_map(|l| l.split_whitespace().skip(1).step_by(2).collect::<Vec<_>>())
+        .map(|g| g.parse().unwrap())
+        .collect();
+    assert!(
+        !gates.is_empty() && gates.iter().all(|g| (0.0..=2.0).contains(g)),
+        "{explain}"
+    );
+    assert!(
+        explain.contains("apple.x") && explain.matches("gate").count() == 2,
+        "{explain}"
+    );
     let eval_one = |extra: &[&str]| {
         let mut args = vec!["eval", "--policy", s(&run), "--task", "pick_up_cube"];
         args.extend(["--episodes", "1", "--workers", "1"]);

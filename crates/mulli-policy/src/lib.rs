@@ -20,7 +20,7 @@ pub mod tokenizer;
 pub mod train;
 
 pub use checkpoint::PolicySpec;
-pub use model::{Head, ImageStem, TextEncoderKind, Vla, VlaConfig, VlaInput};
+pub use model::{Head, ImageStem, InstructionReading, TextEncoderKind, Vla, VlaConfig, VlaInput};
 pub use normalize::{NormMode, Normalizer};
 pub use policy::VlaPolicy;
 pub use pretrained::PretrainedTextEncoder;

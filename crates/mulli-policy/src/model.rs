@@ -184,6 +184,23 @@ pub struct VlaConfig {
     /// receptacle after it, and the instruction alone cannot say which phase it is in; the
     /// arm's state (gripper closed, height) can. Needs `state_gate`; `U` starts at zero.
     pub state_gate_reads_state: bool,
+    /// The gate's factor is `1 + logits` instead of `2σ(logits)`. Why: a sigmoid gate
+    /// saturates, and an entry it shuts early in training (gate 0.00) gets no gradient to
+    /// reopen — trained policies had exactly one coordinate of one task's object shut
+    /// (bowl.x for "put the apple in the bowl", ketchup.y for "… ketchup on the plate"),
+    /// different ones per seed, and failed that task even when told the truth
+    /// (`mulli policy explain`; docs/benchmarks.md, session 27). A linear factor's
+    /// gradient never vanishes (FiLM's form). Zero-initialized, so it too starts at 1.
+    /// Measured: 55.8% → 49.2% with two slots (seed 0), so it stays off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub state_gate_linear: bool,
+    /// The sigmoid gate's factor is `floor + 2(1 − floor)·σ(logits)`, in (floor, 2 − floor):
+    /// a shut entry still reaches the control at `floor` of its scale. Why: the same dead
+    /// gates as [`Self::state_gate_linear`]; a floor keeps the information flowing (the
+    /// control can learn to read a dimmed entry) while keeping the sigmoid's bounds.
+    /// Starts at 1 like the plain gate. 0 = off; needs `state_gate`, not with the linear form.
+    #[serde(default, skip_serializing_if = "is_zero_f32")]
+    pub state_gate_floor: f32,
     /// The images feed perception only: the fusion reads the instruction and the state
     /// (with the perceived entries), not the image and keypoint tokens. Why: then the
     /// policy's control part trains on states alone, without decoding or encoding a frame
@@ -208,6 +225,17 @@ pub struct VlaConfig {
     /// Measured there: the descent stayed the same, so it stays off by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relative_near: Option<f32>,
+    /// With [`Self::hand_relative`]: `slots` instruction-chosen positions, each a softmax
+    /// over the lifted things (logits from the instruction) of their positions relative to
+    /// the hand, appended to the state token (decimetres, ungated). Why: with one state
+    /// token, "where the named receptacle is" must be decoded per receptacle from a linear
+    /// mix of all things' coordinates, so a receptacle only one task uses (the bowl) gets a
+    /// tenth of the data and its x was ignored in two of three trained policies even when
+    /// told the truth (docs/benchmarks.md, session 27). A slot is the same three numbers
+    /// whichever thing the instruction names: moving toward slot 2 is learned once for
+    /// every receptacle (a pointer, as in slot/object-centric policies). 0 = off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub slots: usize,
     pub head: Head,
     /// Euler steps of the flow head at inference.
     pub flow_steps: usize,
@@ -295,6 +323,10 @@ impl HandEye {
     }
 }
 
+fn is_zero_f32(x: &f32) -> bool {
+    *x == 0.0
+}
+
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
@@ -335,9 +367,12 @@ impl Default for VlaConfig {
             object_tokens: Vec::new(),
             state_gate: false,
             state_gate_reads_state: false,
+            state_gate_linear: false,
+            state_gate_floor: 0.0,
             images_perception_only: false,
             hand_relative: false,
             relative_near: None,
+            slots: 0,
             head: Head::L1,
             flow_steps: 5,
             text_encoder: TextEncoderKind::Bytes,
@@ -472,6 +507,18 @@ impl VlaConfig {
                 self.hand_relative
             )));
         }
+        if self.slots > 0 && !self.hand_relative {
+            return Err(PolicyError::Config(format!(
+                "slots = {}: a slot chooses among the things the state token reads relative to the hand; set hand_relative = true",
+                self.slots
+            )));
+        }
+        if self.slots > 16 {
+            return Err(PolicyError::Config(format!(
+                "slots = {}: at most 16 (one or two name what an instruction is about)",
+                self.slots
+            )));
+        }
         if self.hand_relative && !self.object_tokens.is_empty() {
             return Err(PolicyError::Config(
                 "hand_relative = true adds to the state token: it needs object_tokens off".into(),
@@ -495,6 +542,22 @@ impl VlaConfig {
             return Err(PolicyError::Config(format!(
                 "object_tokens = {:?}: each group needs an entry, and together they must leave part of state_dim = {} for the arm",
                 self.object_tokens, self.state_dim
+            )));
+        }
+        if self.state_gate_linear && !self.state_gate {
+            return Err(PolicyError::Config(
+                "state_gate_linear = true changes the state gate's form: set state_gate = true too"
+                    .into(),
+            ));
+        }
+        if self.state_gate_floor != 0.0
+            && (!self.state_gate
+                || self.state_gate_linear
+                || !(0.0..1.0).contains(&self.state_gate_floor))
+        {
+            return Err(PolicyError::Config(format!(
+                "state_gate_floor = {}: expected a number in [0, 1) with state_gate = true and state_gate_linear = false",
+                self.state_gate_floor
             )));
         }
         if self.state_gate_reads_state && !self.state_gate {
@@ -1074,6 +1137,14 @@ pub struct Vla {
     state_gate: Option<Linear>,
     /// State → the same gate's logits ([`VlaConfig::state_gate_reads_state`]).
     state_gate_state: Option<Linear>,
+    /// Instruction → each slot's logits over the relative things ([`VlaConfig::slots`]).
+    slot_logits: Option<Linear>,
+    /// [`VlaConfig::state_gate_linear`].
+    #[module(skip)]
+    state_gate_linear: bool,
+    /// [`VlaConfig::state_gate_floor`].
+    #[module(skip)]
+    state_gate_floor: f32,
     queries: Param<Tensor<2>>,
     /// Positions of the text, state and action tokens.
     token_positions: Param<Tensor<2>>,
@@ -1127,6 +1198,8 @@ pub struct Vla {
 /// ([`VlaConfig::hand_relative`]).
 #[derive(Clone, Debug)]
 struct RelativeThing {
+    /// Its index among the labelled things (`pixel_targets`).
+    thing: usize,
     state: [usize; 3],
     shift: [f32; 3],
     scale: [f32; 3],
@@ -1151,6 +1224,7 @@ fn relative_things(config: &VlaConfig) -> Result<Vec<RelativeThing>, PolicyError
     let things: Vec<RelativeThing> = (config.lifted_entries().into_iter().enumerate())
         .filter_map(|(k, entries)| {
             Some(RelativeThing {
+                thing: k,
                 state: entries?.map(|j| arm + j),
                 shift: h.thing_shift[k],
                 scale: h.thing_scale[k],
@@ -1164,6 +1238,20 @@ fn relative_things(config: &VlaConfig) -> Result<Vec<RelativeThing>, PolicyError
         ));
     }
     Ok(things)
+}
+
+/// What a model reads of the state for one instruction ([`Vla::read_instruction`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstructionReading {
+    /// Each state entry's gate factor ([`VlaConfig::state_gate`]; in (0, 2) unless
+    /// [`VlaConfig::state_gate_linear`]); a gate that
+    /// also reads the state (`state_gate_reads_state`) is shown at the mean state.
+    pub gate: Option<Vec<f32>>,
+    /// Each slot's weights over [`Self::things`], summing to 1 ([`VlaConfig::slots`]).
+    pub slots: Vec<Vec<f32>>,
+    /// The things a slot chooses among, as indices of the labelled things
+    /// (`PolicySpec::pixel_things`).
+    pub things: Vec<usize>,
 }
 
 /// The keypoints of a forward pass.
@@ -1413,7 +1501,8 @@ impl Vla {
             text_proj,
             state_proj: LinearConfig::new(
                 config.state_dim - config.object_tokens.iter().sum::<usize>()
-                    + 3 * relative.len() * if config.relative_near.is_some() { 2 } else { 1 },
+                    + 3 * (relative.len() + config.slots)
+                        * if config.relative_near.is_some() { 2 } else { 1 },
                 d,
             )
             .init(device),
@@ -1432,6 +1521,10 @@ impl Vla {
                     .with_bias(false)
                     .init(device)
             }),
+            state_gate_linear: config.state_gate_linear,
+            state_gate_floor: config.state_gate_floor,
+            slot_logits: (config.slots > 0)
+                .then(|| LinearConfig::new(d, config.slots * relative.len()).init(device)),
             queries: normal([config.chunk, d], device),
             token_positions: normal([2 + config.chunk, d], device),
             flow,
@@ -1574,12 +1667,14 @@ impl Vla {
             };
         }
         let mut relative = self.hand_relative(&state);
+        // From the ungated positions: a slot's softmax does its own choosing.
+        let slots = relative.as_ref().and_then(|r| self.slots(&text, r.clone()));
         if let Some(gate) = &self.state_gate {
             let mut logits = gate.forward(text.clone());
             if let Some(from_state) = &self.state_gate_state {
                 logits = logits + from_state.forward(state.clone());
             }
-            let factors = burn::tensor::activation::sigmoid(logits) * 2.0;
+            let factors = self.gate_factors(logits);
             relative = relative.map(|r| {
                 let entries: Vec<i64> = self
                     .relative
@@ -1593,6 +1688,10 @@ impl Vla {
             });
             state = state * factors;
         }
+        let relative = match (relative, slots) {
+            (Some(r), Some(s)) => Some(Tensor::cat(vec![r, s], 1)),
+            (r, _) => r,
+        };
         // After the gate, so a gated-off thing stays 0 in both.
         let relative = relative.map(|r| self.with_near(r));
         let objects = self.object_tokens(&state);
@@ -1640,6 +1739,64 @@ impl Vla {
             })
             .collect();
         Some(Tensor::cat(columns, 1))
+    }
+
+    /// `[B, 3·slots]`: each slot's softmax-weighted mean of the things' relative positions
+    /// `relative` `[B, 3·things]` ([`VlaConfig::slots`]), the weights from the instruction
+    /// features `text` `[B, d]`; `None` without slots.
+    fn slots(&self, text: &Tensor<2>, relative: Tensor<2>) -> Option<Tensor<2>> {
+        let proj = self.slot_logits.as_ref()?;
+        let [b, _] = text.dims();
+        let things = self.relative.len();
+        let slots = proj.weight.dims()[1] / things;
+        let weights = burn::tensor::activation::softmax(
+            proj.forward(text.clone()).reshape([b, slots, things]),
+            2,
+        );
+        let positions = relative.reshape([b, things, 3]);
+        Some(weights.matmul(positions).reshape([b, slots * 3]))
+    }
+
+    /// The state gate's factors from its logits ([`VlaConfig::state_gate_linear`],
+    /// [`VlaConfig::state_gate_floor`]).
+    fn gate_factors(&self, logits: Tensor<2>) -> Tensor<2> {
+        if self.state_gate_linear {
+            logits + 1.0
+        } else {
+            let floor = self.state_gate_floor;
+            burn::tensor::activation::sigmoid(logits) * (2.0 * (1.0 - floor)) + floor
+        }
+    }
+
+    /// What the model reads of the state for one instruction, from its features `[1, d]`
+    /// ([`Self::encode_text`]): the gate and the slots' weights (`mulli policy explain`).
+    pub fn read_instruction(&self, features: Tensor<2>) -> InstructionReading {
+        let values = |t: Tensor<2>| -> Vec<f32> {
+            t.into_data()
+                .convert::<f32>()
+                .try_into_vec()
+                .unwrap_or_default()
+        };
+        // The state's part of a reading gate is 0 at the mean state: the text's alone.
+        let gate = (self.state_gate.as_ref())
+            .map(|g| values(self.gate_factors(g.forward(features.clone()))));
+        let things = self.relative.len();
+        let slots = match &self.slot_logits {
+            Some(proj) if things > 0 => {
+                let w = values(burn::tensor::activation::softmax(
+                    proj.forward(features)
+                        .reshape([proj.weight.dims()[1] / things, things]),
+                    1,
+                ));
+                w.chunks(things).map(<[f32]>::to_vec).collect()
+            }
+            _ => Vec::new(),
+        };
+        InstructionReading {
+            gate,
+            slots,
+            things: self.relative.iter().map(|t| t.thing).collect(),
+        }
     }
 
     /// The relative columns `[B, n]` (decimetres), followed by their near encoding
@@ -2121,26 +2278,28 @@ fn seeded_init(model: &mut Vla, seed: u64) {
                 _ => w.iter().product::<usize>().max(1),
             };
             let name = t.name.as_str();
-            let values: Vec<f32> = if name.starts_with("state_gate") {
-                // The gate starts open (2σ(0) = 1): the model begins as the ungated one.
-                vec![0.0; n]
-            } else if name.ends_with("bias") {
-                let w = shapes
-                    .get(&format!(
-                        "{}weight",
-                        name.strip_suffix("bias").unwrap_or(name)
-                    ))
-                    .map_or(1, |w| fan_in(w));
-                let b = 1.0 / (w as f32).sqrt();
-                (0..n).map(|_| r.random_range(-b..=b)).collect()
-            } else if name.ends_with("tokens.weight") {
-                (0..n).map(|_| crate::data::normal(&mut r)).collect()
-            } else if name.ends_with("weight") {
-                let b = 1.0 / (fan_in(&shape) as f32).sqrt();
-                (0..n).map(|_| r.random_range(-b..=b)).collect()
-            } else {
-                (0..n).map(|_| 0.02 * crate::data::normal(&mut r)).collect()
-            };
+            let values: Vec<f32> =
+                if name.starts_with("state_gate") || name.starts_with("slot_logits") {
+                    // The gate starts open (2σ(0) = 1): the model begins as the ungated one;
+                    // a slot starts as the mean of all things and learns whom to point at.
+                    vec![0.0; n]
+                } else if name.ends_with("bias") {
+                    let w = shapes
+                        .get(&format!(
+                            "{}weight",
+                            name.strip_suffix("bias").unwrap_or(name)
+                        ))
+                        .map_or(1, |w| fan_in(w));
+                    let b = 1.0 / (w as f32).sqrt();
+                    (0..n).map(|_| r.random_range(-b..=b)).collect()
+                } else if name.ends_with("tokens.weight") {
+                    (0..n).map(|_| crate::data::normal(&mut r)).collect()
+                } else if name.ends_with("weight") {
+                    let b = 1.0 / (fan_in(&shape) as f32).sqrt();
+                    (0..n).map(|_| r.random_range(-b..=b)).collect()
+                } else {
+                    (0..n).map(|_| 0.02 * crate::data::normal(&mut r)).collect()
+                };
             bridge::from_data(TensorData::new(values, shape), t.name.clone(), t.param_id)
         })
         .collect();
@@ -3113,6 +3272,106 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_slot_points_at_the_thing_its_instruction_logits_name() {
+        let device = Device::flex();
+        // Two lifted things (entries 7..10 and 10..13), two slots.
+        let config = VlaConfig {
+            keypoints: 4,
+            aux_dim: 6,
+            perceived: 6,
+            state_dim: 13,
+            pixel_targets: 2,
+            aux_select: vec![6, 7, 8, 9, 10, 11],
+            hand_eye: Some(HandEye {
+                thing_shift: vec![[0.0; 3]; 2],
+                thing_scale: vec![[1.0; 3]; 2],
+                ..hand_eye()
+            }),
+            slots: 2,
+            ..calibrated(true)
+        };
+        let mut model = Vla::new(&config, 3, &device).unwrap();
+        let state = Tensor::<2>::from_data(
+            TensorData::new(
+                vec![
+                    0.5f32, 0.1, 0.33, 1.0, 0.0, 0.0, 0.0, 0.53, 0.06, 0.03, 0.3, -0.2, 0.1,
+                ],
+                [1, 13],
+            ),
+            &device,
+        );
+        let rel = model.hand_relative(&state).unwrap();
+        let values =
+            |t: Tensor<2>| -> Vec<f32> { t.into_data().convert::<f32>().try_to_vec().unwrap() };
+        let things = values(rel.clone());
+        assert_eq!(things.len(), 6);
+        let text = Tensor::<2>::zeros([1, config.d_model], &device);
+        // Zero-initialized: each slot starts as the mean of the things.
+        let mean: Vec<f32> = (0..3).map(|a| (things[a] + things[3 + a]) / 2.0).collect();
+        let start = values(model.slots(&text, rel.clone()).unwrap());
+        for (got, want) in start.iter().zip(mean.iter().chain(mean.iter())) {
+            assert!(
+                (got - want).abs() < 1e-5,
+                "{start:?} against the mean {mean:?}"
+            );
+        }
+        // Logits [slot 0: thing 0, thing 1 | slot 1: thing 0, thing 1]: slot 0 names thing
+        // 1, slot 1 thing 0, and each reads exactly that thing's three coordinates.
+        let proj = model.slot_logits.as_mut().unwrap();
+        proj.bias = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(vec![0.0f32, 30.0, 30.0, 0.0], [4]),
+            &device,
+        )));
+        let pointed = values(model.slots(&text, rel).unwrap());
+        let want: Vec<f32> = things[3..].iter().chain(&things[..3]).copied().collect();
+        for (got, want) in pointed.iter().zip(&want) {
+            assert!((got - want).abs() < 1e-4, "{pointed:?} against {want:?}");
+        }
+        // The whole model runs with them; without slots the state token is 6 inputs narrower.
+        assert_eq!(
+            model.predict(batch(&config, 2, &device), None).dims(),
+            [2, 4, 7]
+        );
+        let plain = Vla::new(
+            &VlaConfig {
+                slots: 0,
+                ..config.clone()
+            },
+            3,
+            &device,
+        )
+        .unwrap();
+        assert!(plain.slots(&text, Tensor::zeros([1, 6], &device)).is_none());
+        let d = config.d_model;
+        assert_eq!(model.num_params() - plain.num_params(), (d + 1) * 4 + 6 * d);
+        // Bad configs name the field and what it needs.
+        let e = VlaConfig {
+            hand_relative: false,
+            ..config.clone()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("slots = 2") && e.contains("hand_relative = true"),
+            "{e}"
+        );
+        let e = VlaConfig {
+            slots: 17,
+            ..config.clone()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("slots = 17") && e.contains("at most 16"), "{e}");
+        // Configs without the field (older checkpoints) read as no slots, and write none.
+        let json = serde_json::to_string(&VlaConfig { slots: 0, ..config }).unwrap();
+        assert!(!json.contains("slots"), "{json}");
+        let back: VlaConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.slots, 0);
+    }
+
+    #[test]
     fn a_hand_eye_geometry_must_match_the_model() {
         let mut config = VlaConfig {
             cameras: 2,
@@ -3377,6 +3636,127 @@ pub(crate) mod tests {
         };
         let e = lone.validate().unwrap_err().to_string();
         assert!(e.contains("set state_gate = true too"), "{e}");
+    }
+
+    /// A sigmoid gate that shut an entry gets no gradient to reopen it; the linear one does.
+    #[test]
+    fn a_linear_gate_can_reopen_what_it_shut() {
+        let device = Device::flex().autodiff();
+        let config = VlaConfig {
+            state_gate: true,
+            ..tiny()
+        };
+        let target = random([4, config.chunk, config.action_dim], false, &device);
+        let valid = Tensor::<2>::ones([4, config.chunk], &device);
+        let input = batch(&config, 4, &device);
+        // How far one plain gradient step moves the gate's bias, from a shut gate
+        // (sigmoid: logits -20 → 2σ = 4e-9; linear: logits -1 → 1 + -1 = 0).
+        let moved = |linear: bool, shut: f32| -> f32 {
+            let config = VlaConfig {
+                state_gate_linear: linear,
+                ..config.clone()
+            };
+            let mut model = Vla::new(&config, 5, &device).unwrap();
+            let text = model.encode_text(input.text.clone()).narrow(0, 0, 1);
+            let open = model.read_instruction(text.clone()).gate.unwrap();
+            assert!(
+                open.iter().all(|&g| (g - 1.0).abs() < 1e-6),
+                "starts open: {open:?}"
+            );
+            let gate = model.state_gate.as_mut().unwrap();
+            gate.bias = Some(Param::from_tensor(Tensor::full(
+                [config.state_dim],
+                shut,
+                &device,
+            )));
+            let shut_now = model.read_instruction(text).gate.unwrap();
+            assert!(
+                shut_now.iter().all(|&g| g.abs() < 1e-6),
+                "shut: {shut_now:?}"
+            );
+            let before = model
+                .state_gate
+                .as_ref()
+                .unwrap()
+                .bias
+                .as_ref()
+                .unwrap()
+                .val();
+            let loss = model.loss(input.clone(), target.clone(), valid.clone(), None);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let model = burn::optim::SgdConfig::new().init().step(1.0, model, grads);
+            let after = model
+                .state_gate
+                .as_ref()
+                .unwrap()
+                .bias
+                .as_ref()
+                .unwrap()
+                .val();
+            (after - before).abs().max().into_scalar::<f32>()
+        };
+        let sigmoid = moved(false, -20.0);
+        let linear = moved(true, -1.0);
+        assert!(sigmoid < 1e-6, "a shut sigmoid gate moved {sigmoid}");
+        assert!(linear > 1e-4, "a shut linear gate moved only {linear}");
+        let e = VlaConfig {
+            state_gate_linear: true,
+            ..tiny()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("state_gate_linear = true") && e.contains("state_gate = true too"),
+            "{e}"
+        );
+    }
+
+    /// A floored gate starts at 1 like the plain one, and a shut entry keeps its floor.
+    #[test]
+    fn a_floored_gate_keeps_what_it_shut_dimmed_not_dark() {
+        let device = Device::flex();
+        let config = VlaConfig {
+            state_gate: true,
+            state_gate_floor: 0.25,
+            ..tiny()
+        };
+        config.validate().unwrap();
+        let input = batch(&config, 1, &device);
+        let mut model = Vla::new(&config, 5, &device).unwrap();
+        let text = model.encode_text(input.text.clone());
+        let open = model.read_instruction(text.clone()).gate.unwrap();
+        assert!(open.iter().all(|&g| (g - 1.0).abs() < 1e-6), "{open:?}");
+        for (bias, want) in [(-30.0, 0.25), (30.0, 1.75)] {
+            let gate = model.state_gate.as_mut().unwrap();
+            gate.bias = Some(Param::from_tensor(Tensor::full(
+                [config.state_dim],
+                bias,
+                &device,
+            )));
+            let g = model.read_instruction(text.clone()).gate.unwrap();
+            assert!(g.iter().all(|&g| (g - want).abs() < 1e-5), "{bias}: {g:?}");
+        }
+        for (floor, linear, gate) in [
+            (1.0, false, true),
+            (-0.1, false, true),
+            (0.25, true, true),
+            (0.25, false, false),
+        ] {
+            let e = VlaConfig {
+                state_gate: gate,
+                state_gate_linear: linear,
+                state_gate_floor: floor,
+                ..tiny()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("state_gate_floor") || e.contains("state_gate_linear"),
+                "{e}"
+            );
+        }
     }
 
     /// A cap of 0 puts the truth back where predictions replace it; an infinite one leaves

@@ -15,7 +15,7 @@ use mulli_core::{ActionChunk, Observation, Perceived, Policy};
 use crate::PolicyError;
 use crate::checkpoint::{self, PolicySpec};
 use crate::data::{normal, push_chw, resize_rgb};
-use crate::model::{Head, TextInput, Vla};
+use crate::model::{Head, InstructionReading, TextInput, Vla};
 use crate::pretrained::PretrainedTextEncoder;
 use crate::train::Batcher;
 
@@ -50,6 +50,15 @@ impl VlaPolicy {
             None => None,
         };
         Self::from_parts(spec, model, pretrained, device.clone())
+    }
+
+    /// What the policy reads of its state for `instruction`: the gate on each entry and the
+    /// slots' weights over the things ([`Vla::read_instruction`]).
+    pub fn read_instruction(&self, instruction: &str) -> Result<InstructionReading, PolicyError> {
+        let text = self
+            .batcher
+            .text(&[instruction.to_owned()], &[0], &self.device)?;
+        Ok(self.model.read_instruction(self.model.encode_text(text)))
     }
 
     pub fn from_parts(
