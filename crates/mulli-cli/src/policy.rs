@@ -369,6 +369,11 @@ fn info(run: &Path) -> Result<ExitCode> {
                             .map_or("?", String::as_str)
                     );
                 }
+                if spec.model.lift_ray_trust {
+                    println!(
+                        "lift       each ray's estimate blended with the fixed camera's by a learned trust (ray length, keypoint position)"
+                    );
+                }
                 if spec.model.hand_relative {
                     println!(
                         "control    also reads each lifted thing's position relative to the hand (decimetres)"

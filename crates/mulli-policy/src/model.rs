@@ -164,6 +164,16 @@ pub struct VlaConfig {
     /// (older checkpoints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hand_eye: Option<HandEye>,
+    /// With [`Self::hand_eye`]: a moving camera's ray estimate is blended with the fixed
+    /// camera's by a learned weight `σ(a·t + b·u² + c·v² + d)` (t: the ray's length in
+    /// metres, (u, v): the keypoint in [-1, 1]) instead of replacing it wherever the camera
+    /// sees the thing. Why: at the start pose the wrist sees far things at the edge of its
+    /// view and its rays pull them toward the hand (perceived-on-true slope 0.75 against
+    /// the fixed camera's own 1.0; docs/benchmarks.md, session 26), while near the object
+    /// its millimetres are what a grasp needs; the lift's loss against the true positions
+    /// says which to trust where. Starts at σ(2) = 0.88 everywhere.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lift_ray_trust: bool,
     /// Sizes of consecutive groups at the end of the state that become one token each — an
     /// object's entries of the observed environment state (position, angle, opening), set by
     /// training with `object_tokens = true`. The rest of the state (the arm) stays one
@@ -372,6 +382,7 @@ impl Default for VlaConfig {
             pixel_targets: 0,
             pixel_cameras: Vec::new(),
             lift_reads_arm: false,
+            lift_ray_trust: false,
             aux_select: Vec::new(),
             hand_eye: None,
             object_tokens: Vec::new(),
@@ -833,6 +844,9 @@ struct Lift {
     /// hand, which takes over where they see the thing; the MLP above then reads the first
     /// (fixed) camera only.
     near: Option<NearLift>,
+    /// [`VlaConfig::lift_ray_trust`]: (ray length, u², v²) → the logit of the weight of a
+    /// moving camera's ray estimate.
+    ray_trust: Option<Linear>,
 }
 
 /// Where a thing is from the cameras that move with the hand (the labelled cameras after the
@@ -896,8 +910,16 @@ impl AuxHead {
                         l.xy.clone().narrow(1, (j + 1) * p, p),
                         l.seen.clone().narrow(1, (j + 1) * p, p),
                     );
-                    let (near, valid) = lift_by_ray(geometry, camera, xy, arm.clone(), &far);
-                    let weight = (seen * valid).unsqueeze_dim::<3>(2).repeat_dim(2, 3);
+                    let (near, valid, length) =
+                        lift_by_ray(geometry, camera, xy.clone(), arm.clone(), &far);
+                    let mut weight = seen * valid;
+                    if let Some(trust) = &lift.ray_trust {
+                        let features =
+                            Tensor::cat(vec![length.unsqueeze_dim::<3>(2), xy.powi_scalar(2)], 2);
+                        let logit = trust.forward(features.reshape([b * p, 3])).reshape([b, p]);
+                        weight = weight * burn::tensor::activation::sigmoid(logit);
+                    }
+                    let weight = weight.unsqueeze_dim::<3>(2).repeat_dim(2, 3);
                     lifted = lifted.clone() + (near - lifted) * weight;
                 }
                 lifted
@@ -951,14 +973,15 @@ fn constant(values: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
 /// detached: a camera looking down places a thing in x and y almost regardless of small
 /// height errors, and the fixed camera's height is the one it measures well) →
 /// (normalized positions `[B, P, 3]`, `[B, P]` 1 where the ray meets that height in front
-/// of the camera, within 2 m, else 0 — those keep `far`).
+/// of the camera, within 2 m, else 0 — those keep `far` —, `[B, P]` the ray's length to
+/// there in metres, 0 where not valid).
 fn lift_by_ray(
     geometry: &HandEye,
     camera: &HandCamera,
     xy: Tensor<3>,
     arm: Tensor<2>,
     far: &Tensor<3>,
-) -> (Tensor<3>, Tensor<2>) {
+) -> (Tensor<3>, Tensor<2>, Tensor<2>) {
     let [b, p, _] = xy.dims();
     let device = xy.device();
     // The hand's pose in metres.
@@ -1017,8 +1040,8 @@ fn lift_by_ray(
     let t = (height - centre.clone().narrow(2, 2, 1)) / dz;
     let valid = down * t.clone().greater_elem(0.0).float() * t.clone().lower_elem(2.0).float();
     let t = t * valid.clone();
-    let near = (centre + dir * t - shift) / scale;
-    (near, valid.reshape([b, p]))
+    let near = (centre + dir * t.clone() - shift) / scale;
+    (near, valid.reshape([b, p]), t.reshape([b, p]))
 }
 
 /// Keypoints `[B, N, 2]` (N = `cameras.len()` · `per`, camera-major) moved by each camera's
@@ -1485,6 +1508,8 @@ impl Vla {
                         hand: LinearConfig::new(config.state_dim - config.perceived, 3)
                             .init(device),
                     }),
+                    ray_trust: (config.lift_ray_trust && config.hand_eye.is_some())
+                        .then(|| LinearConfig::new(3, 1).init(device)),
                 }
             }),
         });
@@ -2325,28 +2350,32 @@ fn seeded_init(model: &mut Vla, seed: u64) {
                 _ => w.iter().product::<usize>().max(1),
             };
             let name = t.name.as_str();
-            let values: Vec<f32> =
-                if name.starts_with("state_gate") || name.starts_with("slot_logits") {
-                    // The gate starts open (2σ(0) = 1): the model begins as the ungated one;
-                    // a slot starts as the mean of all things and learns whom to point at.
-                    vec![0.0; n]
-                } else if name.ends_with("bias") {
-                    let w = shapes
-                        .get(&format!(
-                            "{}weight",
-                            name.strip_suffix("bias").unwrap_or(name)
-                        ))
-                        .map_or(1, |w| fan_in(w));
-                    let b = 1.0 / (w as f32).sqrt();
-                    (0..n).map(|_| r.random_range(-b..=b)).collect()
-                } else if name.ends_with("tokens.weight") {
-                    (0..n).map(|_| crate::data::normal(&mut r)).collect()
-                } else if name.ends_with("weight") {
-                    let b = 1.0 / (fan_in(&shape) as f32).sqrt();
-                    (0..n).map(|_| r.random_range(-b..=b)).collect()
-                } else {
-                    (0..n).map(|_| 0.02 * crate::data::normal(&mut r)).collect()
-                };
+            let values: Vec<f32> = if name.ends_with("ray_trust.bias") {
+                // σ(2) = 0.88: the ray estimate starts nearly where it took over before.
+                vec![2.0; n]
+            } else if name.ends_with("ray_trust.weight") {
+                vec![0.0; n]
+            } else if name.starts_with("state_gate") || name.starts_with("slot_logits") {
+                // The gate starts open (2σ(0) = 1): the model begins as the ungated one;
+                // a slot starts as the mean of all things and learns whom to point at.
+                vec![0.0; n]
+            } else if name.ends_with("bias") {
+                let w = shapes
+                    .get(&format!(
+                        "{}weight",
+                        name.strip_suffix("bias").unwrap_or(name)
+                    ))
+                    .map_or(1, |w| fan_in(w));
+                let b = 1.0 / (w as f32).sqrt();
+                (0..n).map(|_| r.random_range(-b..=b)).collect()
+            } else if name.ends_with("tokens.weight") {
+                (0..n).map(|_| crate::data::normal(&mut r)).collect()
+            } else if name.ends_with("weight") {
+                let b = 1.0 / (fan_in(&shape) as f32).sqrt();
+                (0..n).map(|_| r.random_range(-b..=b)).collect()
+            } else {
+                (0..n).map(|_| 0.02 * crate::data::normal(&mut r)).collect()
+            };
             bridge::from_data(TensorData::new(values, shape), t.name.clone(), t.param_id)
         })
         .collect();
@@ -3182,16 +3211,19 @@ pub(crate) mod tests {
         // The fixed camera's estimate: far off in x and y, right in height.
         let far =
             Tensor::<3>::from_data(TensorData::new(vec![0.2, -0.2, 0.03], [1, 1, 3]), &device);
-        let (near, valid) = lift_by_ray(&geometry, camera, xy.clone(), arm, &far);
+        let (near, valid, length) = lift_by_ray(&geometry, camera, xy.clone(), arm, &far);
         let near: Vec<f32> = near.into_data().convert::<f32>().try_into_vec().unwrap();
         for (a, b) in near.iter().zip(thing) {
             assert!((a - b).abs() < 1e-4, "lifted {near:?}, thing at {thing:?}");
         }
         assert_eq!(values(valid), [1.0]);
+        // The ray's length is the camera's distance to the thing.
+        let distance = dot(d, d).sqrt();
+        assert!((values(length)[0] - distance).abs() < 1e-4, "{distance}");
         // The hand upright (identity): the same keypoint's ray goes up, never meeting the
         // height below; the lift gives way, and its output stays finite.
         let upright = pose([0.0, 0.0, 0.0, 1.0]);
-        let (near, valid) = lift_by_ray(&geometry, camera, xy, upright, &far);
+        let (near, valid, _) = lift_by_ray(&geometry, camera, xy, upright, &far);
         assert_eq!(values(valid), [0.0]);
         let near: Vec<f32> = near.into_data().convert::<f32>().try_into_vec().unwrap();
         assert!(near.iter().all(|v| v.is_finite()), "{near:?}");
@@ -3757,6 +3789,81 @@ pub(crate) mod tests {
             e.contains("state_gate_linear = true") && e.contains("state_gate = true too"),
             "{e}"
         );
+    }
+
+    /// The ray trust blends the wrist's ray estimate into the fixed camera's: shut, the lift
+    /// is the fixed camera's; wide open, the ray's (as without the trust); at its starting
+    /// σ(2), 0.88 of the way between. Without a calibration there is nothing to weigh.
+    #[test]
+    fn the_ray_trust_blends_the_wrists_estimate_into_the_fixed_cameras() {
+        use burn::store::ModuleSnapshot;
+        let device = Device::flex();
+        let config = VlaConfig {
+            lift_ray_trust: true,
+            ..calibrated(false)
+        };
+        let mut model = Vla::new(&config, 3, &device).unwrap();
+        let snap = model.collect(None, None, false);
+        let init = |suffix: &str| -> Vec<f32> {
+            let t = snap.iter().find(|t| t.name.ends_with(suffix)).unwrap();
+            let data = burn::store::bridge::to_data(t).unwrap();
+            data.convert::<f32>().try_into_vec::<f32>().unwrap()
+        };
+        assert_eq!(init("ray_trust.bias"), [2.0]);
+        assert_eq!(init("ray_trust.weight"), [0.0; 3]);
+        // The hand upside down 30 cm above the table; the wrist sees the thing a little
+        // ahead of it, the fixed camera somewhere.
+        let arm = Tensor::<2>::from_data(
+            TensorData::new(vec![0.5f32, 0.1, 0.33, 1.0, 0.0, 0.0, 0.0], [1, 7]),
+            &device,
+        );
+        let labelled = Labelled {
+            heat: random([1, 5, 2], false, &device),
+            xy: Tensor::from_data(
+                TensorData::new(vec![0.3f32, -0.2, 0.1, 0.2], [1, 2, 2]),
+                &device,
+            ),
+            seen: Tensor::ones([1, 2], &device),
+        };
+        let xy = random([1, 2 * 2 * config.keypoints], false, &device);
+        let select = [3i64, 4, 5];
+        let mut lifted = |bias: f32| -> Vec<f32> {
+            let aux = model.aux.as_mut().unwrap();
+            let trust = aux.lift.as_mut().unwrap().ray_trust.as_mut().unwrap();
+            trust.bias = Some(Param::from_tensor(Tensor::full([1], bias, &device)));
+            let head = model.aux.as_ref().unwrap();
+            let out = head.forward(
+                xy.clone(),
+                Some(&labelled),
+                Some(arm.clone()),
+                2,
+                &select,
+                config.hand_eye.as_ref(),
+            );
+            out.into_data().convert::<f32>().try_into_vec().unwrap()
+        };
+        let (fixed, ray, start) = (lifted(-30.0), lifted(30.0), lifted(2.0));
+        assert!(
+            fixed.iter().zip(&ray).any(|(a, b)| (a - b).abs() > 1e-3),
+            "the two estimates differ: {fixed:?} {ray:?}"
+        );
+        let s = 1.0 / (1.0 + (-2.0f32).exp());
+        for i in 0..3 {
+            let want = fixed[i] + s * (ray[i] - fixed[i]);
+            assert!(
+                (start[i] - want).abs() < 1e-4,
+                "{i}: {start:?} against {want}"
+            );
+        }
+        let bare = VlaConfig {
+            lift_ray_trust: true,
+            hand_eye: None,
+            ..calibrated(false)
+        };
+        let snap = Vla::new(&bare, 3, &device)
+            .unwrap()
+            .collect(None, None, false);
+        assert!(!snap.iter().any(|t| t.name.contains("ray_trust")));
     }
 
     /// A per-thing gate gives a thing's three coordinates one factor, from the mean of their

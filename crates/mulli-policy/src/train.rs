@@ -1027,6 +1027,12 @@ pub fn train(
         }
         model_config.validate()?;
     }
+    if model_config.lift_ray_trust && model_config.hand_eye.is_none() {
+        on_event(Event::Warning(
+            "lift_ray_trust is off: it weighs the rays of a calibrated camera on the hand, and there is none",
+        ));
+        model_config.lift_ray_trust = false;
+    }
     if model_config.hand_relative && model_config.hand_eye.is_none() {
         // Like the lift, fall back rather than fail: the option only helps where the
         // geometry is known.
