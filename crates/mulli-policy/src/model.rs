@@ -165,8 +165,9 @@ pub struct VlaConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hand_eye: Option<HandEye>,
     /// With [`Self::hand_eye`]: a moving camera's ray estimate is blended with the fixed
-    /// camera's by a learned weight `σ(a·t + b·u² + c·v² + d)` (t: the ray's length in
-    /// metres, (u, v): the keypoint in [-1, 1]) instead of replacing it wherever the camera
+    /// camera's by a learned weight `σ(a·t + b·u² + c·v² + d_k)` (t: the ray's length in
+    /// metres, (u, v): the keypoint in [-1, 1], d_k per thing: the fixed camera sees some
+    /// things better than others) instead of replacing it wherever the camera
     /// sees the thing. Why: at the start pose the wrist sees far things at the edge of its
     /// view and its rays pull them toward the hand (perceived-on-true slope 0.75 against
     /// the fixed camera's own 1.0; docs/benchmarks.md, session 26), while near the object
@@ -844,8 +845,8 @@ struct Lift {
     /// hand, which takes over where they see the thing; the MLP above then reads the first
     /// (fixed) camera only.
     near: Option<NearLift>,
-    /// [`VlaConfig::lift_ray_trust`]: (ray length, u², v²) → the logit of the weight of a
-    /// moving camera's ray estimate.
+    /// [`VlaConfig::lift_ray_trust`]: (ray length, u², v², the thing's identity) → the logit
+    /// of the weight of a moving camera's ray estimate.
     ray_trust: Option<Linear>,
 }
 
@@ -903,7 +904,11 @@ impl AuxHead {
         let lifted = match (&lift.near, arm, hand_eye) {
             (None, Some(arm), Some(geometry)) => {
                 let first = by_camera.narrow(2, 0, 1).reshape([b, p, 3]);
-                let far = mlp(&lift.hidden, &lift.out, Tensor::cat(vec![first, ids], 2));
+                let far = mlp(
+                    &lift.hidden,
+                    &lift.out,
+                    Tensor::cat(vec![first, ids.clone()], 2),
+                );
                 let mut lifted = far.clone();
                 for (j, camera) in geometry.cameras.iter().enumerate() {
                     let (xy, seen) = (
@@ -914,9 +919,13 @@ impl AuxHead {
                         lift_by_ray(geometry, camera, xy.clone(), arm.clone(), &far);
                     let mut weight = seen * valid;
                     if let Some(trust) = &lift.ray_trust {
-                        let features =
-                            Tensor::cat(vec![length.unsqueeze_dim::<3>(2), xy.powi_scalar(2)], 2);
-                        let logit = trust.forward(features.reshape([b * p, 3])).reshape([b, p]);
+                        let features = Tensor::cat(
+                            vec![length.unsqueeze_dim::<3>(2), xy.powi_scalar(2), ids.clone()],
+                            2,
+                        );
+                        let logit = trust
+                            .forward(features.reshape([b * p, 3 + p]))
+                            .reshape([b, p]);
                         weight = weight * burn::tensor::activation::sigmoid(logit);
                     }
                     let weight = weight.unsqueeze_dim::<3>(2).repeat_dim(2, 3);
@@ -1509,7 +1518,7 @@ impl Vla {
                             .init(device),
                     }),
                     ray_trust: (config.lift_ray_trust && config.hand_eye.is_some())
-                        .then(|| LinearConfig::new(3, 1).init(device)),
+                        .then(|| LinearConfig::new(3 + config.pixel_targets, 1).init(device)),
                 }
             }),
         });
@@ -3810,7 +3819,11 @@ pub(crate) mod tests {
             data.convert::<f32>().try_into_vec::<f32>().unwrap()
         };
         assert_eq!(init("ray_trust.bias"), [2.0]);
-        assert_eq!(init("ray_trust.weight"), [0.0; 3]);
+        assert_eq!(
+            init("ray_trust.weight"),
+            [0.0; 4],
+            "length, u², v², one thing"
+        );
         // The hand upside down 30 cm above the table; the wrist sees the thing a little
         // ahead of it, the fixed camera somewhere.
         let arm = Tensor::<2>::from_data(
