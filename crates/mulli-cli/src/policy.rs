@@ -371,7 +371,7 @@ fn info(run: &Path) -> Result<ExitCode> {
                 }
                 if spec.model.lift_ray_trust {
                     println!(
-                        "lift       each ray's estimate blended with the fixed camera's by a learned trust (ray length, keypoint position)"
+                        "lift       each ray's estimate blended with the fixed camera's by a learned trust (ray length, keypoint position, thing)"
                     );
                 }
                 if spec.model.hand_relative {
