@@ -3732,6 +3732,17 @@ pub(crate) mod tests {
         assert!(e.contains("set state_gate = true too"), "{e}");
     }
 
+    /// Sets the state gate's bias (one logit per state entry), so a test can shut or open it.
+    fn set_gate_bias(model: &mut Vla, bias: Vec<f32>) {
+        let gate = model.state_gate.as_mut().expect("a state gate");
+        let device = gate.weight.device();
+        let n = bias.len();
+        gate.bias = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(bias, [n]),
+            &device,
+        )));
+    }
+
     /// A sigmoid gate that shut an entry gets no gradient to reopen it; the linear one does.
     #[test]
     fn a_linear_gate_can_reopen_what_it_shut() {
@@ -3757,12 +3768,7 @@ pub(crate) mod tests {
                 open.iter().all(|&g| (g - 1.0).abs() < 1e-6),
                 "starts open: {open:?}"
             );
-            let gate = model.state_gate.as_mut().unwrap();
-            gate.bias = Some(Param::from_tensor(Tensor::full(
-                [config.state_dim],
-                shut,
-                &device,
-            )));
+            set_gate_bias(&mut model, vec![shut; config.state_dim]);
             let shut_now = model.read_instruction(text).gate.unwrap();
             assert!(
                 shut_now.iter().all(|&g| g.abs() < 1e-6),
@@ -3898,10 +3904,7 @@ pub(crate) mod tests {
         let mut model = Vla::new(&config, 3, &device).unwrap();
         let thing = model.relative[0].state;
         let bias: Vec<f32> = (0..config.state_dim).map(|i| i as f32 - 4.0).collect();
-        model.state_gate.as_mut().unwrap().bias = Some(Param::from_tensor(Tensor::from_data(
-            TensorData::new(bias.clone(), [config.state_dim]),
-            &device,
-        )));
+        set_gate_bias(&mut model, bias.clone());
         let input = batch(&config, 1, &device);
         let text = model.encode_text(input.text.clone()).narrow(0, 0, 1);
         let gate = model.read_instruction(text).gate.unwrap();
@@ -3950,12 +3953,7 @@ pub(crate) mod tests {
         let open = model.read_instruction(text.clone()).gate.unwrap();
         assert!(open.iter().all(|&g| (g - 1.0).abs() < 1e-6), "{open:?}");
         for (bias, want) in [(-30.0, 0.25), (30.0, 1.75)] {
-            let gate = model.state_gate.as_mut().unwrap();
-            gate.bias = Some(Param::from_tensor(Tensor::full(
-                [config.state_dim],
-                bias,
-                &device,
-            )));
+            set_gate_bias(&mut model, vec![bias; config.state_dim]);
             let g = model.read_instruction(text.clone()).gate.unwrap();
             assert!(g.iter().all(|&g| (g - want).abs() < 1e-5), "{bias}: {g:?}");
         }
