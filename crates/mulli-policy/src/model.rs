@@ -3679,18 +3679,7 @@ pub(crate) mod tests {
                 state_gate_reads_state: reads_state,
                 ..tiny()
             };
-            let gate = |model: &Vla, name: &str| -> Vec<f32> {
-                let snap = model.collect(None, None, false);
-                let w = snap
-                    .iter()
-                    .find(|t| t.name == name)
-                    .unwrap_or_else(|| panic!("no {name}"));
-                burn::store::bridge::to_data(w)
-                    .unwrap()
-                    .convert::<f32>()
-                    .try_into_vec::<f32>()
-                    .unwrap()
-            };
+            let gate = |model: &Vla, name: &str| param_values(model, name);
             let mut names = vec!["state_gate.weight"];
             if reads_state {
                 names.push("state_gate_state.weight");
@@ -3730,6 +3719,19 @@ pub(crate) mod tests {
         };
         let e = lone.validate().unwrap_err().to_string();
         assert!(e.contains("set state_gate = true too"), "{e}");
+    }
+
+    /// The values of the parameter named `name` (its path in the module, e.g.
+    /// `state_gate.weight`).
+    fn param_values(model: &Vla, name: &str) -> Vec<f32> {
+        use burn::store::ModuleSnapshot;
+        let snap = model.collect(None, None, false);
+        let t = snap
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        let data = burn::store::bridge::to_data(t).unwrap();
+        data.convert::<f32>().try_into_vec::<f32>().unwrap()
     }
 
     /// Sets the state gate's bias (one logit per state entry), so a test can shut or open it.
@@ -3824,12 +3826,7 @@ pub(crate) mod tests {
             ..calibrated(false)
         };
         let mut model = Vla::new(&config, 3, &device).unwrap();
-        let snap = model.collect(None, None, false);
-        let init = |suffix: &str| -> Vec<f32> {
-            let t = snap.iter().find(|t| t.name.ends_with(suffix)).unwrap();
-            let data = burn::store::bridge::to_data(t).unwrap();
-            data.convert::<f32>().try_into_vec::<f32>().unwrap()
-        };
+        let init = |name: &str| param_values(&model, &format!("aux.lift.{name}"));
         assert_eq!(init("ray_trust.bias"), [2.0]);
         assert_eq!(
             init("ray_trust.weight"),
