@@ -94,6 +94,20 @@ pub struct CaptureConfig {
     /// --off-centre`; with `recover` at most 1). Not re-targeted by the multiply stage.
     #[serde(skip_serializing_if = "is_zero_f64")]
     pub off_centre: f64,
+    /// Demos per grasping task recorded on top of `episodes_per_task`, each starting from
+    /// a wandering hand: the open hand 3–20 cm beside the task's object and 5–30 cm above
+    /// it (`mulli sim record --wander 1`). Why: from the rest pose the hand's height and its
+    /// offset from the object fall on one curve, so the control can learn its lateral speed
+    /// from the height alone. Not re-targeted by the multiply stage (they do not start at
+    /// the rest pose), and on top rather than instead, so the multiply stage keeps every
+    /// source demo. 15 by default: 9 → 11 of 11 tasks at ≥ 5/10 on seen layouts, 54.8% →
+    /// 57.4% at seed 0 (docs/benchmarks.md, session 29); 0 gives the old default's capture.
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    pub wander_per_task: usize,
+}
+
+fn is_zero_usize(x: &usize) -> bool {
+    *x == 0
 }
 
 fn is_zero_f64(x: &f64) -> bool {
@@ -186,6 +200,7 @@ impl Default for CaptureConfig {
             slip: 0.0,
             recover: 0.0,
             off_centre: 0.0,
+            wander_per_task: 15,
         }
     }
 }
@@ -292,8 +307,10 @@ impl FlywheelConfig {
                 "pick_up_cube".into(),
                 "put_apple_in_bowl".into(),
             ],
+            // One demo per grasping task from a wandering hand: the appended capture runs.
             capture: CaptureConfig {
                 episodes_per_task: 3,
+                wander_per_task: 1,
                 ..d.capture
             },
             multiply: MultiplyConfig {
@@ -664,10 +681,15 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
     let of = 5 + 2 * config.correct.rounds;
 
     // 1. Capture.
-    let n_tasks = Suite::named(&config.suite)?
-        .with_tasks(&config.tasks)?
+    let suite = Suite::named(&config.suite)?.with_tasks(&config.tasks)?;
+    let n_tasks = suite.tasks.len();
+    // The tasks a wandering start applies to (see `CaptureConfig::wander_per_task`).
+    let grasping: Vec<String> = suite
         .tasks
-        .len();
+        .iter()
+        .filter(|t| t.expert_resumes() && t.target_object().is_some())
+        .map(|t| t.id().to_string())
+        .collect();
     let capture = Stage {
         out: &out,
         name: "capture",
@@ -697,6 +719,12 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
             if config.capture.off_centre > 0.0 {
                 perturbations += &format!(", off centre {}", config.capture.off_centre);
             }
+            if config.capture.wander_per_task > 0 {
+                perturbations += &format!(
+                    ", + {} per grasping task from a wandering hand",
+                    config.capture.wander_per_task
+                );
+            }
             capture.header(&format!(
                 "{episodes} scripted demos ({} per task, noise {} m/step{perturbations})",
                 config.capture.episodes_per_task, config.capture.noise
@@ -714,6 +742,7 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
                 slip: config.capture.slip,
                 recover: config.capture.recover,
                 off_centre: config.capture.off_centre,
+                wander: 0.0,
                 split: Split::Train,
                 env: EnvConfig {
                     success_tail: config.capture.success_tail,
@@ -721,7 +750,7 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
                 },
             };
             let pb = crate::progress::bar(episodes, "capture");
-            let report = mulli_sim::record::record(
+            let mut report = mulli_sim::record::record(
                 &capture_data,
                 &opts,
                 mulli_data::WriteMode::Create,
@@ -729,12 +758,52 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
             )
             .with_context(|| format!("recording demos into {}", capture_data.display()))?;
             pb.finish_and_clear();
+            let wander = config.capture.wander_per_task * grasping.len();
+            if wander > 0 {
+                // Appended after the clean demos, from layouts of their own seed: the clean
+                // part of the dataset is the same bytes as without the option.
+                let opts = RecordOptions {
+                    tasks: grasping.clone(),
+                    episodes: wander,
+                    seed: mulli_core::rng::derive_seed(config.seed, "flywheel/capture/wander", 0),
+                    // Every one of these starts wandering, whatever `recover` and
+                    // `off_centre` ask of the clean demos (the three share one draw).
+                    wander: 1.0,
+                    recover: 0.0,
+                    off_centre: 0.0,
+                    ..opts
+                };
+                let pb = crate::progress::bar(wander, "capture (wandering starts)");
+                let extra = mulli_sim::record::record(
+                    &capture_data,
+                    &opts,
+                    mulli_data::WriteMode::Append,
+                    crate::progress::callback(&pb),
+                )
+                .with_context(|| {
+                    format!(
+                        "recording demos from a wandering hand into {}",
+                        capture_data.display()
+                    )
+                })?;
+                pb.finish_and_clear();
+                report.episodes += extra.episodes;
+                report.frames += extra.frames;
+                report.attempts += extra.attempts;
+                report.recovered += extra.recovered;
+                for (task, tally) in extra.per_task {
+                    report.per_task.insert(format!("{task} (wandering)"), tally);
+                }
+            }
             let mut slipped = String::new();
             if report.slipped > 0 {
                 slipped += &format!(", {} with a slipped grasp", report.slipped);
             }
             if report.recovered > 0 {
-                slipped += &format!(", {} from a missed grasp or off centre", report.recovered);
+                slipped += &format!(
+                    ", {} from a missed grasp, off centre or a wandering hand",
+                    report.recovered
+                );
             }
             println!(
                 "          {} episodes{slipped}, {} frames ({} expert attempts) in {:.0} s",
@@ -1064,9 +1133,10 @@ fn train_stage(
             if resume {
                 train.header("resuming from the last checkpoint");
             } else {
-                let control = match config.train.control_steps {
-                    0 => String::new(),
-                    n => format!(" + {n} control steps"),
+                let control = match (config.train.control_steps, config.train.control_batch_size) {
+                    (0, _) => String::new(),
+                    (n, None) => format!(" + {n} control steps"),
+                    (n, Some(b)) => format!(" + {n} control steps of {b}"),
                 };
                 train.header(&format!(
                     "{} steps{control}, batch {}, on {}",

@@ -113,6 +113,12 @@ pub enum SimCmd {
         /// grasping (0 to 1, with --recover at most 1; grasping tasks only).
         #[arg(long, default_value_t = 0.0)]
         off_centre: f64,
+        /// Probability per episode that it starts from a wandering hand: unrecorded, the
+        /// open hand goes 3–20 cm beside the object and 5–30 cm above it; the demo is the
+        /// expert's way to the object from there (0 to 1, with --recover and --off-centre at
+        /// most 1; grasping tasks only).
+        #[arg(long, default_value_t = 0.0)]
+        wander: f64,
         /// Which layouts, phrasings and scene variations: train (default; EN + KO training
         /// phrasings), or an evaluation split (seen_layouts, held_out_layouts,
         /// held_out_phrasings, korean, distractors, visual_changes).
@@ -164,6 +170,7 @@ pub fn run(cmd: SimCmd) -> Result<ExitCode> {
             slip,
             recover,
             off_centre,
+            wander,
             split,
             force,
             append,
@@ -182,6 +189,7 @@ pub fn run(cmd: SimCmd) -> Result<ExitCode> {
                 slip,
                 recover,
                 off_centre,
+                wander,
                 split: Split::from_id(&split)?,
                 env: EnvConfig {
                     success_tail,
@@ -373,7 +381,7 @@ fn record(out: &Path, opts: &RecordOptions, mode: WriteMode) -> Result<ExitCode>
     }
     if report.recovered > 0 {
         println!(
-            "{} episodes start from a missed grasp or off centre (--recover, --off-centre)",
+            "{} episodes start from a missed grasp, off centre or a wandering hand (--recover, --off-centre, --wander)",
             report.recovered
         );
     }

@@ -652,6 +652,8 @@ fn quick_flywheel_runs_every_stage_and_caches_them() {
     let correct: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir("correct").join("stage.json")).unwrap())
             .unwrap();
+    // 3 clean demos per task, then one from a wandering hand per grasping task (2 of 3).
+    assert_eq!(episodes("capture"), 3 * 3 + 2);
     let written = correct["summary"]["episodes"].as_u64().unwrap();
     assert!(written > 0, "{correct}");
     assert_eq!(episodes("correct"), episodes("multiply") + written);

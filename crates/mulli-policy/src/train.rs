@@ -67,6 +67,11 @@ pub struct TrainConfig {
     #[serde(skip_serializing_if = "is_zero_steps")]
     pub control_steps: u64,
     pub batch_size: usize,
+    /// Samples per control step; unset = `batch_size`. Why apart: a control step has no
+    /// frame in it, so at `batch_size` it is mostly per-op overhead, and a larger batch
+    /// buys more samples per second (docs/benchmarks.md, "Twice the control steps").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_batch_size: Option<usize>,
     /// Each step's batch is split into this many micro-batches, whose forward and backward
     /// passes run on threads of their own and whose gradients are summed. The model learns
     /// the same thing whatever the machine's core count; it is a config value, not the
@@ -184,6 +189,7 @@ impl Default for TrainConfig {
             lifted_share: None,
             perceived_error_cap: None,
             control_steps: 0,
+            control_batch_size: None,
             state_ignore: Vec::new(),
             env_state: EnvState::Off,
             env_state_origin: "ee".into(),
@@ -213,6 +219,15 @@ impl TrainConfig {
             return Err(PolicyError::Config(format!(
                 "micro_batches = {}: must be between 1 and batch_size ({})",
                 self.micro_batches, self.batch_size
+            )));
+        }
+        if let Some(b) = self
+            .control_batch_size
+            .filter(|&b| b == 0 || b < self.micro_batches)
+        {
+            return Err(PolicyError::Config(format!(
+                "control_batch_size = {b}: must be at least micro_batches ({}) (or left out to use batch_size)",
+                self.micro_batches
             )));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
@@ -282,6 +297,15 @@ impl TrainConfig {
             )));
         }
         Ok(())
+    }
+
+    /// Samples in the batch of `step`: `batch_size` for the image steps,
+    /// `control_batch_size` (if set) for the control steps after them.
+    pub fn batch_size_at(&self, step: u64) -> usize {
+        match self.control_batch_size {
+            Some(b) if step >= self.steps => b,
+            _ => self.batch_size,
+        }
     }
 
     /// Every step of the run: `steps`, then `control_steps`.
@@ -1153,8 +1177,12 @@ pub fn train(
         let (data, config, spec) = (&data, &config, &spec);
         scope.spawn(move || {
             for step in first..config.total_steps() {
-                let samples =
-                    data.sample(config.seed, step, config.batch_size, config.balance_tasks);
+                let samples = data.sample(
+                    config.seed,
+                    step,
+                    config.batch_size_at(step),
+                    config.balance_tasks,
+                );
                 let norms = Norms {
                     state: &spec.state_norm,
                     action: &spec.action_norm,
@@ -1580,6 +1608,33 @@ mod tests {
             config.lr_at(99),
             "the image steps are unchanged"
         );
+    }
+
+    #[test]
+    fn control_steps_take_their_own_batch_size() {
+        let config = TrainConfig {
+            steps: 100,
+            control_steps: 300,
+            batch_size: 32,
+            control_batch_size: Some(64),
+            ..TrainConfig::default()
+        };
+        config.validate().unwrap();
+        assert_eq!(config.batch_size_at(0), 32);
+        assert_eq!(config.batch_size_at(99), 32);
+        assert_eq!(config.batch_size_at(100), 64);
+        assert_eq!(config.batch_size_at(399), 64);
+        let unset = TrainConfig {
+            control_batch_size: None,
+            ..config.clone()
+        };
+        assert_eq!(unset.batch_size_at(100), 32, "unset: batch_size");
+        let zero = TrainConfig {
+            control_batch_size: Some(0),
+            ..config
+        };
+        let err = zero.validate().unwrap_err().to_string();
+        assert!(err.contains("control_batch_size = 0"), "{err}");
     }
 
     #[test]

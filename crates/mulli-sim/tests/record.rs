@@ -365,3 +365,81 @@ fn a_demo_can_start_from_a_missed_grasp() {
         assert!(e.contains(needle), "{e}");
     }
 }
+
+/// `wander`: each apple demo starts with the open hand away from the rest pose, beside
+/// the apple and above it, at heights that differ from demo to demo; the drawer demos
+/// start at rest. The same seed gives the same bytes; the three perturbations share one
+/// draw, so together they are refused above 1.
+#[test]
+fn a_demo_can_start_from_a_wandering_hand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = RecordOptions {
+        wander: 1.0,
+        ..options(6)
+    };
+    let a = tmp.path().join("a");
+    let report = record(&a, &opts, WriteMode::Create, |_, _| {}).unwrap();
+    let apples = report.per_task["pick_up_apple"].written;
+    assert!(apples >= 2, "{report:?}");
+    assert_eq!(report.recovered, apples, "every apple demo wanders first");
+
+    let ds = Dataset::open(&a).unwrap();
+    let state = ds.table.f32s("observation.state").unwrap();
+    let env = ds.table.f32s("observation.environment_state").unwrap();
+    let names = mulli_sim::env::state_names();
+    let env_names = mulli_sim::env::environment_state_names();
+    let at = |n: &str| names.iter().position(|x| x == n).unwrap();
+    let env_at = |n: &str| env_names.iter().position(|x| x == n).unwrap();
+    // The named entries come first; pixel positions may follow them.
+    let (sw, ew) = (names.len(), env.len() / ds.table.len);
+    assert!(ew >= env_names.len());
+    let (x, y, z, g) = (at("ee_x"), at("ee_y"), at("ee_z"), at("gripper_width"));
+    let (ax, ay) = (env_at("apple.x"), env_at("apple.y"));
+    let rest = {
+        let (from, _) = (0..ds.episodes.len())
+            .map(|p| ds.episode_rows(p).unwrap())
+            .find(|&(from, _)| (state[from * sw + z] - 0.423).abs() < 0.01)
+            .expect("a drawer demo starts at rest");
+        [
+            state[from * sw + x],
+            state[from * sw + y],
+            state[from * sw + z],
+        ]
+    };
+    let mut heights = Vec::new();
+    for pos in 0..ds.episodes.len() {
+        let (from, _) = ds.episode_rows(pos).unwrap();
+        let s = |i: usize| state[from * sw + i];
+        let moved =
+            ((s(x) - rest[0]).powi(2) + (s(y) - rest[1]).powi(2) + (s(z) - rest[2]).powi(2)).sqrt();
+        if moved < 0.01 {
+            continue; // a drawer demo
+        }
+        assert!(s(g) > 0.07, "episode {pos}: the hand starts open");
+        let aside =
+            ((s(x) - env[from * ew + ax]).powi(2) + (s(y) - env[from * ew + ay]).powi(2)).sqrt();
+        assert!(
+            (0.025..0.21).contains(&aside),
+            "episode {pos}: {aside} m beside the apple"
+        );
+        heights.push(s(z));
+    }
+    assert_eq!(heights.len(), apples, "only the apple demos wander");
+    let spread = heights.iter().cloned().fold(f32::MIN, f32::max)
+        - heights.iter().cloned().fold(f32::MAX, f32::min);
+    assert!(spread > 0.02, "start heights vary: {heights:?}");
+
+    let b = tmp.path().join("b");
+    record(&b, &opts, WriteMode::Create, |_, _| {}).unwrap();
+    assert!(files(&a) == files(&b), "same seed, same bytes");
+
+    let bad = RecordOptions {
+        wander: 0.5,
+        recover: 0.6,
+        ..opts
+    };
+    let e = record(&tmp.path().join("c"), &bad, WriteMode::Create, |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("wander = 0.5") && e.contains("at most 1"), "{e}");
+}

@@ -229,7 +229,7 @@ pub fn load(root: &Path) -> Result<SourceSet, SynthError> {
                 ep.index,
                 format!(
                     "it starts {:.0} cm from the rest pose (a demo that starts mid-task, such \
-                     as `recover` or `off_centre`): re-targeting starts every demo from the \
+                     as `recover`, `off_centre` or `wander`): re-targeting starts every demo from the \
                      rest pose",
                     100.0 * away
                 ),
@@ -260,7 +260,7 @@ pub fn load(root: &Path) -> Result<SourceSet, SynthError> {
 }
 
 /// A source demo must start with the tool within this distance (m) of the rest pose
-/// (`mulli sim record --recover` and `--off-centre` demos start elsewhere).
+/// (`mulli sim record --recover`, `--off-centre` and `--wander` demos start elsewhere).
 const STARTS_AT_REST: f64 = 0.05;
 
 /// Largest horizontal distance (m) a thing moves between two frames by itself: one step
