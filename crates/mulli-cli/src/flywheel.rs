@@ -790,6 +790,7 @@ pub fn run(args: FlywheelArgs) -> Result<ExitCode> {
                 report.episodes += extra.episodes;
                 report.frames += extra.frames;
                 report.attempts += extra.attempts;
+                report.slipped += extra.slipped;
                 report.recovered += extra.recovered;
                 for (task, tally) in extra.per_task {
                     report.per_task.insert(format!("{task} (wandering)"), tally);

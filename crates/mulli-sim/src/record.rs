@@ -106,8 +106,8 @@ pub struct RecordReport {
     pub attempts: usize,
     /// Written episodes whose object slipped away from the first grasp ([`RecordOptions::slip`]).
     pub slipped: usize,
-    /// Written episodes that start from a missed grasp or off centre
-    /// ([`RecordOptions::recover`], [`RecordOptions::off_centre`]).
+    /// Written episodes that start from a missed grasp, off centre or a wandering hand
+    /// ([`RecordOptions::recover`], [`RecordOptions::off_centre`], [`RecordOptions::wander`]).
     #[serde(skip_serializing_if = "is_zero")]
     pub recovered: usize,
     pub per_task: BTreeMap<String, TaskTally>,
