@@ -2320,6 +2320,25 @@ impl Vla {
         self
     }
 
+    /// The state gate ([`VlaConfig::state_gate`]) back to its start: every factor 1 (its
+    /// weights and biases zero, their parameter ids kept so the optimizer's state and a
+    /// checkpoint still line up). Used where the control steps begin
+    /// ([`crate::TrainConfig::reopen_gate`]). A model without a gate is returned as is.
+    pub fn reopen_gate(mut self) -> Self {
+        let open = |l: Linear| -> Linear {
+            let zero = |t: Tensor<2>| t.zeros_like().require_grad();
+            Linear {
+                weight: l.weight.map(zero),
+                bias: l
+                    .bias
+                    .map(|b| b.map(|t: Tensor<1>| t.zeros_like().require_grad())),
+            }
+        };
+        self.state_gate = self.state_gate.map(open);
+        self.state_gate_state = self.state_gate_state.map(open);
+        self
+    }
+
     /// The perceived state entries `[B, perceived]` (normalized) of a batch with images,
     /// without running the fusion; `None` when the model perceives nothing.
     pub fn perceive(&self, input: VlaInput) -> Option<Tensor<2>> {
@@ -3743,6 +3762,52 @@ pub(crate) mod tests {
             TensorData::new(bias, [n]),
             &device,
         )));
+    }
+
+    /// `reopen_gate` turns a shut gate back to its start (every factor 1) and keeps the
+    /// parameters' ids and their gradients, so training goes on from there.
+    #[test]
+    fn a_reopened_gate_is_open_and_still_learns() {
+        let device = Device::flex().autodiff();
+        let config = VlaConfig {
+            state_gate: true,
+            ..tiny()
+        };
+        let mut model = Vla::new(&config, 5, &device).unwrap();
+        let input = batch(&config, 4, &device);
+        let text = model.encode_text(input.text.clone()).narrow(0, 0, 1);
+        let bias = (0..config.state_dim)
+            .map(|i| if i % 2 == 0 { -20.0 } else { 3.0 })
+            .collect();
+        set_gate_bias(&mut model, bias);
+        let gate = model.state_gate.as_mut().unwrap();
+        gate.weight = gate.weight.clone().map(|w| w.ones_like().require_grad());
+        let shut = model.read_instruction(text.clone()).gate.unwrap();
+        assert!(shut.iter().any(|&g| g < 1e-6), "{shut:?}");
+        let ids = |m: &Vla| {
+            let g = m.state_gate.as_ref().unwrap();
+            (g.weight.id, g.bias.as_ref().unwrap().id)
+        };
+        let before = ids(&model);
+        let model = model.reopen_gate();
+        assert_eq!(ids(&model), before, "the optimizer's state stays attached");
+        let open = model.read_instruction(text).gate.unwrap();
+        assert!(
+            open.iter().all(|&g| (g - 1.0).abs() < 1e-6),
+            "reopened: {open:?}"
+        );
+        let target = random([4, config.chunk, config.action_dim], false, &device);
+        let valid = Tensor::<2>::ones([4, config.chunk], &device);
+        let loss = model.loss(input, target, valid, None);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let bias = |m: &Vla| m.state_gate.as_ref().unwrap().bias.as_ref().unwrap().val();
+        let before = bias(&model);
+        let model = burn::optim::SgdConfig::new().init().step(1.0, model, grads);
+        let moved = (bias(&model) - before).abs().max().into_scalar::<f32>();
+        assert!(moved > 1e-4, "a reopened gate moved only {moved}");
+        // Without a gate, nothing to reopen.
+        let plain = Vla::new(&tiny(), 5, &device).unwrap().reopen_gate();
+        assert!(plain.state_gate.is_none());
     }
 
     /// A sigmoid gate that shut an entry gets no gradient to reopen it; the linear one does.

@@ -72,6 +72,15 @@ pub struct TrainConfig {
     /// buys more samples per second (docs/benchmarks.md, "Twice the control steps").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_batch_size: Option<usize>,
+    /// At the first control step, the state gate ([`crate::VlaConfig::state_gate`]) starts
+    /// again from open (every factor 1). Why: during `steps` the perceived positions are
+    /// still poor, so the gate learns to shut most things' entries, and a sigmoid shut that
+    /// far gets almost no gradient to reopen (measured at step 3,000 of the default
+    /// flywheel: `bowl.x` 0.02, `plate.x` 0.04, `ketchup.y` 0.03 for their own
+    /// instructions); the control steps then learn it from the frozen, sharper
+    /// perception. Needs `control_steps`; off = left out of the serialized config.
+    #[serde(skip_serializing_if = "is_false")]
+    pub reopen_gate: bool,
     /// Each step's batch is split into this many micro-batches, whose forward and backward
     /// passes run on threads of their own and whose gradients are summed. The model learns
     /// the same thing whatever the machine's core count; it is a config value, not the
@@ -190,6 +199,7 @@ impl Default for TrainConfig {
             perceived_error_cap: None,
             control_steps: 0,
             control_batch_size: None,
+            reopen_gate: false,
             state_ignore: Vec::new(),
             env_state: EnvState::Off,
             env_state_origin: "ee".into(),
@@ -332,6 +342,10 @@ impl TrainConfig {
 
 fn half() -> f32 {
     0.5
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn is_zero_steps(n: &u64) -> bool {
@@ -993,6 +1007,12 @@ pub fn train(
             config.control_steps, model_config.cameras
         )));
     }
+    if config.reopen_gate && (config.control_steps == 0 || !model_config.state_gate) {
+        return Err(PolicyError::Config(format!(
+            "reopen_gate = true reopens the state gate where the control steps begin, but control_steps = {} and [model] state_gate = {}; set both (control_steps > 0, state_gate = true) or leave reopen_gate out",
+            config.control_steps, model_config.state_gate
+        )));
+    }
     let (states, actions) = data.stats_rows();
     let mut state_norm = norm_from_rows(config.norm, &states, data.layout.state_dim)?;
     if !config.state_ignore.is_empty() {
@@ -1216,6 +1236,11 @@ pub fn train(
                 let cache = cache.as_ref().expect("computed above");
                 let mask = model.perceived_mask(host.size);
                 cache.apply(&mut host, &samples, &mask, model.perceived_cap());
+            }
+            if step == config.steps && config.reopen_gate {
+                // Exactly once, at the first control step; a run resumed past it has the
+                // reopened gate in its checkpoint.
+                model = model.reopen_gate();
             }
             let lr = config.lr_at(step);
             model = model.without_unused_grads(step >= config.steps);

@@ -933,6 +933,72 @@ fn control_steps_train_the_policy_from_states_alone() {
     );
 }
 
+/// `reopen_gate`: the state gate starts again from open where the control steps begin,
+/// exactly once — a run killed at that very step and resumed matches the uninterrupted one
+/// — and it needs control steps and a gate.
+#[test]
+fn the_state_gate_reopens_where_the_control_steps_begin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = vec![env_dataset(&tmp.path().join("env"), (4, 8), 22)];
+    let mut config = tiny(Head::L1);
+    config.steps = 4;
+    config.control_steps = 4;
+    config.checkpoint_every = 2;
+    config.val_every = 2;
+    config.env_state = mulli_policy::EnvState::Perceived;
+    config.env_state_origin = String::new();
+    config.model.keypoints = 4;
+    config.model.images_perception_only = true;
+    config.model.state_gate = true;
+    let kept = tmp.path().join("kept");
+    train_ok(&kept, &data, config.clone());
+    config.reopen_gate = true;
+    let straight = tmp.path().join("straight");
+    train_ok(&straight, &data, config.clone());
+    let read = |run: &Path| std::fs::read(run.join("checkpoint/model.safetensors")).unwrap();
+    assert!(read(&kept) != read(&straight), "reopening changes nothing");
+
+    // Killed at the checkpoint of step 4: the resumed run reopens the gate itself.
+    let killed = tmp.path().join("killed");
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        train(
+            &killed,
+            &data,
+            Some(config.clone()),
+            false,
+            &device(),
+            |e| {
+                if let Event::Checkpoint(dir) = e
+                    && serde_json::from_str::<serde_json::Value>(
+                        &std::fs::read_to_string(dir.join("state.json")).unwrap(),
+                    )
+                    .unwrap()["step"]
+                        == 4
+                {
+                    panic!("killed");
+                }
+            },
+        )
+    }));
+    assert!(r.is_err());
+    train(&killed, &[], None, true, &device(), |_| {}).unwrap();
+    assert!(
+        read(&straight) == read(&killed),
+        "a run resumed where the gate reopens differs from the uninterrupted one"
+    );
+
+    let mut no_control = config.clone();
+    no_control.control_steps = 0;
+    let e = train_error(&tmp.path().join("no-control"), &data, no_control);
+    assert!(
+        e.contains("reopen_gate = true") && e.contains("control_steps = 0"),
+        "{e}"
+    );
+    config.model.state_gate = false;
+    let e = train_error(&tmp.path().join("no-gate"), &data, config);
+    assert!(e.contains("state_gate = false"), "{e}");
+}
+
 /// A randomly shifted image moves its pixel labels, and the batch says by how much, per
 /// sample and camera: a label of the shifted batch plus its camera's shift is the same label
 /// unshifted — where the lift must read a keypoint to place the thing on the table.
