@@ -104,6 +104,29 @@ fn train_error(run: &Path, data: &[PathBuf], config: TrainConfig) -> String {
         .to_string()
 }
 
+/// Trains `run` until its checkpoint of step `step`, kills it there (a panic in the event
+/// callback), then resumes it to the end.
+fn kill_at_checkpoint_and_resume(run: &Path, data: &[PathBuf], config: TrainConfig, step: u64) {
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        train(run, data, Some(config), false, &device(), |e| {
+            if let Event::Checkpoint(dir) = e
+                && serde_json::from_str::<serde_json::Value>(
+                    &std::fs::read_to_string(dir.join("state.json")).unwrap(),
+                )
+                .unwrap()["step"]
+                    == step
+            {
+                panic!("killed");
+            }
+        })
+    }));
+    assert!(
+        r.is_err(),
+        "the run never reached its checkpoint of step {step}"
+    );
+    train(run, &[], None, true, &device(), |_| {}).unwrap();
+}
+
 fn metrics(run: &Path) -> Vec<Metrics> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
@@ -888,28 +911,7 @@ fn control_steps_train_the_policy_from_states_alone() {
 
     // Killed at the checkpoint of step 4, within the control steps.
     let killed = tmp.path().join("killed");
-    let r = catch_unwind(AssertUnwindSafe(|| {
-        train(
-            &killed,
-            &data,
-            Some(control.clone()),
-            false,
-            &device(),
-            |e| {
-                if let Event::Checkpoint(dir) = e
-                    && serde_json::from_str::<serde_json::Value>(
-                        &std::fs::read_to_string(dir.join("state.json")).unwrap(),
-                    )
-                    .unwrap()["step"]
-                        == 4
-                {
-                    panic!("killed");
-                }
-            },
-        )
-    }));
-    assert!(r.is_err());
-    train(&killed, &[], None, true, &device(), |_| {}).unwrap();
+    kill_at_checkpoint_and_resume(&killed, &data, control.clone(), 4);
     let read = |run: &Path| std::fs::read(run.join("checkpoint/model.safetensors")).unwrap();
     assert!(
         read(&straight) == read(&killed),
@@ -960,28 +962,7 @@ fn the_state_gate_reopens_where_the_control_steps_begin() {
 
     // Killed at the checkpoint of step 4: the resumed run reopens the gate itself.
     let killed = tmp.path().join("killed");
-    let r = catch_unwind(AssertUnwindSafe(|| {
-        train(
-            &killed,
-            &data,
-            Some(config.clone()),
-            false,
-            &device(),
-            |e| {
-                if let Event::Checkpoint(dir) = e
-                    && serde_json::from_str::<serde_json::Value>(
-                        &std::fs::read_to_string(dir.join("state.json")).unwrap(),
-                    )
-                    .unwrap()["step"]
-                        == 4
-                {
-                    panic!("killed");
-                }
-            },
-        )
-    }));
-    assert!(r.is_err());
-    train(&killed, &[], None, true, &device(), |_| {}).unwrap();
+    kill_at_checkpoint_and_resume(&killed, &data, config.clone(), 4);
     assert!(
         read(&straight) == read(&killed),
         "a run resumed where the gate reopens differs from the uninterrupted one"
