@@ -228,6 +228,13 @@ pub struct VlaConfig {
     /// (docs/benchmarks.md, "Dead gates"), so it stays off by default.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub state_gate_per_thing: bool,
+    /// The state gate's logits come from the instruction alone, without a bias. Why: a
+    /// bias is shared by every task, so ten of eleven tasks push a rare thing's entries shut
+    /// for all instructions (measured at step 3,000 of the flywheel: `ketchup.y` 0.02,
+    /// `mustard.x` 0.18 for their own instructions, the common apple 1.3–1.7). Needs
+    /// `state_gate`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub state_gate_no_bias: bool,
     /// The images feed perception only: the fusion reads the instruction and the state
     /// (with the perceived entries), not the image and keypoint tokens. Why: then the
     /// policy's control part trains on states alone, without decoding or encoding a frame
@@ -398,6 +405,7 @@ impl Default for VlaConfig {
             state_gate_linear: false,
             state_gate_floor: 0.0,
             state_gate_per_thing: false,
+            state_gate_no_bias: false,
             images_perception_only: false,
             hand_relative: false,
             relative_near: None,
@@ -592,6 +600,12 @@ impl VlaConfig {
         if self.state_gate_per_thing && !(self.state_gate && self.hand_relative) {
             return Err(PolicyError::Config(
                 "state_gate_per_thing = true shares the state gate over each lifted thing's coordinates: set state_gate = true and hand_relative = true too".into(),
+            ));
+        }
+        if self.state_gate_no_bias && !self.state_gate {
+            return Err(PolicyError::Config(
+                "state_gate_no_bias = true changes the state gate: set state_gate = true too"
+                    .into(),
             ));
         }
         if self.state_gate_reads_state && !self.state_gate {
@@ -1572,9 +1586,11 @@ impl Vla {
                 .collect(),
             object_ids: (!config.object_tokens.is_empty())
                 .then(|| normal([config.object_tokens.len(), d], device)),
-            state_gate: config
-                .state_gate
-                .then(|| LinearConfig::new(d, config.state_dim).init(device)),
+            state_gate: config.state_gate.then(|| {
+                LinearConfig::new(d, config.state_dim)
+                    .with_bias(!config.state_gate_no_bias)
+                    .init(device)
+            }),
             state_gate_state: (config.state_gate && config.state_gate_reads_state).then(|| {
                 LinearConfig::new(config.state_dim, config.state_dim)
                     .with_bias(false)
@@ -3762,6 +3778,37 @@ pub(crate) mod tests {
             TensorData::new(bias, [n]),
             &device,
         )));
+    }
+
+    /// `state_gate_no_bias`: the gate's logits are the instruction's alone, so the same
+    /// features give the same factors whatever the tasks pushed a shared bias to.
+    #[test]
+    fn a_gate_without_a_bias_reads_the_instruction_alone() {
+        let device = Device::flex().autodiff();
+        let config = VlaConfig {
+            state_gate: true,
+            state_gate_no_bias: true,
+            ..tiny()
+        };
+        let model = Vla::new(&config, 5, &device).unwrap();
+        let gate = model.state_gate.as_ref().expect("a state gate");
+        assert!(gate.bias.is_none());
+        assert_eq!(gate.weight.dims(), [config.d_model, config.state_dim]);
+        let input = batch(&config, 2, &device);
+        let text = model.encode_text(input.text).narrow(0, 0, 1);
+        let open = model.read_instruction(text).gate.unwrap();
+        assert!(open.iter().all(|&g| (g - 1.0).abs() < 1e-6), "{open:?}");
+        let e = VlaConfig {
+            state_gate_no_bias: true,
+            ..tiny()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("state_gate_no_bias = true") && e.contains("state_gate = true too"),
+            "{e}"
+        );
     }
 
     /// `reopen_gate` turns a shut gate back to its start (every factor 1) and keeps the
