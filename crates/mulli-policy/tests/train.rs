@@ -849,6 +849,20 @@ fn a_pretrained_text_encoder_plugs_into_training_and_inference() {
     assert!(e.contains("no-such-bert"), "{e}");
 }
 
+/// A tiny config of `steps` image steps whose images feed only a perception of the
+/// environment state (4 keypoints), checkpointed and validated every 2 steps.
+fn perceiving(steps: u64) -> TrainConfig {
+    let mut config = tiny(Head::L1);
+    config.steps = steps;
+    config.checkpoint_every = 2;
+    config.val_every = 2;
+    config.env_state = mulli_policy::EnvState::Perceived;
+    config.env_state_origin = String::new();
+    config.model.keypoints = 4;
+    config.model.images_perception_only = true;
+    config
+}
+
 /// Control steps: after `steps` with images, the policy's control part trains from states
 /// alone. The perception stays as the image steps left it (a perceiving policy with and
 /// without the control steps perceives the same), the actions change, a run killed during
@@ -857,16 +871,9 @@ fn a_pretrained_text_encoder_plugs_into_training_and_inference() {
 fn control_steps_train_the_policy_from_states_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let data = vec![env_dataset(&tmp.path().join("env"), (4, 8), 21)];
-    let mut config = tiny(Head::L1);
-    config.steps = 3;
-    config.checkpoint_every = 2;
-    config.val_every = 2;
+    let mut config = perceiving(3);
     // The EMA is the last weights: what the policy perceives is what training left.
     config.ema_decay = 0.0;
-    config.env_state = mulli_policy::EnvState::Perceived;
-    config.env_state_origin = String::new();
-    config.model.keypoints = 4;
-    config.model.images_perception_only = true;
     let images_only = tmp.path().join("images-only");
     train_ok(&images_only, &data, config.clone());
 
@@ -942,15 +949,8 @@ fn control_steps_train_the_policy_from_states_alone() {
 fn the_state_gate_reopens_where_the_control_steps_begin() {
     let tmp = tempfile::tempdir().unwrap();
     let data = vec![env_dataset(&tmp.path().join("env"), (4, 8), 22)];
-    let mut config = tiny(Head::L1);
-    config.steps = 4;
+    let mut config = perceiving(4);
     config.control_steps = 4;
-    config.checkpoint_every = 2;
-    config.val_every = 2;
-    config.env_state = mulli_policy::EnvState::Perceived;
-    config.env_state_origin = String::new();
-    config.model.keypoints = 4;
-    config.model.images_perception_only = true;
     config.model.state_gate = true;
     let kept = tmp.path().join("kept");
     train_ok(&kept, &data, config.clone());
