@@ -717,4 +717,47 @@ pub fn print_split_scores(report: &mulli_eval::EvalReport) {
         report.eval_s,
         report.workers
     );
+    if let Some(line) = task_verdict_line(report, "seen_layouts") {
+        println!("{line}");
+    }
+}
+
+/// Which tasks of `split` succeed in at least half their episodes, and of those that do
+/// not, which ones too few episodes leave undecided; `None` without that split.
+fn task_verdict_line(report: &mulli_eval::EvalReport, split: &str) -> Option<String> {
+    let v = report.task_verdict(split, 0.5);
+    if v.tasks() == 0 {
+        return None;
+    }
+    let list = |scores: &[&mulli_eval::TaskScore]| {
+        scores
+            .iter()
+            .map(|sc| {
+                format!(
+                    "{} {}/{} (95% CI {:.0}–{:.0}%)",
+                    sc.instruction.as_deref().unwrap_or(&sc.task),
+                    sc.successes,
+                    sc.episodes,
+                    100.0 * sc.ci.0,
+                    100.0 * sc.ci.1
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut line = format!(
+        "{split}, per task: {} of {} succeed in at least half their episodes",
+        v.met.len(),
+        v.tasks()
+    );
+    if !v.undecided.is_empty() {
+        line.push_str(&format!(
+            "; below half but within the interval (more episodes would tell): {}",
+            list(&v.undecided)
+        ));
+    }
+    if !v.below.is_empty() {
+        line.push_str(&format!("; below half: {}", list(&v.below)));
+    }
+    Some(line)
 }

@@ -490,6 +490,12 @@ fn train_info_and_eval_a_policy_end_to_end() {
     ]);
     assert!(out.contains("| seen_layouts | open_drawer |"), "{out}");
     assert!(out.contains("custom_instructions"), "{out}");
+    // One episode cannot tell a task below half from one above it.
+    assert!(
+        out.contains("seen_layouts, per task: ")
+            && (out.contains("1 of 1 succeed") || out.contains("more episodes would tell")),
+        "{out}"
+    );
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(eval_dir.join("eval_info.json")).unwrap())
             .unwrap();

@@ -201,6 +201,45 @@ impl EvalReport {
     pub fn successes(&self) -> usize {
         self.episodes.iter().filter(|e| e.success).count()
     }
+
+    /// The tasks of `split` against a success rate of `share`: each score row meets it,
+    /// falls short by less than its 95% interval can tell, or falls short for certain.
+    /// Why: a task's rate from 10 episodes has a standard error of ~16 points, so at a
+    /// true 50% a task shows 4 of 10 or fewer 38% of the time; "below half" on 10
+    /// episodes is often the evaluation's noise, not the policy (docs/benchmarks.md,
+    /// session 31).
+    pub fn task_verdict(&self, split: &str, share: f64) -> TaskVerdict<'_> {
+        let mut v = TaskVerdict::default();
+        for sc in self.scores.iter().filter(|s| s.split == split) {
+            if sc.rate >= share {
+                v.met.push(sc);
+            } else if sc.ci.1 >= share {
+                v.undecided.push(sc);
+            } else {
+                v.below.push(sc);
+            }
+        }
+        v
+    }
+}
+
+/// [`EvalReport::task_verdict`]: the score rows of one split, sorted by how they compare
+/// with a success rate (each list in the report's order).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskVerdict<'a> {
+    /// At least the rate.
+    pub met: Vec<&'a TaskScore>,
+    /// Below it, but the 95% interval reaches it: more episodes would tell.
+    pub undecided: Vec<&'a TaskScore>,
+    /// Below it with the whole 95% interval.
+    pub below: Vec<&'a TaskScore>,
+}
+
+impl TaskVerdict<'_> {
+    /// Score rows in all three lists.
+    pub fn tasks(&self) -> usize {
+        self.met.len() + self.undecided.len() + self.below.len()
+    }
 }
 
 /// Wilson score interval (95%) for `successes` of `n`.
@@ -756,6 +795,52 @@ fn score(rollouts: Vec<Rollout>, per_outcome: usize) -> EvalReport {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn score(task: &str, split: &str, successes: usize, episodes: usize) -> TaskScore {
+        TaskScore {
+            task: task.into(),
+            split: split.into(),
+            instruction: None,
+            episodes,
+            successes,
+            rate: successes as f64 / episodes as f64,
+            ci: wilson(successes, episodes),
+            failures: BTreeMap::new(),
+            median_closest_m: None,
+            median_at_close_m: None,
+            median_released_m: None,
+            median_perceived_err_m: None,
+        }
+    }
+
+    /// 4 of 10 cannot tell a task from a coin; 19 of 40 cannot either; 1 of 20 and 18 of
+    /// 60 can; 5 of 10 meets half. Other splits are left out.
+    #[test]
+    fn the_task_verdict_tells_short_from_undecided() {
+        let report = EvalReport {
+            episodes: Vec::new(),
+            scores: vec![
+                score("a", "seen_layouts", 5, 10),
+                score("b", "seen_layouts", 4, 10),
+                score("c", "seen_layouts", 1, 20),
+                score("d", "korean", 0, 10),
+                score("e", "seen_layouts", 19, 40),
+                score("f", "seen_layouts", 18, 60),
+            ],
+            split_scores: Vec::new(),
+            videos: Vec::new(),
+            traces: Vec::new(),
+            eval_s: 0.0,
+            workers: 1,
+        };
+        let v = report.task_verdict("seen_layouts", 0.5);
+        let names = |l: &[&TaskScore]| l.iter().map(|s| s.task.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&v.met), ["a"]);
+        assert_eq!(names(&v.undecided), ["b", "e"]);
+        assert_eq!(names(&v.below), ["c", "f"]);
+        assert_eq!(v.tasks(), 5);
+        assert_eq!(report.task_verdict("nowhere", 0.5), TaskVerdict::default());
+    }
 
     #[test]
     fn wilson_interval_brackets_the_rate() {
