@@ -796,7 +796,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn score(task: &str, split: &str, successes: usize, episodes: usize) -> TaskScore {
+    fn task_score(task: &str, split: &str, successes: usize, episodes: usize) -> TaskScore {
         TaskScore {
             task: task.into(),
             split: split.into(),
@@ -818,20 +818,15 @@ mod tests {
     #[test]
     fn the_task_verdict_tells_short_from_undecided() {
         let report = EvalReport {
-            episodes: Vec::new(),
             scores: vec![
-                score("a", "seen_layouts", 5, 10),
-                score("b", "seen_layouts", 4, 10),
-                score("c", "seen_layouts", 1, 20),
-                score("d", "korean", 0, 10),
-                score("e", "seen_layouts", 19, 40),
-                score("f", "seen_layouts", 18, 60),
+                task_score("a", "seen_layouts", 5, 10),
+                task_score("b", "seen_layouts", 4, 10),
+                task_score("c", "seen_layouts", 1, 20),
+                task_score("d", "korean", 0, 10),
+                task_score("e", "seen_layouts", 19, 40),
+                task_score("f", "seen_layouts", 18, 60),
             ],
-            split_scores: Vec::new(),
-            videos: Vec::new(),
-            traces: Vec::new(),
-            eval_s: 0.0,
-            workers: 1,
+            ..EvalReport::default()
         };
         let v = report.task_verdict("seen_layouts", 0.5);
         let names = |l: &[&TaskScore]| l.iter().map(|s| s.task.clone()).collect::<Vec<_>>();

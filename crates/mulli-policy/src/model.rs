@@ -2641,9 +2641,7 @@ pub(crate) mod tests {
                 keypoint_stage: stage,
                 ..tiny()
             }
-            .validate()
-            .unwrap_err()
-            .to_string();
+            .rejection();
             assert!(err.contains("keypoint_stage"), "{err}");
         }
         let old: VlaConfig = serde_json::from_str(r#"{"keypoints": 4}"#).unwrap();
@@ -2696,9 +2694,7 @@ pub(crate) mod tests {
             aux_dim: 0,
             ..config
         }
-        .validate()
-        .unwrap_err()
-        .to_string();
+        .rejection();
         assert!(err.contains("images_perception_only"), "{err}");
     }
 
@@ -2739,7 +2735,7 @@ pub(crate) mod tests {
                 state_dim,
                 ..tiny()
             };
-            let e = bad.validate().unwrap_err().to_string();
+            let e = bad.rejection();
             assert!(e.contains("aux") || e.contains("perceived"), "{e}");
         }
     }
@@ -2836,7 +2832,7 @@ pub(crate) mod tests {
             conv_channels: vec![8],
             ..tiny()
         };
-        let err = bad.validate().unwrap_err().to_string();
+        let err = bad.rejection();
         assert!(err.contains("keypoints = 8"), "{err}");
         // Configs written before keypoints existed have none.
         let old: VlaConfig = serde_json::from_str(r#"{"stem": "patch"}"#).unwrap();
@@ -2888,9 +2884,7 @@ pub(crate) mod tests {
             keypoints: 4,
             ..config
         }
-        .validate()
-        .unwrap_err()
-        .to_string();
+        .rejection();
         assert!(e.contains("no cameras"), "{e}");
     }
 
@@ -2928,9 +2922,7 @@ pub(crate) mod tests {
                 object_tokens: bad.clone(),
                 ..tiny()
             }
-            .validate()
-            .unwrap_err()
-            .to_string();
+            .rejection();
             assert!(e.contains("object_tokens"), "{bad:?}: {e}");
         }
     }
@@ -3356,9 +3348,7 @@ pub(crate) mod tests {
                 relative_near: bad,
                 ..calibrated(true)
             }
-            .validate()
-            .unwrap_err()
-            .to_string();
+            .rejection();
             assert!(
                 e.contains("relative_near = ") && e.contains("positive"),
                 "{e}"
@@ -3368,9 +3358,7 @@ pub(crate) mod tests {
             relative_near: Some(0.02),
             ..calibrated(false)
         }
-        .validate()
-        .unwrap_err()
-        .to_string();
+        .rejection();
         assert!(e.contains("hand_relative = true (now false)"), "{e}");
         let plain = Vla::new(&calibrated(false), 3, &device).unwrap();
         assert!(plain.hand_relative(&state).is_none());
@@ -3478,9 +3466,7 @@ pub(crate) mod tests {
             hand_relative: false,
             ..config.clone()
         }
-        .validate()
-        .unwrap_err()
-        .to_string();
+        .rejection();
         assert!(
             e.contains("slots = 2") && e.contains("hand_relative = true"),
             "{e}"
@@ -3489,9 +3475,7 @@ pub(crate) mod tests {
             slots: 17,
             ..config.clone()
         }
-        .validate()
-        .unwrap_err()
-        .to_string();
+        .rejection();
         assert!(e.contains("slots = 17") && e.contains("at most 16"), "{e}");
         // Configs without the field (older checkpoints) read as no slots, and write none.
         let json = serde_json::to_string(&VlaConfig { slots: 0, ..config }).unwrap();
@@ -3515,18 +3499,18 @@ pub(crate) mod tests {
         config.validate().unwrap();
         let mut bad = config.clone();
         bad.hand_eye.as_mut().unwrap().hand[6] = 8;
-        let e = bad.validate().unwrap_err().to_string();
+        let e = bad.rejection();
         assert!(
             e.contains("hand entry 8") && e.contains("8 state entries"),
             "{e}"
         );
         let mut bad = config.clone();
         bad.hand_eye.as_mut().unwrap().cameras[0].centre[1] = f32::NAN;
-        let e = bad.validate().unwrap_err().to_string();
+        let e = bad.rejection();
         assert!(e.contains("not finite"), "{e}");
         config.pixel_cameras = vec![0, 1, 1];
         config.keypoints = 3;
-        let e = config.validate().unwrap_err().to_string();
+        let e = config.rejection();
         assert!(
             e.contains("1 camera(s)") && e.contains("2 labelled camera(s)"),
             "{e}"
@@ -3651,7 +3635,7 @@ pub(crate) mod tests {
                 pixel_cameras,
                 ..tiny()
             };
-            let e = config.validate().unwrap_err().to_string();
+            let e = config.rejection();
             assert!(e.contains(field), "{e}");
         }
         let one = VlaConfig {
@@ -3661,7 +3645,7 @@ pub(crate) mod tests {
             lift_reads_arm: true,
             ..tiny()
         };
-        let e = one.validate().unwrap_err().to_string();
+        let e = one.rejection();
         assert!(e.contains("lift_reads_arm") && e.contains("[0]"), "{e}");
         let both = VlaConfig {
             pixel_cameras: vec![0, 1],
@@ -3752,8 +3736,15 @@ pub(crate) mod tests {
             state_gate_reads_state: true,
             ..tiny()
         };
-        let e = lone.validate().unwrap_err().to_string();
+        let e = lone.rejection();
         assert!(e.contains("set state_gate = true too"), "{e}");
+    }
+
+    impl VlaConfig {
+        /// The message `validate` refuses this config with.
+        fn rejection(&self) -> String {
+            self.validate().unwrap_err().to_string()
+        }
     }
 
     /// The values of the parameter named `name` (its path in the module, e.g.
@@ -3802,9 +3793,7 @@ pub(crate) mod tests {
             state_gate_no_bias: true,
             ..tiny()
         }
-        .validate()
-        .unwrap_err()
-        .to_string();
+        .rejection();
         assert!(
             e.contains("state_gate_no_bias = true") && e.contains("state_gate = true too"),
             "{e}"
@@ -3917,9 +3906,7 @@ pub(crate) mod tests {
             state_gate_linear: true,
             ..tiny()
         }
-        .validate()
-        .unwrap_err()
-        .to_string();
+        .rejection();
         assert!(
             e.contains("state_gate_linear = true") && e.contains("state_gate = true too"),
             "{e}"
@@ -4037,9 +4024,7 @@ pub(crate) mod tests {
             state_gate_per_thing: true,
             ..calibrated(false)
         }
-        .validate()
-        .unwrap_err()
-        .to_string();
+        .rejection();
         assert!(
             e.contains("state_gate_per_thing") && e.contains("hand_relative"),
             "{e}"
@@ -4078,9 +4063,7 @@ pub(crate) mod tests {
                 state_gate_floor: floor,
                 ..tiny()
             }
-            .validate()
-            .unwrap_err()
-            .to_string();
+            .rejection();
             assert!(
                 e.contains("state_gate_floor") || e.contains("state_gate_linear"),
                 "{e}"
